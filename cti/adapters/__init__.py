@@ -1,0 +1,1 @@
+"""Provider adapters: translate a provider's wire protocol <-> CallEvent / Command."""

@@ -1,0 +1,181 @@
+"""In-process bus with the same semantics as the Redis Streams backend.
+
+Entries live in one list per stream; each group keeps a cursor and a pending
+table, so at-least-once delivery, retries and dead letters behave as on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from cti.bus.base import DEAD_SUFFIX, Handler, Message
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Pending:
+    consumer: str
+    deliveries: int
+    delivered_at: float
+
+
+@dataclass
+class _Group:
+    cursor: int = 0
+    pending: dict[int, _Pending] = field(default_factory=dict)
+
+
+@dataclass
+class _Stream:
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    groups: dict[str, _Group] = field(default_factory=dict)
+    cond: asyncio.Condition | None = None
+
+
+class MemoryBus:
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        max_deliveries: int = 5,
+        claim_idle_ms: int = 30_000,
+        batch: int = 256,
+        block_ms: int = 1_000,
+        **_: Any,
+    ) -> None:
+        self.url = url
+        self.max_deliveries = max_deliveries
+        self.claim_idle_ms = claim_idle_ms
+        self.batch = batch
+        self.block_ms = block_ms
+        self._streams: dict[str, _Stream] = {}
+
+    def _stream(self, name: str) -> _Stream:
+        s = self._streams.get(name)
+        if s is None:
+            s = self._streams[name] = _Stream(cond=asyncio.Condition())
+        return s
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    async def publish(self, stream: str, data: dict[str, Any]) -> str:
+        return (await self.publish_many(stream, [data]))[0]
+
+    async def publish_many(self, stream: str, items: list[dict[str, Any]]) -> list[str]:
+        s = self._stream(stream)
+        start = len(s.entries)
+        s.entries.extend(items)
+        assert s.cond is not None
+        async with s.cond:
+            s.cond.notify_all()
+        return [f"{i}-0" for i in range(start, start + len(items))]
+
+    def _group(self, s: _Stream, group: str) -> _Group:
+        g = s.groups.get(group)
+        if g is None:
+            # like XGROUP CREATE ... $ MKSTREAM? No: "0", so a group created after
+            # publishing still sees earlier entries (the pipeline starts consumers late).
+            g = s.groups[group] = _Group()
+        return g
+
+    async def consume(self, stream: str, group: str, consumer: str, handler: Handler) -> None:
+        s = self._stream(stream)
+        g = self._group(s, group)
+        assert s.cond is not None
+        # crash recovery: our own pending entries first
+        own = [i for i, p in g.pending.items() if p.consumer == consumer]
+        if own:
+            await self._deliver(stream, s, g, consumer, sorted(own), handler)
+        last_claim = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - last_claim >= self.claim_idle_ms / 1000 / 4:
+                last_claim = now
+                idle = [
+                    i
+                    for i, p in g.pending.items()
+                    if p.consumer != consumer and (now - p.delivered_at) * 1000 >= self.claim_idle_ms
+                ]
+                if idle:
+                    await self._deliver(stream, s, g, consumer, sorted(idle)[: self.batch], handler)
+            if g.cursor >= len(s.entries):
+                async with s.cond:
+                    try:
+                        await asyncio.wait_for(
+                            s.cond.wait_for(lambda: g.cursor < len(s.entries)), self.block_ms / 1000
+                        )
+                    except TimeoutError:
+                        continue
+            ids = list(range(g.cursor, min(len(s.entries), g.cursor + self.batch)))
+            g.cursor = ids[-1] + 1
+            await self._deliver(stream, s, g, consumer, ids, handler)
+
+    async def _deliver(
+        self, stream: str, s: _Stream, g: _Group, consumer: str, ids: list[int], handler: Handler
+    ) -> None:
+        now = time.monotonic()
+        msgs = []
+        for i in ids:
+            p = g.pending.get(i)
+            deliveries = (p.deliveries + 1) if p else 1
+            g.pending[i] = _Pending(consumer, deliveries, now)
+            msgs.append(Message(f"{i}-0", stream, s.entries[i], deliveries))
+        try:
+            await handler(msgs)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # retry one by one so a poison entry cannot block its neighbours
+            for m in msgs:
+                await self._deliver_one(stream, s, g, consumer, m, handler)
+            return
+        for i in ids:
+            g.pending.pop(i, None)
+
+    async def _deliver_one(
+        self, stream: str, s: _Stream, g: _Group, consumer: str, m: Message, handler: Handler
+    ) -> None:
+        i = int(m.id.split("-")[0])
+        error = ""
+        deliveries = g.pending[i].deliveries if i in g.pending else m.deliveries
+        while deliveries <= self.max_deliveries:
+            try:
+                await handler([Message(m.id, stream, m.data, deliveries)])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any handler failure is a retry
+                error = f"{type(exc).__name__}: {exc}"
+                deliveries += 1
+                g.pending[i] = _Pending(consumer, deliveries, time.monotonic())
+                continue
+            g.pending.pop(i, None)
+            return
+        log.warning("bus_dead_letter", stream=stream, entry=m.id, deliveries=deliveries - 1, error=error)
+        await self.publish(
+            stream + DEAD_SUFFIX, {"entry": m.id, "data": m.data, "error": error, "deliveries": deliveries - 1}
+        )
+        g.pending.pop(i, None)
+
+    async def dead_letters(self, stream: str, count: int = 100) -> list[Message]:
+        s = self._stream(stream + DEAD_SUFFIX)
+        return [Message(f"{i}-0", stream + DEAD_SUFFIX, d) for i, d in enumerate(s.entries[:count])]
+
+    async def lag(self, stream: str, group: str) -> int:
+        s = self._stream(stream)
+        g = s.groups.get(group)
+        if g is None:
+            return len(s.entries)
+        return len(s.entries) - g.cursor + len(g.pending)
