@@ -1,0 +1,1 @@
+"""HTTP + WebSocket edge: REST API, browser sockets, pages, provider webhooks."""
