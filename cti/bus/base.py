@@ -46,7 +46,12 @@ class Bus(Protocol):
 
     async def publish_many(self, stream: str, items: list[dict[str, Any]]) -> list[str]: ...
 
-    async def consume(self, stream: str, group: str, consumer: str, handler: Handler) -> None: ...
+    async def consume(
+        self, stream: str, group: str, consumer: str, handler: Handler, *, from_start: bool = True
+    ) -> None:
+        """from_start=False creates a new group at the end of the stream (XGROUP CREATE $):
+        for live fan-out (websockets), where history must not be replayed."""
+        ...
 
     async def dead_letters(self, stream: str, count: int = 100) -> list[Message]: ...
 

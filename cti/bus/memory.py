@@ -83,17 +83,21 @@ class MemoryBus:
             s.cond.notify_all()
         return [f"{i}-0" for i in range(start, start + len(items))]
 
-    def _group(self, s: _Stream, group: str) -> _Group:
+    def _group(self, s: _Stream, group: str, from_start: bool = True) -> _Group:
         g = s.groups.get(group)
+        if g is None and not from_start:
+            g = s.groups[group] = _Group(cursor=len(s.entries))
         if g is None:
             # like XGROUP CREATE ... $ MKSTREAM? No: "0", so a group created after
             # publishing still sees earlier entries (the pipeline starts consumers late).
             g = s.groups[group] = _Group()
         return g
 
-    async def consume(self, stream: str, group: str, consumer: str, handler: Handler) -> None:
+    async def consume(
+        self, stream: str, group: str, consumer: str, handler: Handler, *, from_start: bool = True
+    ) -> None:
         s = self._stream(stream)
-        g = self._group(s, group)
+        g = self._group(s, group, from_start)
         assert s.cond is not None
         # crash recovery: our own pending entries first
         own = [i for i, p in g.pending.items() if p.consumer == consumer]
