@@ -1,0 +1,1 @@
+"""Simulated PBX provider (`type = "simulator"`): realistic traffic on an injectable clock."""
