@@ -1,0 +1,691 @@
+"""Wiring: build the components from the settings, own and supervise their tasks.
+
+Event flow (all through the bus, so one process can become many nodes):
+
+    adapters --EVENTS--> pipeline (group "store": fold -> calls table) --CALLS--> activity, stats, websockets
+             \\--EVENTS--> router (group "routing-<node>": agent states, queue decisions -> commands)
+             \\--EVENTS--> screen pop (group "pop": CRM lookup) --POPS--> websockets
+
+Every long-lived task is started by `CtiApp.start()` under a supervisor that
+logs a crash and restarts the task with backoff, and is cancelled and awaited
+by `CtiApp.stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from cti.adapters.base import AdapterContext, Command, CommandResult, adapter_class
+from cti.bus import Message, open_bus
+from cti.bus import streams as S
+from cti.calls.control import CallControl, ControlError, MonitorSession, RateLimiter
+from cti.clock import Clock, SystemClock
+from cti.config import Settings
+from cti.metrics import Metrics
+from cti.model import AgentState, Call, CallEvent, EventKind, Role, make_event_id
+from cti.services import Services
+from cti.store import tables as t
+from cti.web.auth import Principal, TokenRecord, TokenStore, hash_token
+from cti.web.ws import Hub
+
+log = structlog.get_logger(__name__)
+
+
+# ---- agent directory ---------------------------------------------------------------
+
+class Directory:
+    """Agents from the configuration plus their live state and calls (fed by events)."""
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.tenant = settings.site.tenant
+        self.clock = clock
+        self.agents = {a.id: a for a in settings.agents}
+        self._state: dict[str, dict[str, Any]] = {
+            a: {"state": AgentState.OFFLINE.value, "reason": None, "since": None} for a in self.agents
+        }
+        self._calls: dict[str, set[str]] = {}
+
+    def team_of(self, agent: str | None) -> str | None:
+        a = self.agents.get(agent or "")
+        return a.team if a else None
+
+    def endpoints_of(self, agent: str) -> dict[str, str]:
+        a = self.agents.get(agent)
+        return dict(a.endpoints) if a else {}
+
+    def endpoint_index(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for a in self.agents.values():
+            for ep in a.endpoints.values():
+                out[ep] = a.id
+        return out
+
+    def state_of(self, agent: str) -> dict[str, Any]:
+        return dict(self._state.get(agent) or {"state": AgentState.OFFLINE.value, "reason": None, "since": None})
+
+    def calls_of(self, agent: str) -> list[str]:
+        return sorted(self._calls.get(agent, ()))
+
+    def on_event(self, e: CallEvent) -> dict[str, Any] | None:
+        """Track states and calls; returns an `agent_state` message when a state changed."""
+        if e.kind is EventKind.AGENT_STATE_CHANGED and e.agent:
+            st = {"state": e.data.get("state"), "reason": e.data.get("reason"), "since": e.occurred_at.isoformat()}
+            self._state[e.agent] = st
+            return {"type": "agent_state", "agent": e.agent, **st}
+        if e.agent and e.kind in (EventKind.RINGING, EventKind.ANSWERED):
+            self._calls.setdefault(e.agent, set()).add(e.call_id)
+        elif e.kind in (EventKind.ENDED, EventKind.NO_ANSWER):
+            agents = [e.agent] if (e.kind is EventKind.NO_ANSWER and e.agent) else list(self._calls)
+            for a in agents:
+                self._calls.get(a, set()).discard(e.call_id)
+        return None
+
+
+# ---- the application ----------------------------------------------------------------
+
+def _node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    return min(cap, base * 2**attempt) * (0.5 + random.random() / 2)
+
+
+class CtiApp:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        node_id: str | None = None,
+        roles: tuple[str, ...] = ("gateway",),   # gateway | worker
+        migrate: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.node_id = node_id or _node_id()
+        self.roles = roles
+        self.migrate = migrate
+        self.metrics = Metrics()
+        self.directory = Directory(settings, self.clock)
+        self.bus = open_bus(
+            settings.bus.url,
+            max_deliveries=settings.bus.max_deliveries,
+            claim_idle_ms=settings.bus.claim_idle_ms,
+            batch=settings.bus.batch,
+            block_ms=settings.bus.block_ms,
+            socket_timeout_s=settings.bus.socket_timeout_s,
+            health_check_interval_s=settings.bus.health_check_interval_s,
+        )
+        self.tokens = TokenStore(self._config_tokens())
+        self.hub = Hub(queue_max=settings.server.ws_queue_max, team_of=self.directory.team_of, metrics=self.metrics)
+        self.adapters: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = asyncio.Event()
+        self.db: Any = None
+        self.router: Any = None
+        self.screen_pop: Any = None
+        self.activity: Any = None
+        self.stats: Any = None
+        self.pipeline: Any = None
+        self.services: Services | None = None
+        self.web_app: Any = None
+        self._routing_settings = settings
+        self._live_last: str = ""
+        self.failed_auth = RateLimiter(settings.auth.failed_auth_per_minute)
+
+    # ---- construction -----------------------------------------------------------
+    def _config_tokens(self) -> list[TokenRecord]:
+        out = []
+        teams_all = frozenset(a.team for a in self.settings.agents if a.team)
+        for tok in self.settings.auth.tokens:
+            h = tok.token_sha256 or (hash_token(tok.token) if tok.token else None)
+            if not h:
+                continue
+            teams = frozenset(tok.teams) if tok.teams != ["*"] else teams_all
+            out.append(TokenRecord(Principal(tok.user, Role(tok.role), tok.tenant or self.settings.site.tenant,
+                                             teams, h)))
+        return out
+
+    def _adapter_context(self) -> AdapterContext:
+        queue_numbers: dict[str, str] = {}
+        from cti.phone import normalize
+
+        for q in self.settings.queues:
+            for n in q.numbers:
+                queue_numbers[n] = q.name
+                e164 = normalize(n, self.settings.site.default_region)
+                if e164:
+                    queue_numbers[e164] = q.name
+        return AdapterContext(
+            tenant=self.settings.site.tenant,
+            default_region=self.settings.site.default_region,
+            clock=self.clock,
+            agent_endpoints=self.directory.endpoint_index(),
+            queue_numbers=queue_numbers,
+            public_url=self.settings.server.public_url,
+            storage_dir=self.settings.transcribe.storage,
+        )
+
+    def _build_adapters(self) -> None:
+        ctx = self._adapter_context()
+        for p in self.settings.providers:
+            cls = adapter_class(p.type)
+            adapter = cls(p, ctx)
+            with contextlib.suppress(AttributeError):
+                adapter.metrics = self.metrics
+            self.adapters[p.name] = adapter
+
+    async def _open_store(self) -> None:
+        from cti.store.db import Database
+
+        if self.migrate:
+            from cti.store.migrate import upgrade
+
+            res = upgrade(self.settings.store.url)
+            if asyncio.iscoroutine(res):
+                await res
+        self.db = Database(self.settings.store.url)
+        await self.db.connect()
+
+    def _build_router(self) -> None:
+        from cti.routing.acd import Router
+        from cti.routing.reservations import open_reservations
+
+        reservations = open_reservations(self.settings.bus.url)
+        self.router = Router(
+            self._routing_settings,
+            clock=self.clock,
+            dispatch=self.dispatch,
+            reservations=reservations,
+            publish_event=self.publish_event,
+        )
+
+    def _build_screen_pop(self) -> None:
+        from cti.crm import build_connector
+        from cti.crm.cache import CachedLookup
+        from cti.routing.rules import compile_rules
+        from cti.routing.screen_pop import ScreenPop
+
+        crm = build_connector(self.settings, self.db.engine)
+        self.crm = crm
+        c = self.settings.crm
+        self.lookup = CachedLookup(crm, self.clock, ttl=c.cache_ttl_s, negative_ttl=c.negative_ttl_s,
+                                   timeout=c.lookup_timeout_s)
+        rules = compile_rules(self._routing_settings.priority_rules)
+        self.screen_pop = ScreenPop(self.lookup, self.db.engine, self._routing_settings,
+                                    publish=self._publish_pop, rules=rules)
+
+    def _build_activity(self) -> None:
+        from cti.calls.activity import ActivityWriter
+
+        self.activity = ActivityWriter(self.db.engine, self.crm, self.clock)
+
+    def _build_stats(self) -> None:
+        from cti.stats.aggregate import StatsRollup
+
+        self.stats = StatsRollup(self.db.engine, self.settings)
+
+    # ---- start / stop ---------------------------------------------------------------
+    async def start(self) -> None:
+        log.info("app_starting", node=self.node_id, roles=list(self.roles), bus=self.settings.bus.url.split("@")[-1])
+        await self.bus.start()
+        await self._open_store()
+        await self._load_db_tokens()
+        if "gateway" in self.roles:
+            self._build_adapters()
+            self._build_router()
+            self._build_screen_pop()
+            self._build_activity()
+            self._build_stats()
+            from cti.calls.pipeline import EventPipeline
+
+            self.pipeline = EventPipeline(self.bus, self.db, consumer=self.node_id, metrics=self.metrics)
+        self.control = CallControl(
+            settings=self.settings,
+            adapters=self.adapters,
+            dispatch=self.dispatch,
+            load_call=self.load_call,
+            team_of=self.directory.team_of,
+            endpoints_of=self.directory.endpoints_of,
+            monitor_endpoint_of=self._monitor_endpoint_of,
+            audit=self.audit,
+            notify=self._notify_monitor,
+        )
+        self.services = Services(
+            settings=self.settings, metrics=self.metrics, clock=self.clock, bus=self.bus, db=self.db,
+            tokens=self.tokens, node_id=self.node_id, adapters=self.adapters, router=self.router,
+            crm=getattr(self, "crm", None), screen_pop=self.screen_pop, control=self.control, hub=self.hub,
+            extra={
+                "directory": self.directory,
+                "set_agent_state": self.set_agent_state,
+                "routing_settings": lambda: self._routing_settings,
+                "live": self.live_snapshot,
+                "wrap_up": self.wrap_up,
+                "audit": self.audit,
+                "snapshot": self.ws_snapshot,
+                "readiness": self.readiness,
+                "refresh_metrics": self.refresh_metrics,
+                "failed_auth_limit": self.failed_auth,
+                "app": self,
+            },
+        )
+        if "gateway" in self.roles:
+            for name, adapter in self.adapters.items():
+                await adapter.start()
+                self._spawn(f"adapter-pump-{name}", lambda a=adapter, n=name: self._pump(n, a))
+                self._spawn(f"commands-{name}", lambda n=name: self.bus.consume(
+                    S.commands(n), "cmd", self.node_id, self._on_commands))
+            self._spawn("pipeline", self.pipeline.run)
+            self._spawn("routing", lambda: self.bus.consume(S.EVENTS, f"routing-{self.node_id}", self.node_id,
+                                                            self._on_routing_events))
+            self._spawn("screen-pop", lambda: self.bus.consume(S.EVENTS, "pop", self.node_id, self._on_pop_events))
+            self._spawn("activity", lambda: self.bus.consume(S.CALLS, "activity", self.node_id,
+                                                             self._on_calls_activity))
+            self._spawn("stats", lambda: self.bus.consume(S.CALLS, "stats", self.node_id, self._on_calls_stats))
+            self._spawn("ws-calls", lambda: self.bus.consume(S.CALLS, f"ws-{self.node_id}", self.node_id,
+                                                             self._on_calls_ws, from_start=False))
+            self._spawn("ws-pops", lambda: self.bus.consume(S.POPS, f"ws-{self.node_id}", self.node_id,
+                                                            self._on_pops_ws, from_start=False))
+            self._spawn("router-loop", self._router_loop)
+            self._spawn("live", self._live_loop)
+            if hasattr(self.activity, "run_retries"):
+                self._spawn("crm-retries", self.activity.run_retries)
+        if self.settings.transcribe.enabled and ("worker" in self.roles or "gateway" in self.roles):
+            self._start_transcription()
+        from cti.web.server import build_web_app
+
+        extra_routes = []
+        for adapter in self.adapters.values():
+            if hasattr(adapter, "routes"):
+                extra_routes.append(adapter.routes())
+        self.web_app = build_web_app(self.services, extra_routes)
+        log.info("app_started", node=self.node_id, adapters=list(self.adapters))
+
+    def _start_transcription(self) -> None:
+        from cti.transcribe.worker import RecordingIngest, TranscriptionWorker
+
+        if "gateway" in self.roles:
+            ingest = RecordingIngest(self.bus, self.db.engine, self.settings)
+            self._spawn("recording-ingest", ingest.run)
+        worker = TranscriptionWorker(self.bus, self.db.engine, self.settings, consumer=self.node_id,
+                                     crm=getattr(self, "crm", None), metrics=self.metrics)
+        self._spawn("transcription-worker", worker.run)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        log.info("app_stopping", node=self.node_id)
+        await self.hub.close_all()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for adapter in self.adapters.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(adapter.stop(), 10)
+        with contextlib.suppress(Exception):
+            await self.bus.close()
+        if self.db is not None:
+            with contextlib.suppress(Exception):
+                await self.db.close()
+        log.info("app_stopped", node=self.node_id)
+
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[Any]]) -> None:
+        async def supervised() -> None:
+            attempt = 0
+            while not self._stopping.is_set():
+                try:
+                    await factory()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("task_crashed", task=name, attempt=attempt)
+                    await asyncio.sleep(_backoff(attempt))
+                    attempt += 1
+
+        self._tasks.append(asyncio.create_task(supervised(), name=name))
+
+    # ---- adapters -> bus ------------------------------------------------------------
+    async def _pump(self, name: str, adapter: Any) -> None:
+        counter = self.metrics.events_in.labels(name)
+        async for event in adapter.events():
+            counter.inc()
+            await self.bus.publish(S.EVENTS, event.to_dict())
+
+    async def publish_event(self, event: CallEvent) -> None:
+        await self.bus.publish(S.EVENTS, event.to_dict())
+
+    async def dispatch(self, provider: str, command: Command) -> CommandResult:
+        adapter = self.adapters.get(provider)
+        if adapter is not None:
+            return await adapter.execute(command)
+        # another node holds this provider: hand the command over through the bus
+        from dataclasses import asdict
+
+        await self.bus.publish(S.commands(provider), {"name": command.name, "type": type(command).__name__,
+                                                      "args": asdict(command)})
+        return CommandResult(ok=True, detail={"queued": True})
+
+    async def _on_commands(self, batch: list[Message]) -> None:
+        import cti.adapters.base as base
+
+        for m in batch:
+            cls = getattr(base, m.data.get("type", ""), None)
+            provider = m.stream.split(":", 1)[1]
+            if cls is None or provider not in self.adapters:
+                log.warning("command_rejected", entry=m.id, data=str(m.data)[:200])
+                continue
+            args = m.data.get("args", {})
+            if "targets" in args:
+                args["targets"] = tuple(tuple(x) for x in args["targets"])
+            try:
+                await self.adapters[provider].execute(cls(**args))
+            except Exception as exc:  # a command that fails is reported, not retried forever
+                log.warning("remote_command_failed", provider=provider, command=m.data.get("name"), error=str(exc))
+
+    # ---- consumers --------------------------------------------------------------------
+    @staticmethod
+    def _events(batch: list[Message]) -> list[CallEvent]:
+        out = []
+        for m in batch:
+            try:
+                out.append(CallEvent.from_dict(m.data))
+            except ValueError:
+                continue  # the pipeline dead-letters it; other consumers just skip
+        return out
+
+    async def _on_routing_events(self, batch: list[Message]) -> None:
+        for e in self._events(batch):
+            msg = self.directory.on_event(e)
+            if msg is not None:
+                self.hub.to_agent(e.tenant, e.agent or "", msg, watchers=True)
+            if self.router is not None and (e.provider in self.adapters or e.kind is EventKind.AGENT_STATE_CHANGED):
+                await self.router.on_event(e)
+
+    async def _on_pop_events(self, batch: list[Message]) -> None:
+        for e in self._events(batch):
+            await self.screen_pop.on_event(e)
+
+    async def _publish_pop(self, message: dict[str, Any]) -> None:
+        await self.bus.publish(S.POPS, message)
+
+    async def _on_pops_ws(self, batch: list[Message]) -> None:
+        for m in batch:
+            d = m.data
+            agent = d.get("agent")
+            if agent:
+                self.hub.to_agent(d.get("tenant") or self.settings.site.tenant, agent, d)
+
+    async def _on_calls_ws(self, batch: list[Message]) -> None:
+        for m in batch:
+            call = m.data.get("call") or {}
+            agent = call.get("agent")
+            tenant = call.get("tenant") or self.settings.site.tenant
+            msg = {"type": "call_update", "call": call}
+            if agent:
+                self.hub.to_agent(tenant, agent, msg, watchers=True)
+            else:
+                self.hub.to_watchers(tenant, msg)
+            if call.get("state") == "ended" and agent and call.get("outcome") == "answered":
+                wrap_s = self._wrap_up_seconds(call.get("queue"))
+                until = (self.clock.now() + timedelta(seconds=wrap_s)).isoformat()
+                self.hub.to_agent(tenant, agent, {
+                    "type": "wrap_up", "call_id": call.get("call_id"), "agent": agent, "until": until,
+                    "dispositions": list(self._routing_settings.dispositions),
+                })
+
+    def _wrap_up_seconds(self, queue: str | None) -> float:
+        for q in self._routing_settings.queues:
+            if q.name == queue:
+                return float(getattr(q, "wrap_up_s", 30.0))
+        return 30.0
+
+    async def _on_calls_activity(self, batch: list[Message]) -> None:
+        for m in batch:
+            call = m.data.get("call")
+            if not call or call.get("state") != "ended":
+                continue
+            record = call_from_dict(call)
+            await self.control.on_call_ended(record)
+            await self.activity.on_call(record, await self._match_for(record))
+
+    async def _match_for(self, call: Call) -> dict[str, Any]:
+        """The CRM match of the customer's number (cached by the pop), stored on the call."""
+        number = call.from_number if call.direction.value == "inbound" else call.to_number
+        if not number or not number.startswith("+"):
+            return {}
+        try:
+            _status, matches, _later = await self.lookup.lookup_fast(number)
+        except Exception:  # the activity still lands, without a match
+            matches = []
+        if not matches:
+            return {}
+        contact = matches[0]
+        async with self.db.engine.begin() as conn:
+            await conn.execute(
+                sa.update(t.calls).where(t.calls.c.call_id == call.call_id)
+                .values(contact_id=contact.id if contact.kind != "account" else None,
+                        account_id=contact.account_id or (contact.id if contact.kind == "account" else None))
+            )
+        return {"contact": contact, "matches": matches}
+
+    async def _on_calls_stats(self, batch: list[Message]) -> None:
+        for m in batch:
+            call = m.data.get("call")
+            if call and call.get("state") == "ended":
+                await self.stats.on_call(call_from_dict(call))
+
+    async def _router_loop(self) -> None:
+        if self.router is None:
+            return
+        run = getattr(self.router, "run", None)
+        if run is not None:
+            await run()
+            return
+        while True:
+            await self.router.tick()
+            await self.clock.sleep(0.25)
+
+    # ---- live dashboards ------------------------------------------------------------------
+    def live_snapshot(self) -> dict[str, Any]:
+        snap: dict[str, Any] = {}
+        if self.router is not None:
+            try:
+                snap = dict(self.router.snapshot())
+            except Exception:
+                log.exception("router_snapshot_failed")
+        agents = []
+        for a in self.directory.agents.values():
+            st = self.directory.state_of(a.id)
+            agents.append({"id": a.id, "name": a.name, "team": a.team, **st, "calls": self.directory.calls_of(a.id)})
+        snap.setdefault("queues", [])
+        snap["agents"] = agents
+        snap["at"] = self.clock.now().isoformat()
+        return snap
+
+    async def _live_loop(self) -> None:
+        import json
+
+        while True:
+            await asyncio.sleep(0.5)
+            snap = self.live_snapshot()
+            key = json.dumps({k: v for k, v in snap.items() if k != "at"}, sort_keys=True, default=str)
+            if key != self._live_last:
+                self._live_last = key
+                self.hub.to_watchers(self.settings.site.tenant, {"type": "live", **snap})
+
+    # ---- services used by the API ----------------------------------------------------------
+    async def load_call(self, call_id: str) -> Call | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t.calls).where(t.calls.c.call_id == call_id))).first()
+        return call_from_dict(dict(row._mapping)) if row else None
+
+    def _monitor_endpoint_of(self, user: str) -> str | None:
+        a = self.directory.agents.get(user)
+        if a is None:
+            return None
+        if a.monitor_endpoint:
+            return a.monitor_endpoint
+        return next(iter(a.endpoints.values()), None)
+
+    async def set_agent_state(self, agent: str, state: str, reason: str | None) -> dict[str, Any]:
+        from cti.routing import InvalidTransition, UnknownAgent
+
+        try:
+            await self.router.set_agent_state(agent, AgentState(state), reason)
+        except UnknownAgent:
+            raise ControlError(404, f"agent {agent} not found") from None
+        except InvalidTransition as exc:
+            current = getattr(exc, "current", None)
+            raise ControlError(409, f"cannot go from {current} to {state}", current=str(current)) from None
+        st = self.directory.state_of(agent)
+        st.update({"state": state, "reason": reason})
+        return st
+
+    async def wrap_up(self, p: Principal, call_id: str, disposition: str | None, notes: str | None) -> dict[str, Any]:
+        call = await self.load_call(call_id)
+        if call is None or not p.can_control_call(call.agent, self.directory.team_of(call.agent), call.tenant):
+            raise ControlError(404, "call not found")
+        async with self.db.engine.begin() as conn:
+            await conn.execute(sa.update(t.calls).where(t.calls.c.call_id == call_id)
+                               .values(disposition=disposition, notes=notes))
+        await self.activity.wrap_up(call_id, disposition, notes)
+        with contextlib.suppress(Exception):
+            await self.router.end_wrap_up(call.agent)
+        return {"ok": True, "call_id": call_id, "disposition": disposition}
+
+    async def audit(self, p: Principal | None, action: str, target: str | None, detail: dict[str, Any]) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.execute(t.audit_log.insert().values(
+                tenant=p.tenant if p else self.settings.site.tenant, at=self.clock.now(),
+                actor=p.user if p else "system", action=action, target=target, detail=detail))
+        log.info("audit", action=action, actor=p.user if p else "system", target=target)
+
+    async def _notify_monitor(self, tenant: str, session: MonitorSession, *, active: bool) -> None:
+        now = self.clock.now()
+        async with self.db.engine.begin() as conn:
+            row = (await conn.execute(sa.select(t.monitor_sessions.c.modes)
+                                      .where(t.monitor_sessions.c.id == session.id))).first()
+            if row is None:
+                await conn.execute(t.monitor_sessions.insert().values(
+                    id=session.id, tenant=tenant, call_id=session.call_id, supervisor=session.supervisor,
+                    agent=session.agent, endpoint=session.endpoint, mode=session.mode,
+                    modes=[{"mode": session.mode, "at": now.isoformat()}],
+                    provider_session=session.provider_session, started_at=now))
+            else:
+                modes = list(row.modes or [])
+                values: dict[str, Any] = {"mode": session.mode}
+                if active:
+                    modes.append({"mode": session.mode, "at": now.isoformat()})
+                else:
+                    values["ended_at"] = now
+                values["modes"] = modes
+                await conn.execute(sa.update(t.monitor_sessions)
+                                   .where(t.monitor_sessions.c.id == session.id).values(**values))
+        msg = {"type": "monitor", "call_id": session.call_id, "agent": session.agent, "supervisor": session.supervisor,
+               "mode": session.mode, "active": active, "session_id": session.id}
+        self.hub.to_user(tenant, session.supervisor, msg)
+        show = session.mode in ("whisper", "barge", "takeover") or self.settings.security.show_listen_to_agent
+        if session.agent and (show or not active):
+            self.hub.to_user(tenant, session.agent, msg)
+
+    async def ws_snapshot(self, p: Principal) -> dict[str, Any]:
+        from cti.web.api import agent_view, call_row_view, contact_names
+
+        c = t.calls.c
+        q = sa.select(t.calls).where(c.tenant == p.tenant, c.state != "ended")
+        if p.role is not Role.ADMIN:
+            visible = [a.id for a in self.directory.agents.values()
+                       if p.can_see_agent(a.id, a.team, p.tenant)]
+            q = q.where(c.agent.in_(visible))
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(q.limit(500))).all()
+            names = await contact_names(conn, {r.contact_id for r in rows if r.contact_id})
+        pops = self.screen_pop.pops_for(p.user) if self.screen_pop is not None else []
+        return {
+            "type": "snapshot",
+            "me": {"user": p.user, "role": p.role.value, "teams": sorted(p.teams), "tenant": p.tenant},
+            "agent": agent_view(self.services, p.user),
+            "calls": [call_row_view(r, names) for r in rows],
+            "pops": pops,
+            "live": self.live_snapshot() if p.can_monitor() else None,
+            "monitors": [vars(s) for s in self.control.monitors.values()
+                         if s.agent == p.user or s.supervisor == p.user],
+        }
+
+    async def readiness(self) -> dict[str, bool]:
+        checks: dict[str, bool] = {}
+        try:
+            checks["bus"] = bool(await asyncio.wait_for(self.bus.ping(), 2))
+        except Exception:
+            checks["bus"] = False
+        try:
+            checks["store"] = bool(await asyncio.wait_for(self.db.ping(), 2))
+        except Exception:
+            checks["store"] = False
+        for name, adapter in self.adapters.items():
+            checks[f"provider:{name}"] = bool(adapter.ready)
+        return checks
+
+    async def refresh_metrics(self) -> None:
+        with contextlib.suppress(Exception):
+            for stream, group in ((S.EVENTS, "store"), (S.CALLS, "activity"), (S.CALLS, "stats")):
+                self.metrics.bus_lag.labels(stream, group).set(await self.bus.lag(stream, group))
+        self.metrics.calls_active.set(sum(len(self.directory.calls_of(a)) for a in self.directory.agents))
+
+    async def _load_db_tokens(self) -> None:
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(t.api_tokens))).all()
+        for r in rows:
+            self.tokens.add(TokenRecord(
+                Principal(r.user, Role(r.role), r.tenant, frozenset(r.teams or []), r.token_sha256),
+                expires_at=r.expires_at, revoked=r.revoked))
+
+
+def call_from_dict(d: dict[str, Any]) -> Call:
+    """A Call record from its dict form (bus message or DB row)."""
+    from dataclasses import fields
+
+    from cti.model import CallState, Direction, Outcome
+
+    names = {f.name for f in fields(Call)}
+    kw = {k: v for k, v in d.items() if k in names}
+    for k in ("created_at", "queued_at", "ringing_at", "answered_at", "ended_at", "last_event_at"):
+        v = kw.get(k)
+        if isinstance(v, str):
+            kw[k] = datetime.fromisoformat(v)
+        elif isinstance(v, datetime) and v.tzinfo is None:
+            kw[k] = v.replace(tzinfo=UTC)
+    kw["direction"] = Direction(kw.get("direction") or "inbound")
+    kw["state"] = CallState(kw.get("state") or "new")
+    kw["outcome"] = Outcome(kw["outcome"]) if kw.get("outcome") else None
+    kw["agents_rung"] = tuple(kw.get("agents_rung") or ())
+    for k in ("ring_s", "talk_s", "hold_s", "wait_s"):
+        kw[k] = float(kw.get(k) or 0.0)
+    kw["events"] = int(kw.get("events") or 0)
+    return Call(**kw)
+
+
+def agent_state_event(tenant: str, agent: str, state: str, reason: str | None, previous: str | None,
+                      at: datetime) -> CallEvent:
+    """The `agent_state_changed` fact (provider "cti")."""
+    return CallEvent(
+        event_id=make_event_id("cti", "agent", agent, state, at.isoformat(), uuid.uuid4().hex),
+        provider="cti", provider_call_id="", call_id="", kind=EventKind.AGENT_STATE_CHANGED,
+        occurred_at=at, tenant=tenant, agent=agent,
+        data={"state": state, "reason": reason, "previous": previous},
+    )

@@ -1,0 +1,255 @@
+"""`cti` command line: serve | demo | worker | transcribe | migrate | stats | crm import."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import structlog
+
+from cti.config import ConfigError, Settings, load_settings
+
+
+def configure_logging(level: str = "info") -> None:
+    """structlog: JSON lines when stdout is not a terminal, readable console otherwise."""
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_secrets,
+    ]
+    renderer = (structlog.dev.ConsoleRenderer(colors=False) if sys.stderr.isatty()
+                else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[*processors, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+_SECRET_KEYS = ("token", "password", "auth_token", "secret", "api_key", "authorization")
+
+
+def _redact_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Secrets never reach the logs, whoever passed them."""
+    for k in list(event):
+        if any(s in k.lower() for s in _SECRET_KEYS) and k != "token_hash":
+            event[k] = "***"
+    return event
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"cti: {message}", file=sys.stderr)
+    return code
+
+
+def _load(path: str | None) -> Settings:
+    return load_settings(path)
+
+
+def _validate_routing(settings: Settings) -> list[str]:
+    try:
+        from cti.routing.queues import validate_routing_config
+    except ImportError:
+        return []
+    return validate_routing_config(settings)
+
+
+async def _serve(app: Any, host: str, port: int, duration: float | None, on_ready: Any = None) -> None:
+    from aiohttp import web
+
+    await app.start()
+    runner = web.AppRunner(app.web_app, handle_signals=False, shutdown_timeout=app.settings.server.shutdown_grace_s)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(app.reload()))
+    if on_ready is not None:
+        await on_ready(app)
+    try:
+        if duration is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration)
+        else:
+            await stop.wait()
+    finally:
+        await app.stop()
+        await runner.cleanup()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = _load(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    errors = _validate_routing(settings)
+    if errors:
+        return _fail(f"{args.config}: " + "; ".join(errors))
+    from cti.app import CtiApp
+
+    configure_logging(args.log_level)
+    migrate = settings.store.url.startswith("sqlite")
+    app = CtiApp(settings, migrate=migrate)
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    asyncio.run(_serve(app, host, port, None))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    try:
+        settings = _load(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    from cti.app import CtiApp
+
+    configure_logging(args.log_level)
+    if not settings.transcribe.enabled:
+        return _fail(f"{args.config}: transcribe.enabled is false: nothing for a worker to do")
+
+    async def run() -> None:
+        app = CtiApp(settings, roles=("worker",))
+        await app.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await app.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    try:
+        settings = _load(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    from cti.store.migrate import upgrade
+
+    res = upgrade(settings.store.url)
+    if asyncio.iscoroutine(res):
+        asyncio.run(res)
+    print(f"database at {settings.store.url.split('@')[-1]} is up to date")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cti.demo.run import run_demo
+
+    configure_logging(args.log_level)
+    return run_demo(port=args.port, duration=args.duration, host=args.host or "127.0.0.1",
+                    db_path=args.db, speed=args.speed, transcribe=not args.no_transcribe)
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from cti.transcribe.cli import transcribe_files
+
+    try:
+        settings = _load(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    tsettings = settings.transcribe
+    overrides = {k: v for k, v in {"model": args.model, "language": args.language}.items() if v}
+    if overrides:
+        tsettings = tsettings.model_copy(update=overrides)
+    return transcribe_files(args.files, as_json=args.json, summary=args.summary, settings=tsettings,
+                            console=Console(stderr=True))
+
+
+def cmd_stats(args: argparse.Namespace, rest: list[str]) -> int:
+    try:
+        settings = _load(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    from cti.stats.cli import stats_main
+
+    return stats_main(rest, settings)
+
+
+def cmd_crm(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.action != "import":
+        return _fail(f"unknown crm action {args.action!r} (known: import)")
+    from cti.crm.local import crm_import_main
+
+    return crm_import_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cti", description="CTI middleware: phone system <-> CRM")
+    p.add_argument("--log-level", default="info")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run a gateway node (adapters, routing, web)")
+    s.add_argument("--config", required=True)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("worker", help="run a transcription/summary worker")
+    s.add_argument("--config", required=True)
+    s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("demo", help="everything in one process: simulated PBX, SQLite, memory bus")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--host")
+    s.add_argument("--duration", type=float, help="stop after this many seconds and print a summary")
+    s.add_argument("--db", help="SQLite file (default: a fresh one in a temporary directory)")
+    s.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    s.add_argument("--no-transcribe", action="store_true", help="do not run the in-process transcription worker")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("transcribe", help="transcribe recordings (and summarize them)")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
+    s.add_argument("--summary", action="store_true")
+    s.add_argument("--model")
+    s.add_argument("--language")
+    s.add_argument("--config")
+    s.set_defaults(func=cmd_transcribe)
+
+    s = sub.add_parser("migrate", help="create or upgrade the database schema")
+    s.add_argument("--config")
+    s.set_defaults(func=cmd_migrate)
+
+    s = sub.add_parser("stats", help="statistics as a table or CSV (cti stats --help)", add_help=False)
+    s.add_argument("--config")
+    s.set_defaults(func=cmd_stats, passthrough=True)
+
+    s = sub.add_parser("crm", help="local CRM directory: cti crm import contacts.csv [--accounts accounts.csv]",
+                       add_help=False)
+    s.add_argument("action")
+    s.set_defaults(func=cmd_crm, passthrough=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        return args.func(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Browser WebSockets (DESIGN principle 6).
+
+- Authenticated before the upgrade (token + Origin check); refused upgrades are
+  plain HTTP 401/403, so nothing is half-open.
+- One bounded outbound queue and one writer task per connection: a broadcast
+  never awaits a socket, and a client that stops reading is dropped when its
+  queue is full (others are unaffected).
+- A `snapshot` is the first message of every connection, so a reconnecting
+  panel never misses a pop.
+- A revoked or expired token closes its open sockets (checked every second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from aiohttp import WSCloseCode, web
+
+from cti.web.auth import Principal
+
+log = structlog.get_logger(__name__)
+
+CLOSE_BAD_TOKEN = 4401
+CLOSE_TOO_SLOW = 4408
+
+SnapshotFn = Callable[[Principal], Awaitable[dict[str, Any]]]
+
+
+@dataclass(eq=False)
+class Connection:
+    principal: Principal
+    ws: web.WebSocketResponse
+    queue: asyncio.Queue[str | None]
+    agent_team: str | None = None
+    dropped: bool = False
+    close_code: int = CLOSE_TOO_SLOW
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+def origin_allowed(origin: str | None, allowed: list[str], host: str | None) -> bool:
+    """No Origin (non-browser client) is fine; a browser's must be ours or listed."""
+    if not origin:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return bool(host) and parts.netloc == host
+
+
+class Hub:
+    """Routes messages to the sockets that may see them."""
+
+    def __init__(
+        self,
+        *,
+        queue_max: int = 256,
+        team_of: Callable[[str | None], str | None] = lambda _agent: None,
+        metrics: Any = None,
+    ) -> None:
+        self.queue_max = queue_max
+        self.team_of = team_of
+        self.metrics = metrics
+        self._by_agent: dict[str, set[Connection]] = {}
+        self._watchers: set[Connection] = set()  # supervisors and admins
+        self._all: set[Connection] = set()
+
+    # ---- registration -------------------------------------------------------
+    def add(self, conn: Connection) -> None:
+        self._all.add(conn)
+        self._by_agent.setdefault(conn.principal.user, set()).add(conn)
+        if conn.principal.can_monitor():
+            self._watchers.add(conn)
+        if self.metrics:
+            self.metrics.ws_clients.set(len(self._all))
+
+    def remove(self, conn: Connection) -> None:
+        self._all.discard(conn)
+        self._watchers.discard(conn)
+        peers = self._by_agent.get(conn.principal.user)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self._by_agent[conn.principal.user]
+        if self.metrics:
+            self.metrics.ws_clients.set(len(self._all))
+
+    @property
+    def connections(self) -> int:
+        return len(self._all)
+
+    # ---- delivery -----------------------------------------------------------
+    def _offer(self, conn: Connection, text: str) -> None:
+        if conn.dropped:
+            return
+        try:
+            conn.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            conn.dropped = True
+            if self.metrics:
+                self.metrics.ws_dropped.inc()
+            log.warning("ws_client_dropped", user=conn.principal.user, reason="queue_full")
+            # the writer closes the socket; make room for the sentinel
+            with contextlib.suppress(asyncio.QueueEmpty):
+                conn.queue.get_nowait()
+            conn.queue.put_nowait(None)
+
+    def to_agent(self, tenant: str, agent: str, message: dict[str, Any], *, watchers: bool = False) -> int:
+        """Send to an agent's sockets (and, if asked, to supervisors who may see that agent)."""
+        text = json.dumps(message, default=str)
+        n = 0
+        for conn in self._by_agent.get(agent, ()):
+            if conn.principal.tenant == tenant:
+                self._offer(conn, text)
+                n += 1
+        if watchers:
+            team = self.team_of(agent)
+            for conn in self._watchers:
+                if conn.principal.user != agent and conn.principal.can_see_agent(agent, team, tenant):
+                    self._offer(conn, text)
+                    n += 1
+        return n
+
+    def to_watchers(self, tenant: str, message: dict[str, Any], *, agent: str | None = None) -> int:
+        """Send to supervisors/admins of the tenant (only those who may see `agent`, if given)."""
+        text = json.dumps(message, default=str)
+        team = self.team_of(agent) if agent else None
+        n = 0
+        for conn in self._watchers:
+            p = conn.principal
+            if p.tenant != tenant:
+                continue
+            if agent is not None and not p.can_see_agent(agent, team, tenant):
+                continue
+            self._offer(conn, text)
+            n += 1
+        return n
+
+    def to_user(self, tenant: str, user: str, message: dict[str, Any]) -> int:
+        return self.to_agent(tenant, user, message)
+
+    def close_revoked(self, is_valid: Callable[[str], bool]) -> int:
+        n = 0
+        for conn in list(self._all):
+            if not is_valid(conn.principal.token_hash) and not conn.dropped:
+                conn.dropped = True
+                conn.close_code = CLOSE_BAD_TOKEN
+                conn.queue.put_nowait(None)
+                n += 1
+        return n
+
+    async def close_all(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"server shutdown") -> None:
+        for conn in list(self._all):
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=code, message=message)
+
+    # ---- one connection's life ---------------------------------------------
+    async def serve(self, request: web.Request, principal: Principal, snapshot: SnapshotFn) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+        await ws.prepare(request)
+        conn = Connection(principal, ws, asyncio.Queue(self.queue_max))
+        try:
+            first = await snapshot(principal)
+        except Exception:
+            log.exception("ws_snapshot_failed", user=principal.user)
+            first = {"type": "snapshot", "error": "snapshot unavailable"}
+        # register before the snapshot is queued: nothing published meanwhile is lost
+        self.add(conn)
+        conn.queue.put_nowait(json.dumps(first, default=str))
+        writer = asyncio.create_task(self._writer(conn), name=f"ws-writer-{principal.user}")
+        conn.tasks.append(writer)
+        try:
+            async for msg in ws:
+                # clients only send pings/acks; anything else is ignored
+                if msg.type == web.WSMsgType.TEXT and msg.data == "ping":
+                    self._offer(conn, '{"type":"pong"}')
+        finally:
+            self.remove(conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+        return ws
+
+    async def _writer(self, conn: Connection) -> None:
+        ws = conn.ws
+        try:
+            while True:
+                text = await conn.queue.get()
+                if text is None:
+                    await ws.close(code=conn.close_code, message=b"closed by server")
+                    return
+                await ws.send_str(text)
+        except (ConnectionResetError, RuntimeError):
+            return
