@@ -43,7 +43,8 @@ async def test_inbound_not_answered() -> None:
     async with twilio_env() as env:
         fake = env.fake
         sid, _, _ = await fake.inbound(CUSTOMER, QUEUE_NUMBER)
-        (leg,) = (await env.adapter.execute(Connect(sid, ((AGENT, "client:alice"),), timeout_s=5))).detail["legs"]
+        result = await env.adapter.execute(Connect(sid, ((AGENT, "client:alice"),), timeout_s=5))
+        (leg,) = result.detail["legs"]
         await fake.leg_status(leg, "ringing")
         await fake.leg_status(leg, "no-answer")
         await _end(env, sid)

@@ -123,6 +123,7 @@ class TwilioAdapter:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = False
+        self.synced = asyncio.Event()  # set once the start-up resync has run (or failed)
         self.counters: Counter[str] = Counter()
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -186,7 +187,7 @@ class TwilioAdapter:
         q = {k: v for k, v in query.items() if v}
         return f"{self._public}{self._base}/{kind}" + (f"?{urlencode(q)}" if q else "")
 
-    async def _read(self, request: web.Request) -> tuple[dict[str, str], str | None] | web.Response:
+    async def _read(self, request: web.Request) -> tuple[dict[str, str], list[str]] | web.Response:
         """Signature check and form parsing; a Response means: reply this and stop."""
         signature = request.headers.get("X-Twilio-Signature")
         if not signature:
@@ -203,8 +204,8 @@ class TwilioAdapter:
             self.counters["bad_signature"] += 1
             log.warning("twilio_webhook_bad_signature", provider=self.name, path=request.path)
             return web.Response(status=403, text="invalid X-Twilio-Signature")
-        key = wire.dedupe_key(params, request.headers, request.path)
-        if key is not None and key in self._seen:
+        key = wire.dedupe_keys(params, request.headers, request.path)
+        if any(k in self._seen for k in key):
             self.counters["duplicate"] += 1
             return web.Response(status=200, text=wire.twiml(), content_type="text/xml")
         return params, key
@@ -214,10 +215,9 @@ class TwilioAdapter:
         log.warning("twilio_webhook_malformed", provider=self.name, path=request.path, error=str(exc))
         return web.Response(status=400, text=f"malformed Twilio callback: {exc}")
 
-    def _remember(self, key: str | None) -> None:
-        if key is None:
-            return
-        self._seen[key] = None
+    def _remember(self, keys: list[str]) -> None:
+        for key in keys:
+            self._seen[key] = None
         while len(self._seen) > _SEEN_MAX:
             self._seen.popitem(last=False)
 
@@ -504,6 +504,8 @@ class TwilioAdapter:
             await self.resync()
         except AdapterError as exc:
             log.warning("twilio_resync_failed", provider=self.name, error=str(exc))
+        finally:
+            self.synced.set()
 
     async def resync(self) -> list[str]:
         """List in-progress calls; close the calls we tracked that ended meanwhile.

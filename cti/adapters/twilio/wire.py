@@ -129,21 +129,21 @@ def seq_of(params: Mapping[str, str]) -> int:
         raise WireError(f"invalid SequenceNumber {raw!r}") from None
 
 
-def dedupe_key(params: Mapping[str, str], headers: Mapping[str, str], path: str) -> str | None:
-    """Twilio's idempotency token, else CallSid+SequenceNumber (+ status for recordings)."""
+def dedupe_keys(params: Mapping[str, str], headers: Mapping[str, str], path: str) -> list[str]:
+    """Keys a retried delivery repeats: Twilio's idempotency token and the callback's own
+    identity (CallSid+SequenceNumber, RecordingSid+status, conference sequence)."""
+    keys = []
     token = headers.get("I-Twilio-Idempotency-Token")
     if token:
-        return "t:" + token
+        keys.append("t:" + token)
     sid = params.get("CallSid")
-    if not sid:
-        return None
     if params.get("RecordingSid"):
-        return f"r:{params['RecordingSid']}:{params.get('RecordingStatus', '')}"
-    if params.get("StatusCallbackEvent") and params.get("SequenceNumber"):
-        return f"c:{params.get('ConferenceSid', '')}:{params['SequenceNumber']}"
-    if params.get("SequenceNumber"):
-        return f"s:{path}:{sid}:{params['SequenceNumber']}"
-    return None
+        keys.append(f"r:{params['RecordingSid']}:{params.get('RecordingStatus', '')}")
+    elif params.get("StatusCallbackEvent") and params.get("SequenceNumber"):
+        keys.append(f"c:{params.get('ConferenceSid', '')}:{params['SequenceNumber']}")
+    elif sid and params.get("SequenceNumber"):
+        keys.append(f"s:{path}:{sid}:{params['SequenceNumber']}")
+    return keys
 
 
 # ---- mapping helpers ------------------------------------------------------------------

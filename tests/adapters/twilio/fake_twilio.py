@@ -46,6 +46,10 @@ def _now_rfc2822() -> str:
     return email.utils.format_datetime(datetime.now(UTC).replace(microsecond=0))
 
 
+def _events(form: list[tuple[str, str]], key: str) -> tuple[str, ...]:
+    return tuple(v for k, v in form if k == key) or ("completed",)
+
+
 def _error(status: int, code: int, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message,
                               "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
@@ -170,7 +174,7 @@ class FakeTwilio:
             return _error(400, 21205, "Url parameter is required")
         call = FakeCall(sid=_sid("CA"), from_=f["From"], to=f["To"], direction="outbound-api",
                         status="queued", status_callback=f.get("StatusCallback"),
-                        status_events=tuple(v for k, v in form if k == "StatusCallbackEvent") or ("completed",),
+                        status_events=_events(form, "StatusCallbackEvent"),
                         twiml=f.get("Twiml"))
         self.calls[call.sid] = call
         return web.json_response(call.resource(self.account_sid), status=201)
@@ -256,7 +260,7 @@ class FakeTwilio:
             return _error(400, 21640, "CallSidToCoach requires Coaching=true")
         leg = FakeCall(sid=_sid("CA"), from_=f.get("From", ""), to=f.get("To", ""), direction="outbound-api",
                        status="queued", status_callback=f.get("StatusCallback"),
-                       status_events=tuple(v for k, v in form if k == "StatusCallbackEvent") or ("completed",),
+                       status_events=_events(form, "StatusCallbackEvent"),
                        label=f.get("Label"))
         self.calls[leg.sid] = leg
         conf_sid = self.conference_sids.setdefault(conf, _sid("CF"))
@@ -266,7 +270,8 @@ class FakeTwilio:
             parts[leg.label] = leg
         return web.json_response({
             "call_sid": leg.sid, "conference_sid": conf_sid, "account_sid": self.account_sid,
-            "label": leg.label, "coaching": f.get("Coaching") == "true", "call_sid_to_coach": f.get("CallSidToCoach"),
+            "label": leg.label, "coaching": f.get("Coaching") == "true",
+            "call_sid_to_coach": f.get("CallSidToCoach"),
             "muted": f.get("Muted") == "true", "hold": False, "status": "queued",
         }, status=201)
 
@@ -287,7 +292,8 @@ class FakeTwilio:
                    signature: str | None = None, idempotency: str | None = None) -> tuple[int, str]:
         """POST a form-encoded webhook, signed as Twilio signs it."""
         assert self._http is not None
-        headers = {"User-Agent": "TwilioProxy/1.1", "I-Twilio-Idempotency-Token": idempotency or str(uuid.uuid4())}
+        headers = {"User-Agent": "TwilioProxy/1.1",
+                   "I-Twilio-Idempotency-Token": idempotency or str(uuid.uuid4())}
         if sign:
             validator = RequestValidator(token) if token else self._validator
             headers["X-Twilio-Signature"] = signature or validator.compute_signature(url, params)

@@ -34,14 +34,14 @@ class TwilioEnv:
         return [e for e in self.events if e.provider_call_id == provider_call_id]
 
     async def wait_for(self, kind: EventKind, provider_call_id: str | None = None,
-                       timeout: float = 3.0) -> CallEvent:
+                       within: float = 3.0) -> CallEvent:
         async def poll() -> CallEvent:
             while True:
                 for e in self.events:
                     if e.kind is kind and provider_call_id in (None, e.provider_call_id):
                         return e
                 await asyncio.sleep(0.005)
-        return await asyncio.wait_for(poll(), timeout)
+        return await asyncio.wait_for(poll(), within)
 
     async def settle(self) -> None:
         """Let webhook-published events reach the collector."""
@@ -70,6 +70,7 @@ async def twilio_env(**options: object) -> AsyncIterator[TwilioEnv]:
     fake.voice_url = f"{public_url}/webhooks/twilio/{PROVIDER}/voice"
     fake.status_url = f"{public_url}/webhooks/twilio/{PROVIDER}/status"
     await adapter.start()
+    await asyncio.wait_for(adapter.synced.wait(), 5)
     env = TwilioEnv(fake=fake, adapter=adapter, public_url=public_url)
 
     async def collect() -> None:

@@ -1,0 +1,186 @@
+"""Twilio adapter over HTTP: signatures, bad bodies, duplicates, REST errors, capabilities."""
+
+from __future__ import annotations
+
+import pytest
+
+from cti.adapters.base import (
+    AdapterContext,
+    AdapterError,
+    Answer,
+    AttendedTransfer,
+    CallNotFound,
+    Connect,
+    Hangup,
+    Monitor,
+    Play,
+    Unsupported,
+    adapter_class,
+)
+from cti.adapters.twilio.adapter import TwilioAdapter
+from cti.config import ProviderSettings
+from cti.model import EventKind
+from tests.adapters.twilio.harness import twilio_env
+from tests.conformance.scenarios import CUSTOMER, QUEUE_NUMBER
+
+VOICE = {"AccountSid": "AC" + "0" * 32, "CallSid": "CA" + "1" * 32, "CallStatus": "ringing",
+         "Direction": "inbound", "From": CUSTOMER, "To": QUEUE_NUMBER, "ApiVersion": "2010-04-01"}
+
+
+def test_registered_as_twilio() -> None:
+    assert adapter_class("twilio") is TwilioAdapter
+
+
+def test_missing_auth_token_is_named() -> None:
+    with pytest.raises(ValueError, match="auth_token"):
+        TwilioAdapter(ProviderSettings(name="tw", type="twilio", account_sid="AC1"), AdapterContext())
+
+
+async def test_valid_signature_is_accepted() -> None:
+    async with twilio_env() as env:
+        status, twiml = await env.fake.post(env.hook("voice"), VOICE)
+        assert status == 200 and "<Enqueue>support</Enqueue>" in twiml
+        await env.wait_for(EventKind.QUEUED)
+
+
+@pytest.mark.parametrize("how", ["bad", "missing", "wrong_url", "wrong_token", "tampered_query"])
+async def test_bad_signature_is_403_and_publishes_nothing(how: str) -> None:
+    async with twilio_env() as env:
+        url = env.hook("voice")
+        if how == "bad":
+            status, _ = await env.fake.post(url, VOICE, signature="bm90IGEgc2lnbmF0dXJl")
+        elif how == "missing":
+            status, _ = await env.fake.post(url, VOICE, sign=False)
+        elif how == "wrong_url":  # signed for another host: the proxy-in-the-middle case
+            sig = env.fake._validator.compute_signature("https://evil.example/webhooks/twilio/tw1/voice", VOICE)
+            status, _ = await env.fake.post(url, VOICE, signature=sig)
+        elif how == "wrong_token":
+            status, _ = await env.fake.post(url, VOICE, token="another-accounts-token")
+        else:  # signed for one agent, replayed with another in the query
+            signed = env.hook("status") + "?role=agent&parent=CA1&agent=alice"
+            sig = env.fake._validator.compute_signature(signed, VOICE)
+            status, _ = await env.fake.post(env.hook("status") + "?role=agent&parent=CA1&agent=mallory",
+                                            VOICE, signature=sig)
+        await env.settle()
+        assert status == 403
+        assert env.events == []
+        assert env.adapter.counters["bad_signature"] == 1
+
+
+@pytest.mark.parametrize(("kind", "params", "message"), [
+    ("voice", {"AccountSid": "AC1", "From": CUSTOMER}, "missing field CallSid"),
+    ("status", {"CallSid": "CA1", "CallStatus": "on-fire"}, "unknown CallStatus"),
+    ("recording", {"CallSid": "CA1", "RecordingSid": "RE1", "RecordingStatus": "completed"},
+     "missing field RecordingUrl"),
+    ("conference", {"FriendlyName": "CA1"}, "missing field StatusCallbackEvent"),
+])
+async def test_malformed_callback_is_400_named_and_counted(kind: str, params: dict, message: str) -> None:
+    async with twilio_env() as env:
+        status, text = await env.fake.post(env.hook(kind), params)
+        await env.settle()
+        assert status == 400 and message in text
+        assert env.events == []
+        assert env.adapter.counters["malformed"] == 1
+
+
+async def test_non_form_body_is_400() -> None:
+    async with twilio_env() as env:
+        # a JSON body is not what Twilio sends: rejected before anything is parsed
+        async with env.fake._http.post(env.hook("status"), data=b"CallSid",
+                                       headers={"X-Twilio-Signature": "x"}) as resp:
+            assert resp.status == 400
+            assert "not form-encoded" in await resp.text()
+        assert env.adapter.counters["malformed"] == 1
+
+
+async def test_retried_webhooks_are_dropped() -> None:
+    async with twilio_env() as env:
+        await env.fake.post(env.hook("voice"), VOICE, idempotency="tok-1")
+        status, _ = await env.fake.post(env.hook("voice"), VOICE, idempotency="tok-1")
+        assert status == 200
+        done = {**VOICE, "CallStatus": "completed", "SequenceNumber": "0", "CallDuration": "4"}
+        await env.fake.post(env.hook("status"), done, idempotency="tok-2")
+        await env.fake.post(env.hook("status"), done, idempotency="")  # no token: CallSid+SequenceNumber
+        await env.settle()
+        assert [e.kind for e in env.events] == [EventKind.CREATED, EventKind.QUEUED, EventKind.ENDED]
+        assert env.adapter.counters["duplicate"] == 2
+
+
+async def test_rest_rate_limit_is_retried() -> None:
+    async with twilio_env() as env:
+        env.fake.fail_next = [(429, 20429), (429, 20429)]
+        sid, _, _ = await env.fake.inbound(CUSTOMER, QUEUE_NUMBER)
+        await env.adapter.execute(Hangup(sid))
+        assert env.fake.calls[sid].status == "completed"
+        assert env.adapter.counters["rest_retry"] == 2
+
+
+async def test_rest_rate_limit_exhausted_is_an_adapter_error() -> None:
+    async with twilio_env(max_retries=1) as env:
+        env.fake.fail_next = [(429, 20429)] * 3
+        with pytest.raises(AdapterError, match="429"):
+            await env.adapter.execute(Hangup("CA" + "2" * 32))
+
+
+async def test_unknown_call_is_call_not_found() -> None:
+    async with twilio_env() as env:
+        with pytest.raises(CallNotFound, match="20404"):
+            await env.adapter.execute(Hangup("CA" + "3" * 32))
+
+
+async def test_wrong_credentials_fail_clearly() -> None:
+    async with twilio_env() as env:
+        env.fake.auth_token = "rotated"
+        with pytest.raises(AdapterError, match=r"401.*20003"):
+            await env.adapter.execute(Hangup("CA" + "4" * 32))
+
+
+@pytest.mark.parametrize("command", [
+    Answer("CA1", "alice"), AttendedTransfer("CA1", "+33100000000"), Play("CA1", "https://x/a.wav"),
+    Monitor("CA1", "client:sam", "takeover"),
+])
+async def test_unsupported_commands_say_so(command) -> None:
+    async with twilio_env() as env:
+        with pytest.raises(Unsupported, match="twilio adapter does not support"):
+            await env.adapter.execute(command)
+        assert [m for m, _, _ in env.fake.requests if m == "POST"] == []
+
+
+async def test_ring_all_cancels_the_other_legs_when_one_answers() -> None:
+    async with twilio_env() as env:
+        sid, _, _ = await env.fake.inbound(CUSTOMER, QUEUE_NUMBER)
+        res = await env.adapter.execute(Connect(sid, (("alice", "client:alice"), ("bob", "client:bob"))))
+        a, b = res.detail["legs"]
+        for leg in (a, b):
+            await env.fake.leg_status(leg, "ringing")
+        await env.fake.leg_status(b, "in-progress")
+        answered = await env.wait_for(EventKind.ANSWERED, sid)
+        assert answered.agent == "bob"
+        for _ in range(100):
+            if env.fake.calls[a].status == "canceled":
+                break
+            await env.settle()
+        assert env.fake.calls[a].status == "canceled"
+        assert sorted(e.agent for e in env.of_call(sid) if e.kind is EventKind.RINGING) == ["alice", "bob"]
+
+
+async def test_resync_closes_calls_that_ended_during_a_gap() -> None:
+    async with twilio_env() as env:
+        sid, _, _ = await env.fake.inbound(CUSTOMER, QUEUE_NUMBER)
+        other, _, _ = await env.fake.inbound("+33600000001", QUEUE_NUMBER)
+        env.fake.calls[sid].status = "completed"  # its status callback was lost
+        active = await env.adapter.resync()
+        assert active == [other]
+        ended = await env.wait_for(EventKind.ENDED, sid)
+        assert ended.data["cause"] == "caller_hangup"
+        assert all(e.kind is not EventKind.ENDED for e in env.of_call(other))
+
+
+async def test_routes_mount_inside_another_app() -> None:
+    from aiohttp import web
+
+    async with twilio_env() as env:
+        app = web.Application()
+        app.add_routes(env.adapter.routes())
+        paths = sorted(r.resource.canonical for r in app.router.routes())
+        assert paths == [f"/webhooks/twilio/tw1/{k}" for k in ("conference", "recording", "status", "voice")]
