@@ -113,6 +113,7 @@ class SimulatorAdapter:
         self._busy: dict[str, str] = {}            # agent -> provider call id they talk on
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
+        self.calls_started = 0                     # inbound arrivals + outbound dials, for summaries
         self._ids = itertools.count(1)
         self._sessions = itertools.count(1)
         self._recording_files = itertools.cycle(self.opts.recording_files or ("",))
@@ -220,6 +221,7 @@ class SimulatorAdapter:
         ))
 
     def _new_pcid(self) -> str:
+        self.calls_started += 1
         return f"{self._prefix}-{next(self._ids):06d}"
 
     # ---- simulated customers: inbound -----------------------------------------------
@@ -419,6 +421,10 @@ class SimulatorAdapter:
 
     async def _outbound_loop(self, per_agent_per_hour: float) -> None:
         agents = sorted(self._agent_endpoint)
+        if self.opts.outbound_agents is not None:
+            agents = [a for a in agents if a in self.opts.outbound_agents]
+        if not agents:
+            return
         rate_per_s = per_agent_per_hour * len(agents) / 3600.0
         while True:
             await self._clock.sleep(self._rng.expovariate(rate_per_s))

@@ -71,7 +71,7 @@ _KNOWN = {
     "outbound_per_agent_per_hour", "record", "recording_files", "auto_answer", "auto_hangup",
     "customer_numbers", "unknown_caller_ratio", "customer_answer_probability",
     "customer_busy_probability", "customer_answer_delay_s", "busy_numbers", "no_answer_numbers",
-    "caller_id", "play_s", "voicemail_drop_s", "dtmf_probability",
+    "caller_id", "play_s", "voicemail_drop_s", "dtmf_probability", "outbound_agents",
 }
 
 
@@ -90,6 +90,7 @@ class SimOptions:
     transfer_probability: float = 0.05
     transfer_targets: tuple[str, ...] = ()   # blind-transfer targets; default: other queues' numbers
     outbound_per_agent_per_hour: float = 2.0
+    outbound_agents: tuple[str, ...] | None = None  # who dials spontaneously (default: every agent)
     record: bool = False                     # record every answered call
     recording_files: tuple[str, ...] = ()    # WAV paths recording_ready points at, in turn
     auto_answer: bool = True                 # simulated agents answer Connect rings
@@ -148,6 +149,10 @@ class SimOptions:
             if not isinstance(o["transfer_targets"], (list, tuple)):
                 raise ValueError("simulator option 'transfer_targets' must be a list")
             kw["transfer_targets"] = tuple(str(t) for t in o["transfer_targets"])
+        if o.get("outbound_agents") is not None:
+            if not isinstance(o["outbound_agents"], (list, tuple)):
+                raise ValueError("simulator option 'outbound_agents' must be a list of agent ids")
+            kw["outbound_agents"] = tuple(str(a) for a in o["outbound_agents"])
         if "recording_files" in o:
             files = o["recording_files"]
             if isinstance(files, str):
