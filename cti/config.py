@@ -134,6 +134,8 @@ class OverflowSettings(_Base):
     after_s: float = 60.0
     widen: str | None = None
     then: str | None = None  # voicemail | callback | queue:<name> | None
+    target: str | None = None  # then = voicemail: where to transfer (voicemail box endpoint/number)
+    prompt: str | None = None  # then = callback: media offering a callback (caller presses 1)
 
 
 class QueueSettings(_Base):
@@ -155,6 +157,8 @@ class QueueSettings(_Base):
     consent_media: str | None = None
     preferred_agent_s: float = 0.0  # offer to the CRM owner first for this long
     dispositions: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list)  # provider queue names / IVR choices entering it
+    wrap_up_s: float = 0.0  # after-call work before the agent is offered the next call
 
 
 class PriorityRuleSettings(_Base):
@@ -211,6 +215,10 @@ class Settings(_Base):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
 
 
+def source_of(where: str) -> str:
+    return f"{where}." if where else ""
+
+
 def _parse_env_value(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
@@ -218,28 +226,28 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def _resolve_secrets(node: Any, where: str) -> Any:
+def _resolve_secrets(node: Any, where: str, environ: dict[str, str]) -> Any:
     """Replace `<key>_env` / `<key>_file` by `<key>` with the secret's value."""
     if isinstance(node, list):
-        return [_resolve_secrets(x, f"{where}[{i}]") for i, x in enumerate(node)]
+        return [_resolve_secrets(x, f"{where}[{i}]", environ) for i, x in enumerate(node)]
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key.endswith("_env") and isinstance(value, str):
             base = key[: -len("_env")]
-            secret = os.environ.get(value)
+            secret = environ.get(value)
             if secret is None:
-                raise ConfigError(f"{where}.{key}: environment variable {value} is not set")
+                raise ConfigError(f"{source_of(where)}{key}: environment variable {value} is not set")
             out[base] = secret
         elif key.endswith("_file") and isinstance(value, str):
             base = key[: -len("_file")]
             try:
                 out[base] = Path(value).read_text().strip()
             except OSError as exc:
-                raise ConfigError(f"{where}.{key}: cannot read {value}: {exc.strerror}") from None
+                raise ConfigError(f"{source_of(where)}{key}: cannot read {value}: {exc.strerror}") from None
         else:
-            out[key] = _resolve_secrets(value, f"{where}.{key}")
+            out[key] = _resolve_secrets(value, f"{where}.{key}" if where else key, environ)
     return out
 
 
@@ -268,7 +276,10 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     data = _apply_env(data, environ)
-    data = _resolve_secrets(data, source)
+    try:
+        data = _resolve_secrets(data, "", environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

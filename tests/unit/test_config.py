@@ -1,0 +1,66 @@
+"""Config: defaults <- TOML file <- environment; bad input names the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cti.config import ConfigError, load_settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "cti.example.toml"
+
+
+def test_defaults_are_the_embedded_setup() -> None:
+    s = load_settings(None, environ={})
+    assert s.store.url.startswith("sqlite+aiosqlite") and s.bus.url == "memory://"
+
+
+def test_example_config_loads_with_secrets_from_env() -> None:
+    env = {"CTI_ARI_PASSWORD": "p", "CTI_ESL_PASSWORD": "p", "CTI_TWILIO_AUTH_TOKEN": "t",
+           "CTI_SIP_PASSWORD": "p", "CTI_TOKEN_SAM": "sam-token"}
+    s = load_settings(EXAMPLE, environ=env)
+    assert {p.type for p in s.providers} == {"asterisk", "freeswitch", "twilio", "sip"}
+    pbx = next(p for p in s.providers if p.name == "pbx")
+    assert pbx.options["password"] == "p" and "password_env" not in pbx.options
+    assert s.auth.tokens[1].token == "sam-token"
+
+
+def test_environment_overrides_any_key(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[server]\nport = 8080\n[bus]\nurl = "memory://"\n')
+    s = load_settings(f, environ={"CTI_SERVER__PORT": "9001", "CTI_BUS__URL": "redis://127.0.0.1:1/0",
+                                  "CTI_SERVER__ALLOWED_ORIGINS": '["https://crm.example"]'})
+    assert s.server.port == 9001 and s.bus.url.startswith("redis://")
+    assert s.server.allowed_origins == ["https://crm.example"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[server]\nport = 'eighty'\n", "server.port"),
+        ("[server\nport = 1\n", "not valid TOML"),
+        ("[server]\nbogus = 1\n", "server.bogus"),
+        ("[site]\ntimezone = 'Mars/Olympus'\n", "site.timezone"),
+        ("[[agents]]\nid = 'a'\nname = 'A'\nskills = { fr = 12 }\n", "agents.0.skills"),
+        ("[[providers]]\nname = 'x'\ntype = 'sip'\npassword_env = 'NOPE_NOT_SET'\n", "NOPE_NOT_SET"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(f, environ={})
+    assert str(f) in str(err.value) and expected in str(err.value)
+
+
+def test_cti_serve_with_bad_config_exits_2_with_one_message(tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text("[store]\nurl = 42\n")
+    r = subprocess.run([sys.executable, "-m", "cti.cli", "serve", "--config", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert str(f) in r.stderr and "store.url" in r.stderr
+    assert "Traceback" not in r.stderr
