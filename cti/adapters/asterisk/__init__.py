@@ -1,0 +1,1 @@
+"""Asterisk provider (ARI): `adapter.py` does the I/O, `wire.py` the pure parsing."""

@@ -1,0 +1,856 @@
+"""Asterisk adapter over ARI: a Stasis application driven through REST + the events WebSocket.
+
+Call model (what Asterisk sees):
+- inbound: the dialplan sends the customer's channel to `Stasis(<app>)`; `Connect` originates
+  one channel per agent endpoint into the same app, and the first that answers is put with
+  the customer into a mixing bridge `cti-b-<customer channel>`;
+- click-to-call: the agent's endpoint is originated first (`cti-o-<call id>`), and once it
+  answers the customer (`cti-c-<call id>`, dialled through `dial_template`); both are bridged;
+- monitor: the supervisor's endpoint is originated (`cti-s-<session>`); once it answers, a snoop
+  channel on the agent's leg (spy both, whisper out for whisper) and the supervisor go into a
+  bridge `cti-m-<session>`; barge adds the supervisor to the call's bridge.
+
+Facts are emitted as `CallEvent`s with ids derived from the provider's own facts (channel
+ids, recording names, event timestamps), so a replayed event or a resync after a reconnect
+yields the same ids. Config keys (`[[providers]]`): url, username, password, app, and
+optionally dial_template (`PJSIP/{number}@trunk`), transfer_context, backoff_initial_s,
+backoff_max_s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+import websockets
+
+from cti.adapters.asterisk import wire
+from cti.adapters.base import (
+    AdapterContext,
+    AdapterError,
+    BlindTransfer,
+    CallNotFound,
+    Capability,
+    Command,
+    CommandResult,
+    Connect,
+    Hangup,
+    Hold,
+    Monitor,
+    Originate,
+    Play,
+    Record,
+    SendDtmf,
+    Unhold,
+    VoicemailDrop,
+    check_capability,
+    register,
+)
+from cti.clock import SystemClock
+from cti.model import CallEvent, Direction, EndCause, EventKind, make_call_id, make_event_id
+from cti.phone import normalize as normalize_number
+
+log = structlog.get_logger("cti.adapters.asterisk")
+
+_STOP = object()
+
+
+@dataclass
+class _Monitor:
+    session_id: str
+    pcid: str
+    mode: str
+    supervisor: str                # supervisor channel id
+    snoop: str | None = None
+    bridge: str | None = None
+    answered: bool = False
+    started: bool = False
+
+
+@dataclass
+class _Call:
+    pcid: str
+    call_id: str
+    direction: Direction
+    customer: str | None                       # customer channel id
+    from_number: str | None = None
+    to_number: str | None = None
+    queue: str | None = None
+    agent: str | None = None
+    agent_leg: str | None = None               # the answered agent channel
+    ringing_legs: dict[str, str] = field(default_factory=dict)   # channel id -> agent
+    bridge: str | None = None
+    answered: bool = False
+    ended: bool = False
+    ended_at: datetime | None = None
+    transfer_target: str | None = None
+    voicemail: bool = False
+    voicemail_playback: str | None = None
+    takeover: bool = False
+    customer_cause: int | None = None
+    recordings: list[str] = field(default_factory=list)
+    live_recording: str | None = None
+    monitors: dict[str, _Monitor] = field(default_factory=dict)
+    emitted: set[str] = field(default_factory=set)
+
+
+@register("asterisk")
+class AsteriskAdapter:
+    type: ClassVar[str] = "asterisk"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({
+        Capability.CONNECT, Capability.ORIGINATE, Capability.HANGUP, Capability.HOLD,
+        Capability.BLIND_TRANSFER, Capability.RECORD, Capability.RECORD_PAUSE, Capability.PLAY,
+        Capability.VOICEMAIL_DROP, Capability.MONITOR_LISTEN, Capability.MONITOR_WHISPER,
+        Capability.MONITOR_BARGE, Capability.TAKEOVER, Capability.DTMF,
+    })
+
+    def __init__(self, settings: Any, ctx: AdapterContext) -> None:
+        opts = settings.options
+        for key in ("url", "username", "password", "app"):
+            if not opts.get(key):
+                raise ValueError(f"provider {settings.name!r} (asterisk): missing option {key!r}")
+        self.name: str = settings.name
+        self.tenant: str = ctx.tenant
+        self.ctx = ctx
+        self.clock = ctx.clock or SystemClock()
+        self.base = str(opts["url"]).rstrip("/") + "/ari"
+        self.username = str(opts["username"])
+        self.password = str(opts["password"])
+        self.app = str(opts["app"])
+        self.dial_template = str(opts.get("dial_template") or "PJSIP/{number}@trunk")
+        self.transfer_context = str(opts.get("transfer_context") or "from-internal")
+        self.backoff_initial = float(opts.get("backoff_initial_s", 0.5))
+        self.backoff_max = float(opts.get("backoff_max_s", 30.0))
+        self.metrics: Any = None  # set by the app (cti.metrics.Metrics)
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._ready = False
+        self._calls: dict[str, _Call] = {}
+        self._legs: dict[str, tuple[str, str]] = {}   # channel id -> (pcid, role)
+        self._monitors: dict[str, _Monitor] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.connections = 0  # successful (re)connections, for tests and metrics
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        if self._supervisor is None:
+            self._session = aiohttp.ClientSession(
+                auth=aiohttp.BasicAuth(self.username, self.password),
+                timeout=aiohttp.ClientTimeout(total=10),
+            )
+            self._supervisor = asyncio.create_task(self._run(), name=f"ari-{self.name}")
+
+    async def stop(self) -> None:
+        self._ready = False
+        tasks = [t for t in (self._supervisor, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._supervisor = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._queue.put_nowait(_STOP)
+
+    async def events(self) -> AsyncIterator[CallEvent]:
+        while True:
+            item = await self._queue.get()
+            if item is _STOP:
+                return
+            yield item
+
+    # ---- connection supervisor ---------------------------------------------------------
+
+    def _ws_url(self) -> str:
+        ws = self.base.replace("http://", "ws://").replace("https://", "wss://")
+        key = quote(f"{self.username}:{self.password}", safe=":")
+        return f"{ws}/events?app={quote(self.app)}&api_key={key}&subscribeAll=false"
+
+    async def _run(self) -> None:
+        """One reconnect supervisor: backoff with jitter, not ready during the gap, resync."""
+        attempt = 0
+        while True:
+            try:
+                async with websockets.connect(self._ws_url(), open_timeout=5, ping_interval=10,
+                                              ping_timeout=10, max_size=2**22) as ws:
+                    # Connected before resync: events that race the resync are buffered by the
+                    # socket and deduplicated by their deterministic ids.
+                    await self._resync()
+                    attempt = 0
+                    self.connections += 1
+                    self._ready = True
+                    log.info("ari_connected", provider=self.name)
+                    async for message in ws:
+                        await self.handle_message(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("ari_disconnected", provider=self.name, error=str(exc)[:200])
+            self._ready = False
+            if self.metrics is not None:
+                self.metrics.adapter_reconnects.labels(self.name).inc()
+            delay = min(self.backoff_max, self.backoff_initial * (2 ** min(attempt, 16)))
+            attempt += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def handle_message(self, message: str | bytes) -> None:
+        """Parse and apply one WebSocket message; a bad one is logged and counted, never fatal."""
+        try:
+            ev = wire.parse_event(message)
+        except wire.WireError as exc:
+            self._wire_error(str(exc), message)
+            return
+        if ev.type not in wire.HANDLED:
+            return
+        try:
+            await self._apply(ev)
+        except Exception as exc:  # one bad event must not stop the adapter
+            log.exception("ari_event_failed", provider=self.name, type=ev.type, error=str(exc))
+            self._wire_error(f"{ev.type}: {exc}", message)
+
+    def _wire_error(self, reason: str, message: str | bytes) -> None:
+        snippet = message[:200] if isinstance(message, str) else message[:200].decode("utf-8", "replace")
+        log.warning("ari_wire_error", provider=self.name, reason=reason, snippet=snippet)
+        if self.metrics is not None:
+            self.metrics.wire_errors.labels(self.name).inc()
+
+    # ---- REST ----------------------------------------------------------------------------
+
+    async def _rest(self, req: wire.Request, *, ok404: bool = False) -> Any:
+        if self._session is None:
+            raise AdapterError("asterisk adapter is not started")
+        url = self.base + req.path
+        try:
+            async with self._session.request(req.method, url, params=req.params, json=req.body) as resp:
+                if resp.status == 404 and ok404:
+                    return None
+                if resp.status >= 400:
+                    text = (await resp.text())[:200]
+                    if resp.status == 404:
+                        raise CallNotFound(f"{req.method} {req.path}: {text}")
+                    raise AdapterError(f"ARI {req.method} {req.path} -> {resp.status}: {text}")
+                if resp.content_type == "application/json":
+                    return await resp.json()
+                return await resp.read()
+        except aiohttp.ClientError as exc:
+            raise AdapterError(f"ARI {req.method} {req.path} failed: {exc}") from exc
+
+    async def _quiet(self, req: wire.Request) -> None:
+        """Best-effort cleanup call (a channel that is already gone is fine)."""
+        try:
+            await self._rest(req, ok404=True)
+        except AdapterError as exc:
+            log.info("ari_cleanup_failed", provider=self.name, path=req.path, error=str(exc)[:120])
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- emitting ------------------------------------------------------------------------
+
+    def _emit(self, call: _Call, kind: EventKind, at: datetime, *id_parts: object,
+              agent: str | None = None, data: dict[str, Any] | None = None) -> None:
+        eid = make_event_id(self.name, call.pcid, kind.value, *id_parts)
+        if eid in call.emitted:
+            return
+        call.emitted.add(eid)
+        self._queue.put_nowait(CallEvent(
+            event_id=eid, provider=self.name, provider_call_id=call.pcid, call_id=call.call_id,
+            kind=kind, occurred_at=at, tenant=self.tenant, agent=agent or call.agent,
+            queue=call.queue, direction=call.direction, from_number=call.from_number,
+            to_number=call.to_number, data=data or {},
+        ))
+
+    def _number(self, raw: str | None) -> str | None:
+        return normalize_number(raw, self.ctx.default_region) if raw else None
+
+    def _queue_for(self, number: str | None, raw: str | None) -> str | None:
+        qn = self.ctx.queue_numbers
+        return qn.get(number or "") or qn.get(raw or "")
+
+    def _agent_for(self, endpoint: str) -> str | None:
+        return self.ctx.agent_endpoints.get(endpoint)
+
+    # ---- event handling ------------------------------------------------------------------
+
+    async def _apply(self, ev: wire.AriEvent) -> None:
+        ch = ev.channel
+        t = ev.type
+        if t == "Dial":
+            if ev.peer is not None:
+                self._on_dial(ev, ev.peer)
+            return
+        if t in ("RecordingStarted", "RecordingFinished", "RecordingFailed"):
+            self._on_recording(ev)
+            return
+        if t in ("PlaybackStarted", "PlaybackFinished"):
+            await self._on_playback(ev)
+            return
+        if ch is None:
+            return
+        if t == "StasisStart":
+            await self._on_stasis_start(ev, ch)
+        elif t == "ChannelStateChange":
+            if ch.state == "Ringing":
+                self._on_ringing(ch.id, ev.timestamp)
+        elif t == "ChannelHangupRequest":
+            if ev.cause is not None and ch.id in self._legs:
+                call = self._calls.get(self._legs[ch.id][0])
+                if call is not None and ch.id == call.customer and call.customer_cause is None:
+                    call.customer_cause = ev.cause
+        elif t == "ChannelDestroyed":
+            await self._on_destroyed(ch.id, ev.cause, ev.timestamp)
+        elif t == "StasisEnd":
+            await self._on_stasis_end(ch.id, ev.timestamp)
+        elif t in ("ChannelHold", "ChannelUnhold"):
+            call = self._call_of(ch.id)
+            if call is not None and not call.ended:
+                kind = EventKind.HELD if t == "ChannelHold" else EventKind.RESUMED
+                self._emit(call, kind, ev.timestamp, ev.timestamp.isoformat())
+        elif t == "ChannelEnteredBridge":
+            self._on_entered_bridge(ch.id, ev.bridge_id, ev.timestamp)
+        elif t == "ChannelDtmfReceived":
+            call = self._call_of(ch.id)
+            if call is not None and ev.digit:
+                self._emit(call, EventKind.DTMF, ev.timestamp, ch.id, ev.timestamp.isoformat(),
+                           data={"digit": ev.digit, "leg": self._legs[ch.id][1]})
+
+    def _call_of(self, channel_id: str) -> _Call | None:
+        leg = self._legs.get(channel_id)
+        return self._calls.get(leg[0]) if leg else None
+
+    async def _on_stasis_start(self, ev: wire.AriEvent, ch: wire.AriChannel) -> None:
+        leg = self._legs.get(ch.id)
+        if leg is None:
+            if ch.id.startswith("cti-"):
+                log.info("ari_unknown_own_channel", provider=self.name, channel=ch.id)
+                return
+            self._new_inbound(ch, ev.timestamp)
+            return
+        pcid, role = leg
+        call = self._calls.get(pcid)
+        if role == "supervisor":
+            mon = self._monitors.get(ch.id.removeprefix("cti-s-"))
+            if mon is not None:
+                mon.answered = True
+                await self._setup_monitor(mon, ev.timestamp)
+            return
+        if call is None or call.ended:
+            await self._quiet(wire.hangup(ch.id))
+            return
+        if role == "agent":
+            await self._agent_answered(call, ch.id)
+        elif role == "origin":  # click-to-call: the agent picked up, now dial the customer
+            await self._dial_customer(call)
+        elif role == "customer" and call.direction is Direction.OUTBOUND:
+            await self._rest(wire.add_channel(call.bridge or f"cti-b-{call.pcid}", ch.id))
+
+    def _new_inbound(self, ch: wire.AriChannel, at: datetime) -> None:
+        if ch.id in self._calls:
+            return
+        raw_to = ch.exten
+        to_number = self._number(raw_to)
+        call = _Call(
+            pcid=ch.id, call_id=make_call_id(self.tenant, self.name, ch.id), direction=Direction.INBOUND,
+            customer=ch.id, from_number=self._number(ch.caller_number), to_number=to_number,
+            queue=self._queue_for(to_number, raw_to),
+        )
+        self._calls[ch.id] = call
+        self._legs[ch.id] = (ch.id, "customer")
+        created = ch.creationtime or at
+        self._emit(call, EventKind.CREATED, created)
+        if call.queue:
+            self._emit(call, EventKind.QUEUED, at)
+
+    def _on_dial(self, ev: wire.AriEvent, peer: wire.AriChannel) -> None:
+        status = (ev.dialstatus or "").upper()
+        if status == "RINGING":
+            self._on_ringing(peer.id, ev.timestamp)
+        elif status in wire.DIAL_FAILED:
+            call = self._call_of(peer.id)
+            if call is None:
+                return
+            role = self._legs[peer.id][1]
+            if role == "agent":
+                agent = call.ringing_legs.get(peer.id)
+                self._emit(call, EventKind.NO_ANSWER, ev.timestamp, peer.id, agent=agent,
+                           data={"reason": status.lower()})
+            elif role == "customer" and call.direction is Direction.OUTBOUND and status == "BUSY":
+                call.customer_cause = 17
+
+    def _on_ringing(self, channel_id: str, at: datetime) -> None:
+        leg = self._legs.get(channel_id)
+        if leg is None:
+            return
+        call = self._calls.get(leg[0])
+        if call is None or call.ended:
+            return
+        if leg[1] == "agent":
+            self._emit(call, EventKind.RINGING, at, channel_id, agent=call.ringing_legs.get(channel_id))
+        elif leg[1] == "origin":
+            self._emit(call, EventKind.RINGING, at, channel_id, agent=call.agent)
+
+    async def _agent_answered(self, call: _Call, leg_id: str) -> None:
+        if call.agent_leg is not None or call.customer is None:
+            await self._quiet(wire.hangup(leg_id))  # ring-all: somebody else was first
+            return
+        call.agent_leg = leg_id
+        call.agent = call.ringing_legs.get(leg_id, call.agent)
+        bridge = call.bridge or f"cti-b-{call.pcid}"
+        call.bridge = bridge
+        await self._rest(wire.answer(call.customer))
+        await self._rest(wire.create_bridge(bridge))
+        await self._rest(wire.add_channel(bridge, call.customer, leg_id))
+        for other in [c for c in call.ringing_legs if c != leg_id]:
+            await self._quiet(wire.hangup(other, "normal"))
+
+    async def _dial_customer(self, call: _Call) -> None:
+        bridge = f"cti-b-{call.pcid}"
+        call.bridge = bridge
+        call.agent_leg = call.pcid
+        customer = f"cti-c-{call.call_id}"
+        call.customer = customer
+        self._legs[customer] = (call.pcid, "customer")
+        await self._rest(wire.create_bridge(bridge))
+        await self._rest(wire.add_channel(bridge, call.pcid))
+        endpoint = self.dial_template.format(number=call.to_number)
+        try:
+            await self._rest(wire.originate(endpoint, self.app, "customer", customer,
+                                            caller_id=call.from_number, timeout_s=60))
+        except AdapterError as exc:
+            log.warning("ari_customer_dial_failed", provider=self.name, error=str(exc)[:200])
+            self._end(call, EndCause.FAILED, self.clock.now())
+            await self._quiet(wire.hangup(call.pcid))
+
+    def _on_entered_bridge(self, channel_id: str, bridge_id: str | None, at: datetime) -> None:
+        call = self._call_of(channel_id)
+        if call is None or call.ended or bridge_id is None or bridge_id != call.bridge:
+            return
+        role = self._legs[channel_id][1]
+        if call.direction is Direction.INBOUND and role == "agent":
+            call.answered = True
+            self._emit(call, EventKind.ANSWERED, at, agent=call.agent)
+        elif call.direction is Direction.OUTBOUND and role == "customer":
+            call.answered = True
+            self._emit(call, EventKind.ANSWERED, at, agent=call.agent)
+
+    async def _on_stasis_end(self, channel_id: str, at: datetime) -> None:
+        call = self._call_of(channel_id)
+        if call is None or call.ended or channel_id != call.customer or call.transfer_target is None:
+            return
+        # the customer left our application for the transfer target: the call left our system
+        # (the customer's channel lives on in the dialplan: never hang it up from here)
+        self._legs.pop(channel_id, None)
+        self._emit(call, EventKind.TRANSFERRED, at, data={"target": call.transfer_target})
+        self._end(call, EndCause.TRANSFERRED, at)
+        await self._teardown(call)
+
+    async def _on_destroyed(self, channel_id: str, cause: int | None, at: datetime) -> None:
+        leg = self._legs.pop(channel_id, None)
+        if leg is None:
+            return
+        pcid, role = leg
+        if role == "supervisor":
+            mon = self._monitors.get(channel_id.removeprefix("cti-s-"))
+            if mon is not None:
+                await self._teardown_monitor(mon, at)
+            return
+        if role == "snoop":
+            return
+        call = self._calls.get(pcid)
+        if call is None:
+            return
+        if role == "agent":
+            agent = call.ringing_legs.pop(channel_id, None)
+            if channel_id != call.agent_leg:
+                if not call.ended:
+                    self._emit(call, EventKind.NO_ANSWER, at, channel_id, agent=agent,
+                               data={"reason": wire.end_cause(cause).value})
+                return
+            # the agent hung up a connected call (not for a voicemail drop or a takeover)
+            if not call.ended and not call.voicemail and not call.takeover and call.customer:
+                await self._quiet(wire.hangup(call.customer))
+            return
+        if call.direction is Direction.INBOUND:  # the customer's channel is gone
+            if call.transfer_target is not None:
+                self._emit(call, EventKind.TRANSFERRED, at, data={"target": call.transfer_target})
+                self._end(call, EndCause.TRANSFERRED, at)
+            elif call.voicemail:
+                self._end(call, EndCause.VOICEMAIL, at)
+            else:
+                self._end(call, EndCause.NORMAL if call.answered else EndCause.CALLER_HANGUP, at)
+            await self._teardown(call)
+            return
+        # click-to-call legs
+        if role == "origin":
+            if not call.ended:
+                self._end(call, EndCause.NORMAL if call.answered else EndCause.CANCELED, at)
+            await self._teardown(call)
+        elif role == "customer":
+            if not call.ended:
+                if call.answered:
+                    cause_ = EndCause.VOICEMAIL if call.voicemail else EndCause.NORMAL
+                else:
+                    c = wire.end_cause(call.customer_cause or cause)
+                    cause_ = c if c in (EndCause.BUSY, EndCause.NO_ANSWER) else (
+                        EndCause.CANCELED if c is EndCause.NORMAL else c)
+                self._end(call, cause_, at)
+            await self._teardown(call)
+
+    def _end(self, call: _Call, cause: EndCause, at: datetime) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        call.ended_at = at
+        for mon in list(call.monitors.values()):
+            if mon.started:
+                mon.started = False
+                self._emit(call, EventKind.MONITOR_STOPPED, at, mon.session_id, mon.mode, data={"mode": mon.mode})
+        self._emit(call, EventKind.ENDED, at, data={"cause": cause.value})
+        if call.recordings:
+            self._spawn(self._recordings_ready(call, list(call.recordings)))
+
+    async def _teardown(self, call: _Call) -> None:
+        """Hang up whatever is left of an ended call (legs, monitors, its bridge)."""
+        for mon in list(call.monitors.values()):
+            await self._teardown_monitor(mon, call.ended_at or self.clock.now())
+        for ch_id, (pcid, _role) in list(self._legs.items()):
+            if pcid == call.pcid:
+                await self._quiet(wire.hangup(ch_id))
+        if call.bridge:
+            await self._quiet(wire.destroy_bridge(call.bridge))
+            call.bridge = None
+
+    # ---- recordings and playbacks --------------------------------------------------------
+
+    def _on_recording(self, ev: wire.AriEvent) -> None:
+        name = wire.recording_name(ev.recording)
+        kind, ident = wire.target_of(str(ev.recording.get("target_uri") or ""))
+        call = None
+        if kind == "bridge":
+            call = next((c for c in self._calls.values() if c.bridge == ident or f"cti-b-{c.pcid}" == ident),
+                        None)
+        elif kind == "channel":
+            call = self._call_of(ident)
+        if call is None:
+            return
+        if ev.type == "RecordingStarted":
+            if name not in call.recordings:
+                call.recordings.append(name)
+            call.live_recording = name
+            self._emit(call, EventKind.RECORDING_STARTED, ev.timestamp, name, data={"recording": name})
+        else:
+            call.live_recording = None
+            self._emit(call, EventKind.RECORDING_STOPPED, ev.timestamp, name,
+                       data={"recording": name, "failed": ev.type == "RecordingFailed",
+                             "duration_s": ev.recording.get("duration")})
+
+    async def _recordings_ready(self, call: _Call, names: list[str]) -> None:
+        """Once the call is over, fetch each stored recording and say where it is."""
+        for name in names:
+            req = wire.stored_recording_file(name)
+            data: dict[str, Any] = {"recording": name, "url": self.base + req.path}
+            try:
+                body = await self._rest(req)
+                target = Path(self.ctx.storage_dir) / call.call_id / f"{name}.wav"
+                await asyncio.to_thread(_write, target, body)
+                data["path"] = str(target)
+            except (AdapterError, OSError) as exc:
+                log.warning("ari_recording_fetch_failed", provider=self.name, recording=name, error=str(exc))
+            at = max(self.clock.now(), call.ended_at or self.clock.now())
+            self._emit(call, EventKind.RECORDING_READY, at, name, data=data)
+
+    async def _on_playback(self, ev: wire.AriEvent) -> None:
+        kind, ident = wire.target_of(str(ev.playback.get("target_uri") or ""))
+        call = self._call_of(ident) if kind == "channel" else None
+        if call is None or ev.type != "PlaybackFinished":
+            return
+        pid = str(ev.playback.get("id") or "")
+        self._emit(call, EventKind.PLAYBACK_FINISHED, ev.timestamp, pid,
+                   data={"media": ev.playback.get("media_uri"), "playback": pid})
+        if call.voicemail and pid == call.voicemail_playback and call.customer:
+            await self._quiet(wire.hangup(call.customer))
+
+    # ---- monitoring ----------------------------------------------------------------------
+
+    async def _setup_monitor(self, mon: _Monitor, at: datetime) -> None:
+        """Connect an answered supervisor to the call; on any failure undo every step."""
+        call = self._calls.get(mon.pcid)
+        if call is None or call.ended or call.agent_leg is None:
+            await self._teardown_monitor(mon, at)
+            return
+        try:
+            if mon.mode in ("barge", "takeover"):
+                await self._rest(wire.add_channel(call.bridge or "", mon.supervisor))
+                if mon.mode == "takeover":
+                    call.takeover = True
+                    await self._quiet(wire.hangup(call.agent_leg))
+            else:
+                mon.snoop = f"cti-p-{mon.session_id}-{uuid.uuid4().hex[:6]}"
+                self._legs[mon.snoop] = (call.pcid, "snoop")
+                whisper = "out" if mon.mode == "whisper" else "none"
+                await self._rest(wire.snoop(call.agent_leg, self.app, "snoop", mon.snoop, whisper=whisper))
+                mon.bridge = f"cti-m-{mon.session_id}"
+                await self._rest(wire.create_bridge(mon.bridge))
+                await self._rest(wire.add_channel(mon.bridge, mon.supervisor, mon.snoop))
+        except AdapterError as exc:
+            log.warning("ari_monitor_failed", provider=self.name, session=mon.session_id, error=str(exc)[:200])
+            await self._teardown_monitor(mon, at)
+            return
+        mon.started = True
+        self._emit(call, EventKind.MONITOR_STARTED, at, mon.session_id, mon.mode,
+                   data={"mode": mon.mode, "session_id": mon.session_id})
+
+    async def _undo_media(self, mon: _Monitor) -> None:
+        if mon.snoop:
+            self._legs.pop(mon.snoop, None)
+            await self._quiet(wire.hangup(mon.snoop))
+            mon.snoop = None
+        if mon.bridge:
+            await self._quiet(wire.destroy_bridge(mon.bridge))
+            mon.bridge = None
+
+    async def _teardown_monitor(self, mon: _Monitor, at: datetime) -> None:
+        self._monitors.pop(mon.session_id, None)
+        call = self._calls.get(mon.pcid)
+        if call is not None:
+            call.monitors.pop(mon.session_id, None)
+            if mon.started:
+                self._emit(call, EventKind.MONITOR_STOPPED, at, mon.session_id, mon.mode,
+                           data={"mode": mon.mode, "session_id": mon.session_id})
+        mon.started = False
+        await self._undo_media(mon)
+        if self._legs.pop(mon.supervisor, None) is not None:
+            await self._quiet(wire.hangup(mon.supervisor))
+
+    # ---- resync --------------------------------------------------------------------------
+
+    async def _resync(self) -> None:
+        """After (re)connecting: Asterisk keeps no event backlog, so compare its channels
+        with ours. Calls that appeared during the gap are created; channels that vanished
+        end their calls; a call bridged during the gap is answered."""
+        now = self.clock.now()
+        channels = wire.parse_channels(await self._rest(wire.list_channels()))
+        bridges = wire.parse_bridges(await self._rest(wire.list_bridges()))
+        alive = {c.id for c in channels}
+        for c in channels:
+            in_app = c.app_name == "Stasis" and c.app_data.split(",")[0] == self.app
+            if c.id not in self._legs and in_app and not c.id.startswith("cti-"):
+                self._new_inbound(c, now)
+        for call in list(self._calls.values()):
+            if call.ended or not call.bridge or call.answered:
+                continue
+            members = set(bridges.get(call.bridge, ()))
+            if call.direction is Direction.INBOUND and call.agent_leg and call.agent_leg in members:
+                self._on_entered_bridge(call.agent_leg, call.bridge, now)
+            elif call.direction is Direction.OUTBOUND and call.customer in members:
+                self._on_entered_bridge(call.customer or "", call.bridge, now)
+        for ch_id in [c for c in self._legs if c not in alive]:
+            await self._on_destroyed(ch_id, None, now)
+
+    # ---- commands ------------------------------------------------------------------------
+
+    def _call(self, pcid: str) -> _Call:
+        call = self._calls.get(pcid)
+        if call is None or call.ended:
+            raise CallNotFound(f"asterisk {self.name}: no active call {pcid!r}")
+        return call
+
+    async def execute(self, command: Command) -> CommandResult:
+        check_capability(self.type, self.capabilities, command)
+        if not self._ready:
+            raise AdapterError(f"asterisk {self.name}: not connected")
+        handler = getattr(self, f"_do_{type(command).__name__.lower()}", None)
+        if handler is None:
+            raise AdapterError(f"asterisk adapter has no handler for {command.name}")
+        return await handler(command)
+
+    async def _do_connect(self, cmd: Connect) -> CommandResult:
+        call = self._call(cmd.provider_call_id)
+        if call.answered:
+            raise AdapterError(f"call {cmd.provider_call_id} is already answered")
+        for agent, endpoint in cmd.targets:
+            leg = f"cti-a-{uuid.uuid4().hex[:10]}"
+            self._legs[leg] = (call.pcid, "agent")
+            call.ringing_legs[leg] = agent
+            try:
+                await self._rest(wire.originate(endpoint, self.app, "agent", leg, timeout_s=cmd.timeout_s,
+                                                caller_id=call.from_number))
+            except AdapterError as exc:
+                self._legs.pop(leg, None)
+                call.ringing_legs.pop(leg, None)
+                self._emit(call, EventKind.NO_ANSWER, self.clock.now(), leg, agent=agent,
+                           data={"reason": "failed", "detail": str(exc)[:200]})
+        return CommandResult(provider_call_id=call.pcid)
+
+    async def _do_originate(self, cmd: Originate) -> CommandResult:
+        pcid = f"cti-o-{cmd.call_id}"
+        call = _Call(pcid=pcid, call_id=cmd.call_id, direction=Direction.OUTBOUND, customer=None,
+                     from_number=cmd.caller_id, to_number=cmd.to_number,
+                     agent=cmd.agent or self._agent_for(cmd.agent_endpoint))
+        self._calls[pcid] = call
+        self._legs[pcid] = (pcid, "origin")
+        self._emit(call, EventKind.CREATED, self.clock.now())
+        try:
+            await self._rest(wire.originate(cmd.agent_endpoint, self.app, "origin", pcid,
+                                            caller_id=cmd.to_number, timeout_s=cmd.timeout_s))
+        except AdapterError:
+            self._legs.pop(pcid, None)
+            self._end(call, EndCause.FAILED, self.clock.now())
+            raise
+        return CommandResult(provider_call_id=pcid)
+
+    async def _do_hangup(self, cmd: Hangup) -> CommandResult:
+        call = self._call(cmd.provider_call_id)
+        for ch in (call.customer, call.agent_leg if call.direction is Direction.OUTBOUND else None):
+            if ch:
+                await self._quiet(wire.hangup(ch))
+        return CommandResult(provider_call_id=call.pcid)
+
+    async def _hold(self, pcid: str, on: bool) -> CommandResult:
+        call = self._call(pcid)
+        if call.agent_leg is None:
+            raise AdapterError(f"call {pcid} is not connected to an agent")
+        # the agent's leg goes on hold, as if the agent pressed hold: the customer hears music
+        await self._rest(wire.hold(call.agent_leg, on))
+        return CommandResult(provider_call_id=pcid)
+
+    async def _do_hold(self, cmd: Hold) -> CommandResult:
+        return await self._hold(cmd.provider_call_id, True)
+
+    async def _do_unhold(self, cmd: Unhold) -> CommandResult:
+        return await self._hold(cmd.provider_call_id, False)
+
+    async def _do_blindtransfer(self, cmd: BlindTransfer) -> CommandResult:
+        call = self._call(cmd.provider_call_id)
+        if call.customer is None:
+            raise AdapterError(f"call {call.pcid} has no customer leg yet")
+        call.transfer_target = cmd.target
+        try:
+            if "/" in cmd.target:
+                await self._rest(wire.redirect(call.customer, cmd.target))
+            else:
+                await self._rest(wire.continue_in_dialplan(call.customer, self.transfer_context, cmd.target))
+        except AdapterError:
+            call.transfer_target = None
+            raise
+        return CommandResult(provider_call_id=call.pcid)
+
+    async def _do_record(self, cmd: Record) -> CommandResult:
+        call = self._call(cmd.provider_call_id)
+        now = self.clock.now()
+        if cmd.action == "start":
+            if call.bridge is None or not call.answered:
+                raise AdapterError(f"call {call.pcid} is not connected; nothing to record")
+            name = f"cti-{call.call_id}-{len(call.recordings) + 1}"
+            await self._rest(wire.record_bridge(call.bridge, name))
+            return CommandResult(provider_call_id=call.pcid, detail={"recording": name})
+        if cmd.action not in ("stop", "pause", "resume"):
+            raise AdapterError(f"unknown record action {cmd.action!r} (start|stop|pause|resume)")
+        name = call.live_recording
+        if name is None:
+            raise AdapterError(f"call {call.pcid} is not being recorded")
+        await self._rest(wire.live_recording(name, cmd.action))
+        if cmd.action == "pause":  # ARI sends no event for pause/unpause
+            self._emit(call, EventKind.RECORDING_PAUSED, now, name, now.isoformat())
+        elif cmd.action == "resume":
+            self._emit(call, EventKind.RECORDING_RESUMED, now, name, now.isoformat())
+        return CommandResult(provider_call_id=call.pcid, detail={"recording": name})
+
+    async def _do_play(self, cmd: Play) -> CommandResult:
+        call = self._call(cmd.provider_call_id)
+        if call.customer is None:
+            raise AdapterError(f"call {call.pcid} has no customer leg yet")
+        pid = f"cti-play-{uuid.uuid4().hex[:10]}"
+        await self._rest(wire.play(call.customer, cmd.media, pid))
+        return CommandResult(provider_call_id=call.pcid, detail={"playback": pid})
+
+    async def _do_voicemaildrop(self, cmd: VoicemailDrop) -> CommandResult:
+        call = self._call(cmd.provider_call_id)
+        if call.customer is None or not call.answered:
+            raise AdapterError(f"call {call.pcid} is not answered; no voicemail to drop into")
+        call.voicemail = True
+        pid = f"cti-vm-{uuid.uuid4().hex[:10]}"
+        call.voicemail_playback = pid
+        if call.agent_leg and call.agent_leg != call.customer:
+            await self._quiet(wire.remove_channel(call.bridge or "", call.agent_leg))
+            await self._quiet(wire.hangup(call.agent_leg))
+        await self._rest(wire.play(call.customer, cmd.media, pid))
+        return CommandResult(provider_call_id=call.pcid, detail={"playback": pid})
+
+    async def _do_senddtmf(self, cmd: SendDtmf) -> CommandResult:
+        call = self._call(cmd.provider_call_id)
+        if call.customer is None:
+            raise AdapterError(f"call {call.pcid} has no customer leg yet")
+        await self._rest(wire.dtmf(call.customer, cmd.digits))
+        return CommandResult(provider_call_id=call.pcid)
+
+    async def _do_monitor(self, cmd: Monitor) -> CommandResult:
+        if cmd.mode not in ("listen", "whisper", "barge", "takeover", "stop"):
+            raise AdapterError(f"unknown monitor mode {cmd.mode!r}")
+        now = self.clock.now()
+        if cmd.session_id is not None:
+            mon = self._monitors.get(cmd.session_id)
+            if mon is None:
+                raise CallNotFound(f"no monitor session {cmd.session_id!r}")
+            if cmd.mode == "stop":
+                await self._teardown_monitor(mon, now)
+                return CommandResult(provider_call_id=mon.pcid, session_id=mon.session_id)
+            if cmd.mode != mon.mode:  # switch: new media path, same supervisor channel
+                call = self._call(mon.pcid)
+                if mon.started:
+                    self._emit(call, EventKind.MONITOR_STOPPED, now, mon.session_id, mon.mode,
+                               data={"mode": mon.mode, "session_id": mon.session_id})
+                mon.started = False
+                await self._undo_media(mon)
+                if mon.mode in ("barge",) and call.bridge:
+                    await self._quiet(wire.remove_channel(call.bridge, mon.supervisor))
+                mon.mode = cmd.mode
+                if mon.answered:
+                    await self._setup_monitor(mon, now)
+                    if not mon.started:
+                        raise AdapterError(f"monitor session {mon.session_id}: switching to {cmd.mode} failed")
+            return CommandResult(provider_call_id=mon.pcid, session_id=mon.session_id)
+        if cmd.mode == "stop":
+            raise AdapterError("monitor stop needs a session_id")
+        call = self._call(cmd.provider_call_id)
+        if call.agent_leg is None:
+            raise AdapterError(f"call {call.pcid} is not connected to an agent; nothing to monitor")
+        session = uuid.uuid4().hex[:12]
+        sup = f"cti-s-{session}"
+        mon = _Monitor(session_id=session, pcid=call.pcid, mode=cmd.mode, supervisor=sup)
+        self._monitors[session] = mon
+        call.monitors[session] = mon
+        self._legs[sup] = (call.pcid, "supervisor")
+        try:
+            await self._rest(wire.originate(cmd.supervisor_endpoint, self.app, "supervisor", sup, timeout_s=30))
+        except AdapterError:
+            self._legs.pop(sup, None)
+            await self._teardown_monitor(mon, now)
+            raise
+        return CommandResult(provider_call_id=call.pcid, session_id=session)
+
+
+def _write(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body if isinstance(body, bytes) else json.dumps(body).encode())
