@@ -1,0 +1,309 @@
+"""The call as it lands in the customer's history: exactly one activity per call.
+
+`ActivityWriter.on_call(call)` runs when a call ends. It upserts the `activities` row
+(primary key call_id: a ring-all that rang five agents, a caller matching three
+contacts, a replayed event — still one row), then pushes it to the CRM connector.
+A CRM outage delays the push, never loses it: failures are counted on the row
+(`crm_attempts`, `crm_error`) and `run_retries()` retries with exponential backoff
+until the CRM takes it. Connectors are idempotent by call id, so a retry after a
+lost answer updates the CRM record instead of creating a second one.
+`wrap_up(call_id, disposition, notes)` stores the agent's wrap-up and re-syncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from cti import phone
+from cti.crm.store import upsert_activity
+from cti.model import Activity, Call, Direction, Outcome
+from cti.routing.screen_pop import customer_number
+from cti.store.tables import activities, calls
+
+log = structlog.get_logger(__name__)
+
+
+def subject_for(call: Call, region: str = "FR") -> str:
+    """'Inbound call from 06 12 34 56 78 (missed)' — what the CRM timeline shows."""
+    other = customer_number(call.direction, call.from_number, call.to_number) or "unknown"
+    shown = phone.display(other, region) if other.startswith("+") else other
+    word = {
+        Direction.INBOUND: "Inbound call from",
+        Direction.OUTBOUND: "Outbound call to",
+        Direction.INTERNAL: "Internal call with",
+    }[call.direction]
+    outcome = f" ({call.outcome})" if call.outcome and call.outcome is not Outcome.ANSWERED else ""
+    return f"{word} {shown}{outcome}"
+
+
+def activity_for(call: Call, extras: dict[str, Any] | None = None, region: str = "FR") -> Activity:
+    """Pure: the activity of an ended call (contact/account come from the pop's match)."""
+    x = extras or {}
+    return Activity(
+        call_id=call.call_id,
+        subject=x.get("subject") or subject_for(call, region),
+        direction=call.direction,
+        from_number=call.from_number,
+        to_number=call.to_number,
+        duration_s=round(call.talk_s + call.hold_s, 3),
+        outcome=call.outcome,
+        contact_id=x.get("contact_id"),
+        account_id=x.get("account_id"),
+        agent=call.agent,
+        disposition=x.get("disposition"),
+        notes=x.get("notes"),
+        recording_url=x.get("recording_url") or call.recording,
+        summary=x.get("summary"),
+    )
+
+
+def backoff_s(attempts: int, base: float, cap: float, jitter: float = 0.1) -> float:
+    """Exponential backoff after `attempts` failures (1 -> base), capped, with +-jitter."""
+    delay = min(cap, base * (2 ** max(0, attempts - 1)))
+    return delay * (1 + random.uniform(-jitter, jitter)) if jitter else delay
+
+
+@dataclass
+class SyncResult:
+    ok: bool
+    crm_ref: str | None = None
+    error: str | None = None
+
+
+class ActivityWriter:
+    def __init__(
+        self,
+        engine: Any,
+        crm: Any,
+        clock: Any,
+        *,
+        tenant: str = "default",
+        region: str = "FR",
+        lookup: Any = None,
+        retry_base_s: float = 5.0,
+        retry_max_s: float = 600.0,
+        jitter: float = 0.1,
+        poll_s: float = 1.0,
+        push_timeout_s: float = 15.0,
+    ) -> None:
+        self.engine = engine
+        self.crm = crm
+        self.clock = clock
+        self.tenant = tenant
+        self.region = region
+        self.lookup = lookup  # CachedLookup, to find the contact when the call record has none
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.jitter = jitter
+        self.poll_s = poll_s
+        self.push_timeout_s = push_timeout_s
+        self._next_try: dict[str, float] = {}  # call_id -> monotonic time of the next attempt
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._pending_wrap: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ writes
+
+    async def on_call(self, call: Call, extras: dict[str, Any] | None = None) -> bool:
+        """Record an ended call (other states are ignored); returns True once the CRM has it."""
+        if not call.is_ended:
+            return False
+        x = dict(extras or {})
+        wrap = self._pending_wrap.pop(call.call_id, None)
+        if wrap:
+            x.update({k: v for k, v in wrap.items() if v is not None})
+        if not x.get("contact_id"):
+            x.update(await self._match(call))
+        act = activity_for(call, x, self.region)
+        async with self._lock(call.call_id):
+            async with self.engine.begin() as conn:
+                await upsert_activity(conn, act, self.tenant, self.clock.now())
+            log.info("activity_recorded", call_id=call.call_id, contact_id=act.contact_id)
+            ok = (await self._sync(call.call_id)).ok
+        self._release(call.call_id, ok)
+        return ok
+
+    async def wrap_up(self, call_id: str, disposition: str | None, notes: str | None) -> bool:
+        """Store the agent's wrap-up on the activity (and the call) and push it again.
+
+        A wrap-up that arrives before the call's activity exists is kept and applied
+        when the call is recorded. Returns True if stored now, False if deferred."""
+        async with self._lock(call_id):
+            async with self.engine.begin() as conn:
+                res = await conn.execute(
+                    activities.update()
+                    .where(activities.c.call_id == call_id)
+                    .values(
+                        disposition=disposition, notes=notes, updated_at=self.clock.now(), crm_synced_at=None
+                    )
+                )
+                await conn.execute(
+                    calls.update()
+                    .where(calls.c.call_id == call_id)
+                    .values(disposition=disposition, notes=notes)
+                )
+            if not res.rowcount:
+                self._pending_wrap[call_id] = {"disposition": disposition, "notes": notes}
+                return False
+            self._next_try.pop(call_id, None)
+            await self._sync(call_id)
+            return True
+
+    async def on_summary(self, call_id: str, transcript_text: str, summary: dict[str, Any] | None) -> None:
+        """Attach a transcript summary to the activity and the CRM (idempotent)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                activities.update()
+                .where(activities.c.call_id == call_id)
+                .values(summary=summary, updated_at=self.clock.now())
+            )
+        try:
+            await self.crm.log_transcript(call_id, transcript_text, summary)
+        except Exception as exc:
+            log.warning("crm_transcript_failed", call_id=call_id, error=str(exc))
+
+    async def _match(self, call: Call) -> dict[str, Any]:
+        """Contact/account of the call: what the pop/agent attached to the call, else a CRM lookup.
+
+        Several matches still make one activity: it goes to the first contact, and to
+        the account when they all belong to the same one."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(calls.c.contact_id, calls.c.account_id).where(calls.c.call_id == call.call_id)
+                )
+            ).first()
+        if row is not None and row.contact_id:
+            return {"contact_id": row.contact_id, "account_id": row.account_id}
+        number = phone.normalize(
+            customer_number(call.direction, call.from_number, call.to_number), self.region
+        )
+        if self.lookup is None or not number or not number.startswith("+"):
+            return {}
+        try:
+            matches = await asyncio.wait_for(self.lookup.lookup(number), self.push_timeout_s)
+        except Exception:
+            return {}
+        if not matches:
+            return {}
+        accounts_ = {m.account_id for m in matches}
+        first = matches[0]
+        return {
+            "contact_id": first.id if first.kind != "account" else None,
+            "account_id": first.account_id if len(accounts_) == 1 else None,
+        }
+
+    # ------------------------------------------------------------------ CRM sync
+
+    def _lock(self, call_id: str) -> asyncio.Lock:
+        # serializes write + push per call, so "synced" always refers to the version pushed
+        lock = self._locks.get(call_id)
+        if lock is None:
+            lock = self._locks[call_id] = asyncio.Lock()
+        return lock
+
+    def _release(self, call_id: str, synced: bool) -> None:
+        lock = self._locks.get(call_id)
+        if synced and lock is not None and not lock.locked():
+            del self._locks[call_id]
+
+    async def sync(self, call_id: str) -> SyncResult:
+        """Push the stored activity to the CRM once; on failure record it and schedule a retry."""
+        lock = self._lock(call_id)
+        async with lock:
+            result = await self._sync(call_id)
+        self._release(call_id, result.ok)
+        return result
+
+    async def _sync(self, call_id: str) -> SyncResult:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(activities).where(activities.c.call_id == call_id))).first()
+        if row is None:
+            return SyncResult(False, error="no activity")
+        act = Activity(
+            call_id=row.call_id,
+            subject=row.subject,
+            direction=Direction(row.direction),
+            from_number=row.from_number,
+            to_number=row.to_number,
+            duration_s=row.duration_s,
+            outcome=Outcome(row.outcome) if row.outcome else None,
+            contact_id=row.contact_id,
+            account_id=row.account_id,
+            agent=row.agent,
+            disposition=row.disposition,
+            notes=row.notes,
+            recording_url=row.recording_url,
+            summary=row.summary,
+        )
+        try:
+            ref = await asyncio.wait_for(self.crm.log_activity(act), self.push_timeout_s)
+        except Exception as exc:
+            attempts = (row.crm_attempts or 0) + 1
+            err = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            delay = backoff_s(attempts, self.retry_base_s, self.retry_max_s, self.jitter)
+            self._next_try[call_id] = self.clock.monotonic() + delay
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    activities.update()
+                    .where(activities.c.call_id == call_id)
+                    .values(crm_attempts=attempts, crm_error=err[:2000])
+                )
+            log.warning(
+                "crm_activity_push_failed",
+                call_id=call_id,
+                attempts=attempts,
+                retry_in_s=round(delay, 2),
+                error=err,
+            )
+            return SyncResult(False, error=err)
+        self._next_try.pop(call_id, None)
+        now = self.clock.now()
+        async with self.engine.begin() as conn:
+            # crm_synced_at set = the CRM has this version; every local change clears it
+            await conn.execute(
+                activities.update()
+                .where(activities.c.call_id == call_id)
+                .values(
+                    crm_ref=str(ref),
+                    crm_synced_at=now,
+                    crm_attempts=(row.crm_attempts or 0) + 1,
+                    crm_error=None,
+                )
+            )
+        log.info("crm_activity_pushed", call_id=call_id, crm_ref=str(ref))
+        return SyncResult(True, crm_ref=str(ref))
+
+    async def pending(self) -> list[str]:
+        """Call ids whose activity the CRM does not have (in its latest version)."""
+        a = activities.c
+        q = sa.select(a.call_id).where(a.tenant == self.tenant, a.crm_synced_at.is_(None))
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(q.order_by(a.updated_at))).scalars())
+
+    async def retry_due(self) -> int:
+        """One pass: push every pending activity whose backoff has elapsed; returns how many went through."""
+        now = self.clock.monotonic()
+        done = 0
+        for call_id in await self.pending():
+            if self._next_try.get(call_id, 0.0) > now:
+                continue
+            if (await self.sync(call_id)).ok:
+                done += 1
+        return done
+
+    async def run_retries(self) -> None:
+        """Long-running: retry pending pushes until cancelled (one bad row never stops the loop)."""
+        while True:
+            try:
+                await self.retry_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("crm_retry_pass_failed")
+            await self.clock.sleep(self.poll_s)

@@ -1,0 +1,1 @@
+"""CRM connectors: find who is calling, log what happened (see cti.crm.base)."""

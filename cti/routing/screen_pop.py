@@ -1,0 +1,324 @@
+"""Screen pop: when a call rings at an agent, tell their browser who is calling.
+
+`ScreenPop.on_event(CallEvent)` is fed every call event. On `ringing` (with an
+agent) it looks the customer's number up in the CRM through `CachedLookup` (bounded
+by a timeout: a slow CRM never delays the pop), builds the `screen_pop` message of
+docs/api.md and hands it to `publish`. If the lookup was still pending it publishes
+the same pop again with `"update": true` once the CRM answers. The same ringing
+event twice pops once. `pops_for(agent)` lists the pops of ringing/active calls for
+the WebSocket snapshot; pops are dropped when the agent's leg stops ringing or the
+call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from cti import phone
+from cti.crm.base import contact_view
+from cti.crm.cache import FAILED, OK, PENDING, CachedLookup
+from cti.crm.store import local_history
+from cti.model import CallEvent, Contact, Direction, EventKind
+
+log = structlog.get_logger(__name__)
+
+Rules = Callable[[Contact | None], tuple[int, list[str]]]
+Publish = Callable[[dict[str, Any]], Awaitable[None]]
+
+_PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][\w]*)\.([A-Za-z_][\w.]*)\s*\}")
+
+
+def no_rules(_: Contact | None) -> tuple[int, list[str]]:
+    return 0, []
+
+
+def rules_from_settings(settings: Any) -> Rules:
+    """Adapter from `[[priority_rules]]` to the pop's `rules` callable (cti.routing.rules)."""
+    if not getattr(settings, "priority_rules", None):
+        return no_rules
+    from cti.routing.rules import apply_rules, compile_rules, contact_env
+
+    compiled = compile_rules(settings.priority_rules)
+    return lambda c: apply_rules(compiled, contact_env(c))
+
+
+def fill_script(template: str | None, namespaces: dict[str, dict[str, Any]]) -> str | None:
+    """Fill `{contact.first_name}`, `{agent.first_name}`, `{account.name}` ...
+
+    Unknown or empty placeholders become "" (a script never fails to render); other
+    braces are left alone.
+    """
+    if not template:
+        return None
+
+    def sub(m: re.Match[str]) -> str:
+        v = namespaces.get(m.group(1).lower(), {}).get(m.group(2))
+        return "" if v is None else str(v)
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+def customer_number(
+    direction: Direction | None, from_number: str | None, to_number: str | None
+) -> str | None:
+    """The number on the customer's side of the call."""
+    return to_number if direction is Direction.OUTBOUND else from_number
+
+
+@dataclass
+class _CallInfo:
+    tenant: str = "default"
+    direction: Direction | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    queue: str | None = None
+    status: str | None = None  # lookup status once known
+    matches: list[Contact] = field(default_factory=list)
+    lookup_started: bool = False
+
+
+class ScreenPop:
+    def __init__(
+        self,
+        crm_lookup: CachedLookup,
+        engine: Any,
+        settings: Any,
+        *,
+        publish: Publish,
+        rules: Rules | None = None,
+        history_limit: int = 5,
+    ) -> None:
+        self.lookup = crm_lookup
+        self.engine = engine
+        self.settings = settings
+        self.publish = publish
+        self.rules = rules or rules_from_settings(settings)
+        self.history_limit = history_limit
+        self.region = settings.site.default_region
+        self._agents = {a.id: a for a in settings.agents}
+        self._queues = {q.name: q for q in settings.queues}
+        self._calls: dict[str, _CallInfo] = {}
+        self._pops: dict[tuple[str, str], dict[str, Any]] = {}  # (call_id, agent) -> last message
+        self._popping: set[tuple[str, str]] = set()
+        self._seen: set[str] = set()
+        self._seen_order: deque[str] = deque(maxlen=100_000)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ events
+
+    async def on_event(self, ev: CallEvent) -> None:
+        """Feed every call event; never raises on one bad event (the consumer loop goes on)."""
+        try:
+            await self._on_event(ev)
+        except Exception:
+            log.exception("screen_pop_event_failed", call_id=ev.call_id, kind=str(ev.kind))
+
+    async def _on_event(self, ev: CallEvent) -> None:
+        if ev.kind is EventKind.AGENT_STATE_CHANGED:
+            return
+        if ev.kind is EventKind.ENDED:
+            self._remember(f"ended:{ev.call_id}")
+            self._forget(ev.call_id)
+            return
+        if f"ended:{ev.call_id}" in self._seen:
+            return  # a late event of a finished call must not pop it again
+        info = self._calls.setdefault(ev.call_id, _CallInfo())
+        info.tenant = ev.tenant
+        info.direction = ev.direction or info.direction
+        info.from_number = ev.from_number or info.from_number
+        info.to_number = ev.to_number or info.to_number
+        info.queue = ev.queue or info.queue
+        if ev.kind is EventKind.NO_ANSWER and ev.agent:
+            self._pops.pop((ev.call_id, ev.agent), None)
+        elif ev.kind is EventKind.ANSWERED and ev.agent:
+            # ring-all: the others' phones stopped ringing, their pops go
+            for key in [k for k in self._pops if k[0] == ev.call_id and k[1] != ev.agent]:
+                del self._pops[key]
+        elif ev.kind is EventKind.TRANSFERRED and ev.agent:
+            self._pops.pop((ev.call_id, ev.agent), None)
+        elif ev.kind is EventKind.RINGING and ev.agent:
+            await self._ringing(ev, info)
+
+    async def _ringing(self, ev: CallEvent, info: _CallInfo) -> None:
+        key = (ev.call_id, ev.agent or "")
+        if ev.event_id in self._seen or key in self._pops or key in self._popping:
+            return  # the same ringing twice pops once
+        self._remember(ev.event_id)
+        self._popping.add(key)
+        try:
+            number = self._number(info)
+            later = None
+            if info.status in (OK, FAILED):
+                status, matches = info.status, info.matches  # another agent of a ring-all got it
+            elif number is None or not number.startswith("+"):
+                status, matches = OK, []  # anonymous / internal: nothing to look up
+            else:
+                status, matches, later = await self.lookup.lookup_fast(number)
+            if status != PENDING:
+                info.status, info.matches = status, matches
+            msg = await self.build(ev.call_id, key[1], info, status, matches, update=False)
+            if ev.call_id not in self._calls:
+                return  # the call ended while we were looking up
+            self._pops[key] = msg
+        finally:
+            self._popping.discard(key)
+        await self.publish(msg)
+        log.info("screen_pop_sent", call_id=ev.call_id, agent=key[1], lookup=status, matches=len(matches))
+        if later is not None and not info.lookup_started:
+            info.lookup_started = True
+            task = asyncio.get_running_loop().create_task(self._update_later(ev.call_id, later))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _update_later(self, call_id: str, later: asyncio.Future[tuple[str, list[Contact]]]) -> None:
+        status, matches = await later
+        info = self._calls.get(call_id)
+        if info is None:
+            return
+        info.status, info.matches = status, matches
+        for cid, agent in [k for k in self._pops if k[0] == call_id]:
+            try:
+                msg = await self.build(call_id, agent, info, status, matches, update=True)
+                if (cid, agent) not in self._pops:
+                    continue
+                self._pops[(cid, agent)] = msg
+                await self.publish(msg)
+                log.info(
+                    "screen_pop_updated", call_id=call_id, agent=agent, lookup=status, matches=len(matches)
+                )
+            except Exception:
+                log.exception("screen_pop_update_failed", call_id=call_id, agent=agent)
+
+    # ------------------------------------------------------------------ message
+
+    def _number(self, info: _CallInfo) -> str | None:
+        return phone.normalize(customer_number(info.direction, info.from_number, info.to_number), self.region)
+
+    async def build(
+        self, call_id: str, agent: str, info: _CallInfo, status: str, matches: list[Contact], *, update: bool
+    ) -> dict[str, Any]:
+        number = self._number(info)
+        contact = matches[0] if len(matches) == 1 else None
+        history: list[dict[str, Any]] = []
+        last_summary = None
+        if number or contact:
+            history, last_summary = await self._history(call_id, number, contact, info.tenant)
+        priority, reasons = self._priority(matches)
+        agent_cfg = self._agents.get(agent)
+        queue_cfg = self._queues.get(info.queue or "")
+        script = fill_script(
+            queue_cfg.script if queue_cfg else None, self._namespaces(contact, agent, agent_cfg, info, number)
+        )
+        from_number = info.from_number
+        return {
+            "type": "screen_pop",
+            "tenant": info.tenant,
+            "call_id": call_id,
+            "agent": agent,
+            "direction": str(info.direction) if info.direction else None,
+            "from_number": from_number,
+            "from_display": phone.display(from_number, self.region) if from_number else None,
+            "to_number": info.to_number,
+            "customer_number": number,
+            "queue": info.queue,
+            "lookup": status,
+            "matches": [contact_view(c) for c in matches],
+            "contact": contact_view(contact) if contact else None,
+            "new_contact": {"phone": number} if status == OK and not matches and number else None,
+            "history": history,
+            "last_summary": last_summary,
+            "script": script,
+            "priority": priority,
+            "priority_reasons": reasons,
+            "update": update,
+        }
+
+    async def _history(
+        self, call_id: str, number: str | None, contact: Contact | None, tenant: str
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        try:
+            rows: dict[str, dict[str, Any]] = {}
+            summary = None
+            keys = [
+                k
+                for k in (
+                    (contact.id if contact and contact.kind == "contact" else None),
+                    number if number and number.startswith("+") else None,
+                )
+                if k
+            ]
+            for key in keys:
+                got, s = await local_history(
+                    self.engine, key, self.history_limit, tenant=tenant, exclude_call=call_id
+                )
+                summary = summary or s
+                for r in got:
+                    rows.setdefault(r["call_id"], r)
+            ordered = sorted(rows.values(), key=lambda r: r["at"] or "", reverse=True)[: self.history_limit]
+            return ordered, summary
+        except Exception:
+            log.exception("screen_pop_history_failed", call_id=call_id)
+            return [], None
+
+    def _priority(self, matches: list[Contact]) -> tuple[int, list[str]]:
+        try:
+            if not matches:
+                return self.rules(None)
+            # several candidates: the caller is at least as important as the best of them
+            return max((self.rules(c) for c in matches), key=lambda r: r[0])
+        except Exception:
+            log.exception("screen_pop_rules_failed")
+            return 0, []
+
+    def _namespaces(
+        self, contact: Contact | None, agent: str, agent_cfg: Any, info: _CallInfo, number: str | None
+    ) -> dict[str, dict[str, Any]]:
+        agent_name = getattr(agent_cfg, "name", None) or agent
+        first, _, last = agent_name.partition(" ")
+        c = contact_view(contact) if contact else {}
+        account: dict[str, Any] = {}
+        if contact is not None:
+            for k, v in contact.fields.items():
+                ns, _, name = k.partition(".")
+                if ns == "account" and name:
+                    account[name] = v
+                elif ns == "contact" and name:
+                    c.setdefault(name, v)
+            account.setdefault("name", contact.account_name)
+            account.setdefault("id", contact.account_id)
+        return {
+            "contact": c,
+            "account": account,
+            "agent": {"id": agent, "name": agent_name, "first_name": first, "last_name": last},
+            "caller": {"number": number, "display": phone.display(number, self.region) if number else None},
+            "queue": {"name": info.queue},
+        }
+
+    # ------------------------------------------------------------------ state
+
+    def pops_for(self, agent: str) -> list[dict[str, Any]]:
+        """Pops of this agent's ringing/active calls (for the WebSocket snapshot)."""
+        return [msg for (_, a), msg in self._pops.items() if a == agent]
+
+    def _forget(self, call_id: str) -> None:
+        self._calls.pop(call_id, None)
+        for key in [k for k in self._pops if k[0] == call_id]:
+            del self._pops[key]
+
+    def _remember(self, event_id: str) -> None:
+        if len(self._seen_order) == self._seen_order.maxlen:
+            self._seen.discard(self._seen_order[0])
+        self._seen_order.append(event_id)
+        self._seen.add(event_id)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
