@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from cti.stats.aggregate import StatsRollup
+from cti.store.tables import metadata
+from tests.stats import history
+
+
+async def make_engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    return engine
+
+
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = await make_engine(store_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = await make_engine(sqlite_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def settings():
+    return history.settings()
+
+
+@pytest.fixture
+async def hand_db(sqlite_engine: AsyncEngine, settings) -> AsyncEngine:
+    """The hand-computable history, loaded and rolled up (SQLite)."""
+    rows = history.hand_calls()
+    await history.insert_calls(sqlite_engine, rows)
+    await history.load_crm(sqlite_engine)
+    rollup = StatsRollup(sqlite_engine, settings)
+    for r in rows:
+        await rollup.on_call(r)
+    return sqlite_engine
