@@ -1,0 +1,1 @@
+"""The demo: a seeded world (seed.py) and the one-process runner (run.py)."""
