@@ -79,10 +79,10 @@ def build_live_settings(tmp: Path, port: int, **sim_overrides: Any) -> Any:
 
 def start_live_app(tmp: Path, **sim_overrides: Any) -> LiveApp:
     from aiohttp import web
+    from cti.store.migrate import upgrade
 
     from cti.app import CtiApp
     from cti.demo.run import agents_log_in, seed_directory
-    from cti.store.migrate import upgrade
 
     port = free_port()
     settings = build_live_settings(tmp, port, **sim_overrides)
