@@ -71,7 +71,7 @@ def build_live_settings(tmp: Path, port: int, **sim_overrides: Any) -> Any:
     sim.update({"arrival_rate_per_min": 0, "outbound_per_agent_per_hour": 0, "auto_answer": False,
                 "record": False})
     sim.update(sim_overrides)
-    d["server"]["allowed_origins"] = ["http://127.0.0.1:%d" % port, "http://localhost:%d" % port]
+    d["server"]["allowed_origins"] = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
     from cti.config import Settings
 
     return Settings.model_validate(d)
