@@ -68,6 +68,11 @@ QUEUED, RINGING, DIALING, ANSWERED, HELD, VOICEMAIL = (
 _TALKING = (ANSWERED, HELD)
 
 
+def _is_voicemail(target: str) -> bool:
+    """`voicemail`, `voicemail:<box>`: the PBX's mailbox rather than a phone."""
+    return target == "voicemail" or target.startswith("voicemail:")
+
+
 @dataclass
 class SimCall:
     """A live call as the simulated PBX sees it (mutable, private to the adapter)."""
@@ -532,6 +537,8 @@ class SimulatorAdapter:
 
     def _recording_data(self, c: SimCall) -> dict[str, Any]:
         data: dict[str, Any] = {"recording": c.recording, "format": "wav"}
+        if c.state == VOICEMAIL:
+            data["voicemail"] = True
         if c.answered_mono is not None:
             data["duration_s"] = round(self._clock.monotonic() - c.answered_mono, 3)
         path = next(self._recording_files)
@@ -576,6 +583,9 @@ class SimulatorAdapter:
             raise AdapterError(f"call {c.pcid} is {c.state}: cannot transfer it")
         if not cmd.target:
             raise AdapterError("blind transfer needs a target")
+        if _is_voicemail(cmd.target):
+            self._to_voicemail(c, cmd.target)
+            return CommandResult(provider_call_id=c.pcid)
         new = self._blind_transfer(c, cmd.target)
         return CommandResult(provider_call_id=c.pcid, detail={"new_provider_call_id": new} if new else {})
 
@@ -588,6 +598,28 @@ class SimulatorAdapter:
         if self._queue_for(target) is not None:
             return self.inject_call(from_number=c.from_number, to_number=target)
         return None
+
+    def _to_voicemail(self, c: SimCall, target: str) -> None:
+        """Sent to a mailbox (queue overflow): the caller leaves a message, then the call ends."""
+        if c.agent and self._busy.get(c.agent) == c.pcid:
+            del self._busy[c.agent]
+        for agent in c.ringing:
+            self._emit(c, EventKind.NO_ANSWER, agent=agent, data={"reason": "canceled"})
+        c.ringing = {}
+        self._emit(c, EventKind.TRANSFERRED, data={"target": target, "voicemail": True})
+        c.state = VOICEMAIL
+        c.token += 1
+        leaves_message = self._rng.random() < 0.6
+        duration = self._rng.uniform(8.0, 40.0) if leaves_message else self._rng.uniform(3.0, 8.0)
+        self._after(duration, self._voicemail_done, c.pcid, c.token, leaves_message)
+
+    def _voicemail_done(self, pcid: str, token: int, message: bool) -> None:
+        c = self._live(pcid, token)
+        if c is None:
+            return
+        if message:  # the message is a recording of its own
+            c.recording = c.recording or f"{self.name}-{c.pcid}-voicemail"
+        self._end(c, EndCause.VOICEMAIL, data={"message_left": message})
 
     def _attended(self, cmd: AttendedTransfer) -> CommandResult:
         c = self._talking(cmd.provider_call_id, "transfer")

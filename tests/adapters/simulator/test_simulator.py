@@ -340,3 +340,35 @@ async def test_an_hour_of_full_traffic_with_a_naive_router_folds_consistently() 
     for k in (EventKind.HELD, EventKind.RESUMED, EventKind.TRANSFERRED, EventKind.RECORDING_READY,
               EventKind.NO_ANSWER):
         assert kinds[k] > 0, k
+
+
+async def test_blind_transfer_to_voicemail_ends_as_voicemail() -> None:
+    """Queue overflow to a mailbox: the waiting caller leaves a message, the call ends as voicemail."""
+    async with SimHarness(**{**QUIET, "seed": 1}) as h:
+        pcid = h.sim.inject_call(from_number=CUSTOMER, to_number=SUPPORT, patience_s=math.inf)
+        await h.run(Connect(pcid, ALICE, timeout_s=15))
+        await h.run(BlindTransfer(pcid, "voicemail:support"))
+        with pytest.raises(AdapterError, match="voicemail"):
+            await h.run(Hold(pcid))
+        await h.advance(45)
+        evs = h.of(pcid)
+    call = fold(evs)
+    assert call.outcome is Outcome.VOICEMAIL and call.end_cause == "voicemail"
+    assert [str(e.kind) for e in evs][2:5] == ["ringing", "no_answer", "transferred"]
+
+
+async def test_runs_faster_than_real_time_on_a_scaled_clock() -> None:
+    import asyncio
+
+    from cti.clock import ScaledClock
+
+    clock = ScaledClock(speed=600)
+    ctx = AdapterContext(tenant="acme", clock=clock, queue_numbers={SUPPORT: "support"})
+    sim = adapter_class("simulator")(ProviderSettings(name="sim", type="simulator", seed=1,
+                                                      arrival_rate_per_min=30.0), ctx)
+    await sim.start()
+    await asyncio.sleep(0.3)  # about three simulated minutes
+    await sim.stop()
+    created = [e async for e in sim.events() if e.kind is EventKind.CREATED]
+    assert len(created) >= 10
+    assert (created[-1].occurred_at - created[0].occurred_at).total_seconds() > 10
