@@ -65,9 +65,7 @@ def fill_script(template: str | None, namespaces: dict[str, dict[str, Any]]) -> 
     return _PLACEHOLDER.sub(sub, template)
 
 
-def customer_number(
-    direction: Direction | None, from_number: str | None, to_number: str | None
-) -> str | None:
+def customer_number(direction: Direction | None, from_number: str | None, to_number: str | None) -> str | None:
     """The number on the customer's side of the call."""
     return to_number if direction is Direction.OUTBOUND else from_number
 
@@ -190,9 +188,7 @@ class ScreenPop:
                     continue
                 self._pops[(cid, agent)] = msg
                 await self.publish(msg)
-                log.info(
-                    "screen_pop_updated", call_id=call_id, agent=agent, lookup=status, matches=len(matches)
-                )
+                log.info("screen_pop_updated", call_id=call_id, agent=agent, lookup=status, matches=len(matches))
             except Exception:
                 log.exception("screen_pop_update_failed", call_id=call_id, agent=agent)
 
@@ -231,7 +227,9 @@ class ScreenPop:
             "lookup": status,
             "matches": [contact_view(c) for c in matches],
             "contact": contact_view(contact) if contact else None,
-            "new_contact": {"phone": number} if status == OK and not matches and number else None,
+            "new_contact": {"phone": number}
+            if status == OK and not matches and number and number.startswith("+")
+            else None,
             "history": history,
             "last_summary": last_summary,
             "script": script,
@@ -255,9 +253,7 @@ class ScreenPop:
                 if k
             ]
             for key in keys:
-                got, s = await local_history(
-                    self.engine, key, self.history_limit, tenant=tenant, exclude_call=call_id
-                )
+                got, s = await local_history(self.engine, key, self.history_limit, tenant=tenant, exclude_call=call_id)
                 summary = summary or s
                 for r in got:
                     rows.setdefault(r["call_id"], r)

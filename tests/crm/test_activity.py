@@ -1,0 +1,207 @@
+"""One activity per call, pushed to the CRM with retries: an outage delays it, never loses it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from cti.calls.activity import ActivityWriter, activity_for, backoff_s
+from cti.clock import ManualClock
+from cti.crm.cache import CachedLookup
+from cti.crm.local import LocalConnector
+from cti.model import Activity, Call, CallState, Contact, Direction, Outcome
+from cti.store.tables import activities, calls
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class RecordingCrm:
+    """A CRM that keeps one record per call id (like the real connectors) and can be down."""
+
+    name = "fake"
+
+    def __init__(self, matches: list[Contact] | None = None) -> None:
+        self.records: dict[str, Activity] = {}
+        self.pushes = 0
+        self.down = False
+        self.matches = matches or []
+
+    async def lookup(self, e164: str) -> list[Contact]:
+        return self.matches
+
+    async def log_activity(self, activity: Activity) -> str:
+        self.pushes += 1
+        if self.down:
+            raise ConnectionError("503 Service Unavailable")
+        self.records[activity.call_id] = activity
+        return f"crm-{activity.call_id}"
+
+    async def log_transcript(self, call_id, text, summary):
+        return None
+
+
+def ended_call(call_id: str = "call-1", agents_rung=("alice", "bob", "carol")) -> Call:
+    return Call(
+        call_id=call_id,
+        tenant="default",
+        provider="sim",
+        provider_call_id=call_id,
+        direction=Direction.INBOUND,
+        state=CallState.ENDED,
+        from_number="+33612345678",
+        to_number="+33170000000",
+        queue="support",
+        agent="bob",
+        outcome=Outcome.ANSWERED,
+        answered_at=T0,
+        ended_at=T0,
+        talk_s=100.0,
+        hold_s=20.0,
+        agents_rung=agents_rung,
+        recording="rec/call-1.wav",
+    )
+
+
+async def rows(engine):
+    async with engine.connect() as conn:
+        return (await conn.execute(sa.select(activities))).all()
+
+
+async def test_ring_all_with_several_matching_contacts_makes_one_activity(engine):
+    matches = [
+        Contact(id="c-1", name="Claire", account_id="acc-acme"),
+        Contact(id="c-4", name="Paul", account_id="acc-acme"),
+    ]
+    crm = RecordingCrm(matches)
+    clock = ManualClock()
+    writer = ActivityWriter(engine, crm, clock, lookup=CachedLookup(crm, clock))
+    call = ended_call()
+    assert await writer.on_call(call)
+    assert await writer.on_call(call)  # replayed end event: same row, CRM record updated not duplicated
+    (row,) = await rows(engine)
+    assert row.call_id == "call-1" and row.agent == "bob" and row.duration_s == 120.0
+    assert row.contact_id == "c-1" and row.account_id == "acc-acme"
+    assert row.subject == "Inbound call from 06 12 34 56 78"
+    assert row.recording_url == "rec/call-1.wav"
+    assert row.crm_ref == "crm-call-1" and row.crm_synced_at is not None and row.crm_error is None
+    assert list(crm.records) == ["call-1"]
+
+
+async def test_contact_chosen_on_the_call_record_wins_over_a_lookup(engine):
+    crm = RecordingCrm([Contact(id="c-1", name="Claire")])
+    writer = ActivityWriter(engine, crm, ManualClock(), lookup=CachedLookup(crm, ManualClock()))
+    async with engine.begin() as conn:
+        await conn.execute(
+            calls.insert().values(
+                call_id="call-1",
+                tenant="default",
+                provider="sim",
+                provider_call_id="call-1",
+                direction="inbound",
+                state="ended",
+                contact_id="c-4",
+                account_id="acc-acme",
+            )
+        )
+    await writer.on_call(ended_call())
+    (row,) = await rows(engine)
+    assert (row.contact_id, row.account_id) == ("c-4", "acc-acme")
+
+
+async def test_crm_outage_then_recovery_syncs_the_activity_once(engine):
+    crm = RecordingCrm()
+    clock = ManualClock()
+    writer = ActivityWriter(engine, crm, clock, retry_base_s=5, retry_max_s=60, jitter=0)
+    crm.down = True
+    assert await writer.on_call(ended_call()) is False
+    (row,) = await rows(engine)
+    assert row.crm_attempts == 1 and "503" in row.crm_error and row.crm_synced_at is None
+    assert await writer.pending() == ["call-1"]
+
+    assert await writer.retry_due() == 0 and crm.pushes == 1  # backoff not elapsed: no attempt
+    await clock.advance(5)
+    assert await writer.retry_due() == 0 and crm.pushes == 2  # still down
+    await clock.advance(5)
+    assert crm.pushes == 2  # second backoff is 10 s
+    crm.down = False
+    await clock.advance(5)
+    assert await writer.retry_due() == 1
+    (row,) = await rows(engine)
+    assert row.crm_error is None and row.crm_synced_at is not None and row.crm_attempts == 3
+    assert await writer.pending() == []
+    assert list(crm.records) == ["call-1"]
+    await clock.advance(600)
+    assert await writer.retry_due() == 0 and crm.pushes == 3
+
+
+async def test_run_retries_loop_pushes_after_recovery(lite_engine):
+    crm = RecordingCrm()
+    clock = ManualClock()
+    writer = ActivityWriter(lite_engine, crm, clock, retry_base_s=1, jitter=0, poll_s=1)
+    crm.down = True
+    await writer.on_call(ended_call())
+    task = asyncio.create_task(writer.run_retries())
+    try:
+        crm.down = False
+        for _ in range(5):
+            await clock.advance(1)
+            await asyncio.sleep(0.05)
+            if crm.records:
+                break
+        assert list(crm.records) == ["call-1"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_wrap_up_updates_the_activity_and_resyncs(engine):
+    crm = RecordingCrm()
+    writer = ActivityWriter(engine, crm, ManualClock())
+    await writer.on_call(ended_call())
+    assert await writer.wrap_up("call-1", "resolved", "refund sent")
+    (row,) = await rows(engine)
+    assert (row.disposition, row.notes) == ("resolved", "refund sent")
+    assert crm.records["call-1"].disposition == "resolved" and len(crm.records) == 1
+    # a replay of the end event must not erase what the agent typed
+    await writer.on_call(ended_call())
+    (row,) = await rows(engine)
+    assert row.disposition == "resolved" and crm.records["call-1"].notes == "refund sent"
+
+
+async def test_wrap_up_before_the_call_is_recorded_is_kept(lite_engine):
+    crm = RecordingCrm()
+    writer = ActivityWriter(lite_engine, crm, ManualClock())
+    assert await writer.wrap_up("call-1", "sale", "two licences") is False
+    await writer.on_call(ended_call())
+    (row,) = await rows(lite_engine)
+    assert (row.disposition, row.notes) == ("sale", "two licences")
+
+
+async def test_calls_in_progress_make_no_activity(lite_engine):
+    from dataclasses import replace
+
+    writer = ActivityWriter(lite_engine, RecordingCrm(), ManualClock())
+    assert await writer.on_call(replace(ended_call(), state=CallState.ANSWERED)) is False
+    assert await rows(lite_engine) == []
+
+
+async def test_local_connector_as_the_crm(lite_engine):
+    crm = LocalConnector(lite_engine)
+    writer = ActivityWriter(lite_engine, crm, ManualClock())
+    assert await writer.on_call(ended_call())
+    await writer.wrap_up("call-1", "resolved", None)
+    (row,) = await rows(lite_engine)
+    assert row.crm_ref == "local:call-1" and row.disposition == "resolved" and row.crm_synced_at is not None
+    assert [h["call_id"] for h in await crm.history("+33612345678")] == ["call-1"]
+
+
+def test_subject_and_backoff():
+    from dataclasses import replace
+
+    missed = replace(ended_call(), outcome=Outcome.MISSED)
+    assert activity_for(missed).subject == "Inbound call from 06 12 34 56 78 (missed)"
+    out = replace(ended_call(), direction=Direction.OUTBOUND, to_number="+442079460001")
+    assert activity_for(out).subject == "Outbound call to +44 20 7946 0001"
+    assert [backoff_s(n, 5, 60, 0) for n in (1, 2, 3, 4, 5)] == [5, 10, 20, 40, 60]

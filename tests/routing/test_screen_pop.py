@@ -1,0 +1,287 @@
+"""Screen pop: contact card, chooser, new-contact form, script, priority, slow/failing CRM, dedupe."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from cti.clock import ManualClock
+from cti.config import Settings
+from cti.crm.cache import CachedLookup
+from cti.crm.local import LocalConnector
+from cti.crm.store import upsert_activity
+from cti.model import Activity, CallEvent, Contact, Direction, EventKind, Outcome, make_event_id
+from cti.routing.screen_pop import ScreenPop, fill_script
+from cti.store.tables import metadata
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+SETTINGS = Settings.model_validate(
+    {
+        "agents": [{"id": "alice", "name": "Alice Martin"}, {"id": "bob", "name": "Bob Stone"}],
+        "queues": [
+            {
+                "name": "support",
+                "script": "Hello {contact.first_name}, {agent.first_name} from {account.name}. {nope.x}{contact.zz}",
+            }
+        ],
+    }
+)
+
+
+class FakeCrm:
+    """Connector whose answer, delay and failures the test controls."""
+
+    name = "fake"
+
+    def __init__(self, directory: dict[str, list[Contact]], delay: float = 0.0, fail: bool = False) -> None:
+        self.directory = directory
+        self.delay = delay
+        self.fail = fail
+        self.calls: list[str] = []
+        self.release = asyncio.Event()
+        if delay == 0:
+            self.release.set()
+
+    async def lookup(self, e164: str) -> list[Contact]:
+        self.calls.append(e164)
+        await self.release.wait()
+        if self.fail:
+            raise ConnectionError("crm down")
+        return self.directory.get(e164, [])
+
+
+CLAIRE = Contact(
+    id="c-1",
+    name="Claire Dubois",
+    first_name="Claire",
+    last_name="Dubois",
+    phones=("+33612345678",),
+    account_id="acc-acme",
+    account_name="Acme",
+    role="CFO",
+    fields={"account.won_amount_24m": 120000, "contact.role": "CFO"},
+)
+PAUL = Contact(id="c-4", name="Paul Durand", phones=("+33612345678",), account_id="acc-acme", account_name="Acme")
+
+
+@pytest.fixture
+async def engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_async_engine(sqlite_url)
+    async with eng.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield eng
+    await eng.dispose()
+
+
+def ringing(call_id: str, agent: str, number: str = "+33612345678", queue: str | None = "support") -> CallEvent:
+    return CallEvent(
+        event_id=make_event_id("sim", call_id, "ringing", agent),
+        provider="sim",
+        provider_call_id=call_id,
+        call_id=call_id,
+        kind=EventKind.RINGING,
+        occurred_at=T0,
+        agent=agent,
+        queue=queue,
+        direction=Direction.INBOUND,
+        from_number=number,
+        to_number="+33170000000",
+    )
+
+
+def event(call_id: str, kind: EventKind, agent: str | None = None) -> CallEvent:
+    return CallEvent(
+        event_id=make_event_id("sim", call_id, kind, agent),
+        provider="sim",
+        provider_call_id=call_id,
+        call_id=call_id,
+        kind=kind,
+        occurred_at=T0,
+        agent=agent,
+    )
+
+
+def make_pop(engine, crm, timeout=0.2, rules=None):
+    sent: list[dict] = []
+
+    async def publish(msg: dict) -> None:
+        sent.append(msg)
+
+    lookup = CachedLookup(crm, ManualClock(), ttl=300, negative_ttl=60, timeout=timeout)
+    return ScreenPop(lookup, engine, SETTINGS, publish=publish, rules=rules), sent
+
+
+async def test_one_match_pops_the_contact_card_with_script_and_priority(engine):
+    rules = lambda c: (50, ["vip"]) if c and c.fields.get("account.won_amount_24m", 0) >= 50000 else (0, [])  # noqa: E731
+    pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE]}), rules=rules)
+    await pop.on_event(ringing("call-1", "alice"))
+    (msg,) = sent
+    assert msg["type"] == "screen_pop" and msg["agent"] == "alice" and msg["call_id"] == "call-1"
+    assert msg["lookup"] == "ok" and msg["update"] is False
+    assert msg["contact"]["name"] == "Claire Dubois" and msg["contact"]["account_name"] == "Acme"
+    assert msg["matches"] == [msg["contact"]] and msg["new_contact"] is None
+    assert msg["from_display"] == "06 12 34 56 78"
+    assert msg["script"] == "Hello Claire, Alice from Acme. "
+    assert (msg["priority"], msg["priority_reasons"]) == (50, ["vip"])
+    assert msg["queue"] == "support"
+    assert pop.pops_for("alice") == [msg] and pop.pops_for("bob") == []
+
+
+async def test_several_matches_give_a_chooser(engine):
+    pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE, PAUL]}))
+    await pop.on_event(ringing("call-1", "alice"))
+    (msg,) = sent
+    assert msg["contact"] is None and [m["id"] for m in msg["matches"]] == ["c-1", "c-4"]
+    assert msg["new_contact"] is None
+    assert msg["script"] == "Hello , Alice from . "  # missing fields are empty, never a crash
+
+
+async def test_unknown_caller_gets_a_prefilled_new_contact_form(engine):
+    pop, sent = make_pop(engine, FakeCrm({}))
+    await pop.on_event(ringing("call-1", "alice", number="0698765432"))
+    (msg,) = sent
+    assert msg["matches"] == [] and msg["contact"] is None
+    assert msg["new_contact"] == {"phone": "+33698765432"}
+
+
+async def test_slow_crm_pops_at_once_as_pending_then_sends_an_update(engine):
+    crm = FakeCrm({"+33612345678": [CLAIRE]}, delay=1)
+    pop, sent = make_pop(engine, crm, timeout=0.05)
+    await asyncio.wait_for(pop.on_event(ringing("call-1", "alice")), 1)
+    assert [(m["lookup"], m["update"]) for m in sent] == [("pending", False)]
+    assert sent[0]["contact"] is None and sent[0]["new_contact"] is None
+    crm.release.set()
+    for _ in range(100):
+        if len(sent) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [(m["lookup"], m["update"]) for m in sent] == [("pending", False), ("ok", True)]
+    assert sent[1]["contact"]["id"] == "c-1"
+    assert pop.pops_for("alice") == [sent[1]]
+
+
+async def test_failing_crm_pops_with_lookup_failed(engine):
+    pop, sent = make_pop(engine, FakeCrm({}, fail=True))
+    await pop.on_event(ringing("call-1", "alice"))
+    (msg,) = sent
+    assert msg["lookup"] == "failed" and msg["matches"] == [] and msg["new_contact"] is None
+
+
+async def test_failing_slow_crm_updates_the_pending_pop_to_failed(engine):
+    crm = FakeCrm({}, delay=1, fail=True)
+    pop, sent = make_pop(engine, crm, timeout=0.02)
+    await pop.on_event(ringing("call-1", "alice"))
+    crm.release.set()
+    for _ in range(100):
+        if len(sent) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [(m["lookup"], m["update"]) for m in sent] == [("pending", False), ("failed", True)]
+
+
+async def test_the_same_ringing_event_twice_pops_once(engine):
+    pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE]}))
+    ev = ringing("call-1", "alice")
+    await asyncio.gather(pop.on_event(ev), pop.on_event(ev))
+    await pop.on_event(ev)
+    assert len(sent) == 1
+
+
+async def test_ring_all_pops_every_agent_with_one_crm_lookup_and_clears_the_others_on_answer(engine):
+    crm = FakeCrm({"+33612345678": [CLAIRE]})
+    pop, sent = make_pop(engine, crm)
+    await pop.on_event(ringing("call-1", "alice"))
+    await pop.on_event(ringing("call-1", "bob"))
+    assert sorted(m["agent"] for m in sent) == ["alice", "bob"]
+    assert crm.calls == ["+33612345678"]
+    await pop.on_event(event("call-1", EventKind.ANSWERED, "bob"))
+    assert pop.pops_for("alice") == [] and len(pop.pops_for("bob")) == 1
+    await pop.on_event(event("call-1", EventKind.ENDED))
+    assert pop.pops_for("bob") == []
+    await pop.on_event(ringing("call-1", "carol"))  # late event of a finished call
+    assert len(sent) == 2
+
+
+async def test_no_answer_clears_that_agents_pop(engine):
+    pop, _ = make_pop(engine, FakeCrm({}))
+    await pop.on_event(ringing("call-1", "alice"))
+    await pop.on_event(event("call-1", EventKind.NO_ANSWER, "alice"))
+    assert pop.pops_for("alice") == []
+
+
+async def test_cached_lookup_serves_the_second_call_without_asking_the_crm(engine):
+    crm = FakeCrm({"+33612345678": [CLAIRE]})
+    pop, _ = make_pop(engine, crm)
+    await pop.on_event(ringing("call-1", "alice"))
+    await pop.on_event(ringing("call-2", "alice"))
+    assert crm.calls == ["+33612345678"]
+
+
+async def test_history_and_last_summary_come_from_the_local_store(engine):
+    async with engine.begin() as conn:
+        for i, (outcome, summary) in enumerate([("answered", {"key_points": ["refund asked"]}), ("missed", None)]):
+            act = Activity(
+                call_id=f"old-{i}",
+                subject="Inbound",
+                direction=Direction.INBOUND,
+                from_number="+33612345678",
+                to_number="+33170000000",
+                duration_s=60.0,
+                outcome=Outcome(outcome),
+                contact_id="c-1",
+                agent="bob",
+                disposition="resolved" if i == 0 else None,
+                summary=summary,
+            )
+            await upsert_activity(conn, act, "default", T0 - timedelta(days=2 - i))
+    pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE]}))
+    await pop.on_event(ringing("call-1", "alice"))
+    (msg,) = sent
+    assert [h["call_id"] for h in msg["history"]] == ["old-1", "old-0"]
+    assert msg["history"][1]["disposition"] == "resolved" and msg["history"][1]["agent"] == "bob"
+    assert msg["last_summary"] == {"key_points": ["refund asked"]}
+
+
+async def test_anonymous_caller_pops_without_a_lookup(engine):
+    crm = FakeCrm({})
+    pop, sent = make_pop(engine, crm)
+    await pop.on_event(ringing("call-1", "alice", number="anonymous"))
+    assert crm.calls == [] and sent[0]["lookup"] == "ok" and sent[0]["new_contact"] is None
+
+
+def test_fill_script_leaves_other_braces_and_empties_unknown_fields():
+    out = fill_script("{contact.first_name} {x} {agent.nope} {a.b}", {"contact": {"first_name": "Zoé"}})
+    assert out == "Zoé {x}  "
+    assert fill_script(None, {}) is None
+
+
+async def test_rules_from_settings_boost_vip(engine):
+    settings = SETTINGS.model_copy(
+        update={
+            "priority_rules": Settings.model_validate(
+                {"priority_rules": [{"name": "vip", "when": "account.won_amount_24m >= 50000", "boost": 50}]}
+            ).priority_rules
+        }
+    )
+    sent: list[dict] = []
+
+    async def publish(msg: dict) -> None:
+        sent.append(msg)
+
+    lookup = CachedLookup(FakeCrm({"+33612345678": [CLAIRE]}), ManualClock(), timeout=0.2)
+    pop = ScreenPop(lookup, engine, settings, publish=publish)
+    await pop.on_event(ringing("call-1", "alice"))
+    assert (sent[0]["priority"], sent[0]["priority_reasons"]) == (50, ["vip"])
+
+
+async def test_local_connector_end_to_end(engine):
+    crm = LocalConnector(engine)
+    await crm.create_contact(phone="06 12 34 56 78", first_name="Claire", last_name="Dubois", account_name="Acme")
+    pop, sent = make_pop(engine, crm)
+    await pop.on_event(ringing("call-1", "alice"))
+    assert sent[0]["contact"]["name"] == "Claire Dubois"
