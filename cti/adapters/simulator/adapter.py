@@ -590,10 +590,20 @@ class SimulatorAdapter:
         return CommandResult(provider_call_id=c.pcid, detail={"new_provider_call_id": new} if new else {})
 
     def _blind_transfer(self, c: SimCall, target: str) -> str | None:
-        """The call leaves this leg; to a queue number it comes back in as a new call."""
+        """To a colleague's phone, an answered call goes on with them; anywhere else it leaves
+        our system (and to one of our queue numbers it comes back in as a new call)."""
         new_agent = self._ctx.agent_endpoints.get(target)
-        self._emit(c, EventKind.TRANSFERRED, data={"target": target, "blind": True,
-                                                  **({"to_agent": new_agent} if new_agent else {})})
+        if new_agent is not None and c.state in _TALKING:
+            if c.agent and self._busy.get(c.agent) == c.pcid:
+                del self._busy[c.agent]
+            c.agent = new_agent
+            self._busy[new_agent] = c.pcid
+            self._emit(c, EventKind.TRANSFERRED, data={"target": target, "blind": True})
+            if c.state == HELD and c.consult is None:
+                c.state = ANSWERED
+                self._emit(c, EventKind.RESUMED)
+            return None
+        self._emit(c, EventKind.TRANSFERRED, data={"target": target, "blind": True})
         self._end(c, EndCause.TRANSFERRED, data={"target": target})
         if self._queue_for(target) is not None:
             return self.inject_call(from_number=c.from_number, to_number=target)

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from cti.adapters.base import (
+    Adapter,
     AdapterContext,
     AdapterError,
     Answer,
@@ -115,6 +116,14 @@ async def test_commands_on_an_ended_call_raise_call_not_found() -> None:
                     Monitor(pcid, "sim/sam"), SendDtmf(pcid, "1"), Hangup("no-such-call")):
             with pytest.raises(CallNotFound):
                 await h.sim.execute(cmd)
+
+
+async def test_it_is_an_adapter_ready_after_start() -> None:
+    h = SimHarness(**QUIET)
+    assert isinstance(h.sim, Adapter) and not h.sim.ready
+    async with h:
+        assert h.sim.ready and h.sim.name == "sim" and h.sim.tenant == "acme"
+    assert not h.sim.ready
 
 
 def test_nothing_is_unsupported() -> None:
@@ -372,3 +381,15 @@ async def test_runs_faster_than_real_time_on_a_scaled_clock() -> None:
     created = [e async for e in sim.events() if e.kind is EventKind.CREATED]
     assert len(created) >= 10
     assert (created[-1].occurred_at - created[0].occurred_at).total_seconds() > 10
+
+
+async def test_blind_transfer_to_a_colleague_goes_on_with_them() -> None:
+    async with SimHarness(**QUIET) as h:
+        pcid = await _answered(h)
+        await h.run(BlindTransfer(pcid, "sim/carol"))
+        await h.run(Hold(pcid))  # still a live call, now carol's
+        await h.run(Hangup(pcid))
+        evs = h.of(pcid)
+    call = fold(evs)
+    assert (call.agent, call.transferred_to, call.end_cause) == ("carol", "sim/carol", "normal")
+    assert evs[-1].agent == "carol"
