@@ -289,6 +289,14 @@ class SimulatorAdapter:
         log.debug("simulator_call_arrived", provider_call_id=pcid, queue=queue)
         return pcid
 
+    async def dial_in(self, from_number: str | None = None, to_number: str | None = None,
+                      queue: str | None = None, patience_s: float | None = None) -> str:
+        """`inject_call`, then one loop turn so its patience timer is registered with the
+        clock before the caller advances a ManualClock."""
+        pcid = self.inject_call(from_number, to_number, queue, patience_s)
+        await asyncio.sleep(0)
+        return pcid
+
     def _queue_for(self, number: str) -> str | None:
         q = self._ctx.queue_numbers.get(number)
         if q is None:

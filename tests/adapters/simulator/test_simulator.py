@@ -82,10 +82,12 @@ async def test_callers_from_the_customer_list_and_some_unknown() -> None:
 
 async def test_caller_abandons_after_their_patience() -> None:
     async with SimHarness(**QUIET) as h:
-        pcid = h.sim.inject_call(from_number=CUSTOMER, to_number=SUPPORT, patience_s=30)
-        await h.advance(29)
+        pcid = await h.sim.dial_in(from_number=CUSTOMER, to_number=SUPPORT, patience_s=30)
+        await h.clock.advance(29)  # straight on the clock: dial_in registered the timer
+        await h.settle()
         assert "ended" not in h.kinds(pcid)
-        await h.advance(2)
+        await h.clock.advance(2)
+        await h.settle()
         call = fold(h.of(pcid))
     assert call is not None and call.outcome is Outcome.ABANDONED
     assert call.end_cause == "caller_hangup" and call.wait_s == pytest.approx(30, abs=0.01)
