@@ -1,0 +1,1 @@
+"""Recording -> speech recognition -> redaction -> summary -> call history (DB + CRM)."""
