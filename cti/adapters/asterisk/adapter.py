@@ -103,6 +103,7 @@ class _Call:
     live_recording: str | None = None
     monitors: dict[str, _Monitor] = field(default_factory=dict)
     emitted: set[str] = field(default_factory=set)
+    last_at: datetime | None = None            # latest provider time seen for this call
 
 
 @register("asterisk")
@@ -274,12 +275,20 @@ class AsteriskAdapter:
         if eid in call.emitted:
             return
         call.emitted.add(eid)
+        if call.last_at is None or at > call.last_at:
+            call.last_at = at
         self._queue.put_nowait(CallEvent(
             event_id=eid, provider=self.name, provider_call_id=call.pcid, call_id=call.call_id,
             kind=kind, occurred_at=at, tenant=self.tenant, agent=agent or call.agent,
             queue=call.queue, direction=call.direction, from_number=call.from_number,
             to_number=call.to_number, data=data or {},
         ))
+
+    def _now(self, call: _Call) -> datetime:
+        """Time for a fact we observe ourselves (a command's reply): never before the provider's
+        latest timestamp for the call, so host clock skew cannot reorder the call's facts."""
+        now = self.clock.now()
+        return max(now, call.last_at) if call.last_at else now
 
     def _number(self, raw: str | None) -> str | None:
         return normalize_number(raw, self.ctx.default_region) if raw else None
@@ -439,7 +448,7 @@ class AsteriskAdapter:
                                             caller_id=call.from_number, timeout_s=60))
         except AdapterError as exc:
             log.warning("ari_customer_dial_failed", provider=self.name, error=str(exc)[:200])
-            self._end(call, EndCause.FAILED, self.clock.now())
+            self._end(call, EndCause.FAILED, self._now(call))
             await self._quiet(wire.hangup(call.pcid))
 
     def _on_entered_bridge(self, channel_id: str, bridge_id: str | None, at: datetime) -> None:
@@ -577,7 +586,7 @@ class AsteriskAdapter:
                 data["path"] = str(target)
             except (AdapterError, OSError) as exc:
                 log.warning("ari_recording_fetch_failed", provider=self.name, recording=name, error=str(exc))
-            at = max(self.clock.now(), call.ended_at or self.clock.now())
+            at = self._now(call)
             self._emit(call, EventKind.RECORDING_READY, at, name, data=data)
 
     async def _on_playback(self, ev: wire.AriEvent) -> None:
@@ -699,7 +708,7 @@ class AsteriskAdapter:
             except AdapterError as exc:
                 self._legs.pop(leg, None)
                 call.ringing_legs.pop(leg, None)
-                self._emit(call, EventKind.NO_ANSWER, self.clock.now(), leg, agent=agent,
+                self._emit(call, EventKind.NO_ANSWER, self._now(call), leg, agent=agent,
                            data={"reason": "failed", "detail": str(exc)[:200]})
         return CommandResult(provider_call_id=call.pcid)
 
@@ -716,7 +725,7 @@ class AsteriskAdapter:
                                             caller_id=cmd.to_number, timeout_s=cmd.timeout_s))
         except AdapterError:
             self._legs.pop(pcid, None)
-            self._end(call, EndCause.FAILED, self.clock.now())
+            self._end(call, EndCause.FAILED, self._now(call))
             raise
         return CommandResult(provider_call_id=pcid)
 
@@ -758,7 +767,7 @@ class AsteriskAdapter:
 
     async def _do_record(self, cmd: Record) -> CommandResult:
         call = self._call(cmd.provider_call_id)
-        now = self.clock.now()
+        now = self._now(call)
         if cmd.action == "start":
             if call.bridge is None or not call.answered:
                 raise AdapterError(f"call {call.pcid} is not connected; nothing to record")
@@ -818,6 +827,7 @@ class AsteriskAdapter:
                 return CommandResult(provider_call_id=mon.pcid, session_id=mon.session_id)
             if cmd.mode != mon.mode:  # switch: new media path, same supervisor channel
                 call = self._call(mon.pcid)
+                now = self._now(call)
                 if mon.started:
                     self._emit(call, EventKind.MONITOR_STOPPED, now, mon.session_id, mon.mode,
                                data={"mode": mon.mode, "session_id": mon.session_id})
