@@ -36,9 +36,8 @@ def _demo_file(name: str) -> Path:
 
 
 async def seed_directory(settings: Settings) -> int:
-    from cti.store.db import Database
-
     from cti.crm.local import count_contacts, import_csv
+    from cti.store.db import Database
 
     db = Database(settings.store.url)
     await db.connect()
@@ -73,7 +72,6 @@ def print_banner(settings: Settings) -> None:
 
 async def count_calls(url: str) -> tuple[int, int]:
     from cti.store.db import Database
-
     from cti.store.tables import calls
 
     db = Database(url)
@@ -90,11 +88,10 @@ async def count_calls(url: str) -> tuple[int, int]:
 
 def run_demo(*, port: int, duration: float | None, host: str, db_path: str | None, speed: float,
              transcribe: bool) -> int:
-    from cti.store.migrate import upgrade
-
     from cti.app import CtiApp
     from cti.cli import _serve
     from cti.clock import ScaledClock, SystemClock
+    from cti.store.migrate import upgrade
 
     workdir = Path(tempfile.mkdtemp(prefix="cti-demo-"))
     db_file = db_path or str(workdir / "cti-demo.db")
