@@ -95,7 +95,23 @@ class Overflow:
     decision: Decision
 
 
-Action = StateChange | Offer | Overflow
+@dataclass(frozen=True, slots=True)
+class LegEnded:
+    """The agent no longer rings for / talks on this call: release their reservation."""
+
+    agent: str
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LegConnected:
+    """The agent took this call: hold their reservation for the length of the call."""
+
+    agent: str
+    call_id: str
+
+
+Action = StateChange | Offer | Overflow | LegEnded | LegConnected
 
 
 # ---- runtime records -------------------------------------------------------------
@@ -333,6 +349,20 @@ class Engine:
                 self._set_state(rt, S.AVAILABLE, None, now, out)
         self._touch(rt, now)
 
+    @staticmethod
+    def _drop_leg(rt: AgentRt, call_id: str, out: list[Action]) -> str | None:
+        was = rt.legs.pop(call_id, None)
+        rt.leg_queue.pop(call_id, None)
+        if was is not None:
+            out.append(LegEnded(rt.id, call_id))
+        return was
+
+    @staticmethod
+    def _connect_leg(rt: AgentRt, call_id: str, queue: str | None, out: list[Action]) -> None:
+        rt.legs[call_id] = "connected"
+        rt.leg_queue[call_id] = queue
+        out.append(LegConnected(rt.id, call_id))
+
     def agent(self, agent: str) -> AgentRt:
         rt = self.agents.get(agent)
         if rt is None:
@@ -393,7 +423,7 @@ class Engine:
         item = Item(call.call_id, call.tenant, call.queue, call.provider, call.provider_call_id,
                     call.from_number, boost, tuple(reasons), (q.priority if q else 0) + boost, now,
                     call.position if call.position is not None else now, next(self._seq),
-                    owner=call.owner)
+                    owner=call.owner, status="new")
         self.items[item.call_id] = item
         if q is None:
             item.status = GONE
@@ -477,7 +507,8 @@ class Engine:
 
     @staticmethod
     def _why(strategy: str, chosen: AgentRt, valid: list[AgentRt], item: Item) -> str:
-        skipped = [a.id for a in valid if a.id in item.tried and a is not chosen]
+        ahead = valid[:valid.index(chosen)] if chosen in valid else []
+        skipped = [a.id for a in ahead if a.id in item.tried]
         text = f"{strategy}: {chosen.id} ranked first of {len(valid)} free agents considered"
         if skipped:
             text += f" (skipped {', '.join(skipped)}: already rang for this call)"
@@ -594,8 +625,7 @@ class Engine:
         real = item.call_id if item else call_id
         if rt.legs.get(real) != "ringing":
             return out
-        rt.legs.pop(real, None)
-        rt.leg_queue.pop(real, None)
+        self._drop_leg(rt, real, out)
         if settle:
             self._settle(rt, now, out)
         if item is None:
@@ -629,8 +659,7 @@ class Engine:
         rt = self.agents.get(agent) if agent else None
         if item is None:
             if rt is not None:
-                rt.legs[call_id] = "connected"
-                rt.leg_queue.setdefault(call_id, None)
+                self._connect_leg(rt, call_id, rt.leg_queue.get(call_id), out)
                 self._settle(rt, now, out)
             return out
         if item.status in (CONNECTED, GONE):
@@ -640,8 +669,7 @@ class Engine:
         for other in list(item.offered):
             if rt is None or other != rt.id:
                 o = self.agents[other]
-                o.legs.pop(item.call_id, None)
-                o.leg_queue.pop(item.call_id, None)
+                self._drop_leg(o, item.call_id, out)
                 self._settle(o, now, out)
                 if self._free(o, now):
                     out += self._try_agent(o, now)
@@ -652,8 +680,7 @@ class Engine:
         item.version += 1
         if rt is not None:
             item.agent = rt.id
-            rt.legs[item.call_id] = "connected"
-            rt.leg_queue[item.call_id] = item.queue
+            self._connect_leg(rt, item.call_id, item.queue, out)
             rt.calls_taken += 1
             self._settle(rt, now, out)
         if item.callback is not None:
@@ -676,8 +703,7 @@ class Engine:
             # the originated callback ended before it was answered
             for a in list(item.offered):
                 rt = self.agents[a]
-                rt.legs.pop(item.call_id, None)
-                rt.leg_queue.pop(item.call_id, None)
+                self._drop_leg(rt, item.call_id, out)
                 self._settle(rt, now, out)
             freed = list(item.offered)
             item.offered = set()
@@ -691,8 +717,7 @@ class Engine:
             freed = list(item.offered)
             for a in freed:
                 rt = self.agents[a]
-                rt.legs.pop(item.call_id, None)
-                rt.leg_queue.pop(item.call_id, None)
+                self._drop_leg(rt, item.call_id, out)
                 self._settle(rt, now, out)
             item.offered = set()
             item.status = QUEUED
@@ -711,8 +736,7 @@ class Engine:
             rt = self.agents.get(a)
             if rt is None or item.call_id not in rt.legs:
                 continue
-            was = rt.legs.pop(item.call_id)
-            rt.leg_queue.pop(item.call_id, None)
+            was = self._drop_leg(rt, item.call_id, out)
             wrap = q.wrap_up_s if (q and was == "connected") else 0.0
             self._settle(rt, now, out, wrap_s=wrap, ended=was == "connected")
             if self._free(rt, now):
@@ -729,8 +753,7 @@ class Engine:
 
     def _external_leg_end(self, call_id: str, rt: AgentRt, now: float) -> list[Action]:
         out: list[Action] = []
-        was = rt.legs.pop(call_id, None)
-        rt.leg_queue.pop(call_id, None)
+        was = self._drop_leg(rt, call_id, out)
         if was is None:
             return out
         self._settle(rt, now, out, ended=was == "connected")

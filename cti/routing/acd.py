@@ -1,0 +1,350 @@
+"""The ACD runtime: call events in, Connect / Originate commands and agent-state events out.
+
+`Router` wraps the pure `Engine` with the I/O: it consumes normalized
+`CallEvent`s (deduped on event_id), reserves agents (so two nodes never offer
+one agent two calls), sends commands to adapters through `dispatch`, publishes
+`agent_state_changed` events and keeps each call's decisions for
+`decisions_for` (and hands them to `record_decision`, e.g. to the
+`routing_decisions` table).
+
+Wiring (the app does it):
+
+    router = Router(settings, clock=clock, dispatch=control.dispatch,
+                    reservations=RedisReservations(redis), publish_event=bus_publish)
+    ... await router.on_event(event)        # for every call event
+    ... await router.run()                  # owned task: timers (ring timeout, overflow, wrap-up)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from cti.adapters.base import BlindTransfer, Command, CommandResult, Connect, Originate, Play
+from cti.config import ConfigError, Settings
+from cti.model import AgentState, CallEvent, EventKind, make_event_id
+from cti.routing.callbacks import CallbackRequest
+from cti.routing.decision import Decision
+from cti.routing.engine import (
+    Action,
+    CallIn,
+    Engine,
+    LegConnected,
+    LegEnded,
+    Offer,
+    Overflow,
+    StateChange,
+)
+from cti.routing.queues import compile_routing, resolve_queue
+from cti.routing.rules import contact_env, flatten
+
+log = structlog.get_logger("cti.routing")
+
+Dispatch = Callable[[str, Command], Awaitable[CommandResult]]
+Lookup = Callable[[CallEvent], Awaitable[Any]]
+
+SEEN_EVENTS_MAX = 100_000
+DECISIONS_CALLS_MAX = 10_000
+RESERVE_GRACE_S = 10.0      # reservation TTL beyond the ring timeout
+ON_CALL_TTL_S = 4 * 3600.0  # reservation TTL while the agent talks (released when the leg ends)
+BLOCK_S = 5.0               # an agent another node holds is not offered again for this long
+
+
+@dataclass
+class _Outbox:
+    commands: list[tuple[Offer | Overflow, str, Command]] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+
+class Router:
+    def __init__(self, settings: Settings, *, clock: Any, dispatch: Dispatch, reservations: Any,
+                 publish_event: Callable[[CallEvent], Any] | None = None,
+                 record_decision: Callable[[Decision], Any] | None = None,
+                 lookup: Lookup | None = None, tick_s: float = 0.5, ring_grace_s: float = 3.0) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._dispatch = dispatch
+        self.reservations = reservations
+        self._publish = publish_event
+        self._record = record_decision
+        self._lookup = lookup
+        self.tick_s = tick_s
+        self.engine = Engine(compile_routing(settings), ring_grace_s=ring_grace_s)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._decisions: OrderedDict[str, list[Decision]] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    # ---- time --------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
+
+    # ---- configuration -----------------------------------------------------------
+
+    def reconfigure(self, new_settings: Settings) -> None:
+        """Swap queues/skills/strategies/rules atomically, or raise ConfigError and keep the running ones.
+
+        Agents keep their states and calls; waiting calls keep their place.
+        """
+        cfg = compile_routing(new_settings)  # raises ConfigError listing every problem
+        old = self.engine.cfg
+        try:
+            self.engine.reconfigure(cfg)
+        except Exception as exc:  # pragma: no cover - defensive: put the old one back
+            self.engine.reconfigure(old)
+            raise ConfigError(f"routing reconfiguration failed: {exc}") from exc
+        self.settings = new_settings
+        log.info("routing_reconfigured", queues=len(cfg.queues), agents=len(cfg.agents), rules=len(cfg.rules))
+
+    # ---- events ------------------------------------------------------------------
+
+    def _first_time(self, event_id: str) -> bool:
+        if event_id in self._seen:
+            return False
+        self._seen[event_id] = None
+        if len(self._seen) > SEEN_EVENTS_MAX:
+            self._seen.popitem(last=False)
+        return True
+
+    async def on_event(self, ev: CallEvent) -> None:
+        """Consume one normalized call event; never raises for a bad event (logs it)."""
+        if not self._first_time(ev.event_id):
+            return
+        try:
+            contact = owner = None
+            if ev.kind is EventKind.QUEUED:
+                contact, owner = await self._contact_for(ev)
+            async with self._lock:
+                actions = self._handle(ev, contact, owner)
+                commands = await self._carry_out(actions)
+            await self._send(commands)
+        except Exception:
+            log.exception("routing_event_failed", call_id=ev.call_id, kind=str(ev.kind), event_id=ev.event_id)
+
+    async def _contact_for(self, ev: CallEvent) -> tuple[dict[str, Any] | None, str | None]:
+        data = ev.data or {}
+        raw = data.get("contact")
+        owner = data.get("owner")
+        if raw is None and self._lookup is not None:
+            try:
+                raw = await self._lookup(ev)
+            except Exception:
+                log.warning("routing_lookup_failed", call_id=ev.call_id, exc_info=True)
+        if raw is None:
+            return None, owner
+        if isinstance(raw, dict):
+            env = flatten(raw)
+            owner = owner or env.get("owner") or env.get("contact.owner")
+        else:  # a cti.model.Contact
+            env = contact_env(raw)
+            owner = owner or getattr(raw, "owner", None)
+        return env, owner
+
+    def _handle(self, ev: CallEvent, contact: dict[str, Any] | None, owner: str | None) -> list[Action]:
+        e = self.engine
+        now = self._now()
+        k = ev.kind
+        if k is EventKind.QUEUED:
+            queue = resolve_queue(e.cfg, queue=ev.queue, to_number=ev.to_number, data=ev.data)
+            if queue is None:
+                log.warning("routing_no_queue", call_id=ev.call_id, queue=ev.queue, to_number=ev.to_number)
+                return []
+            return e.enqueue(CallIn(ev.call_id, queue, ev.provider, ev.provider_call_id, ev.tenant,
+                                    ev.from_number, contact, owner), now)
+        if k is EventKind.RINGING and ev.agent:
+            return e.ringing(ev.call_id, ev.agent, now)
+        if k is EventKind.NO_ANSWER and ev.agent:
+            return e.no_answer(ev.call_id, ev.agent, now)
+        if k is EventKind.ANSWERED:
+            return e.answered(ev.call_id, ev.agent, now)
+        if k is EventKind.ENDED:
+            return e.ended(ev.call_id, now)
+        if k is EventKind.TRANSFERRED:
+            return e.transferred(ev.call_id, ev.agent, now)
+        if k is EventKind.DTMF and str((ev.data or {}).get("digits", "")).startswith("1"):
+            item = e.items.get(ev.call_id)
+            if item is not None and item.callback_offered:
+                self._callback(ev.call_id, ev.from_number or item.from_number, now)
+        return []
+
+    def _callback(self, call_id: str, number: str | None, now: float) -> CallbackRequest | None:
+        if not number:
+            log.warning("routing_callback_without_number", call_id=call_id)
+            return None
+        cb = self.engine.request_callback(call_id, number, now)
+        if cb is not None:
+            log.info("routing_callback_requested", call_id=call_id, queue=cb.queue)
+        return cb
+
+    async def request_callback(self, call_id: str, number: str | None = None) -> CallbackRequest | None:
+        """A waiting caller (or the agent panel/IVR on their behalf) asks to be called back."""
+        async with self._lock:
+            item = self.engine.items.get(call_id)
+            return self._callback(call_id, number or (item.from_number if item else None), self._now())
+
+    # ---- agents ------------------------------------------------------------------
+
+    async def set_agent_state(self, agent: str, state: AgentState | str, reason: str | None = None) -> AgentState:
+        """API / panel request. Raises UnknownAgent (404), InvalidTransition (409), ValueError (400)."""
+        async with self._lock:
+            actions = self.engine.set_agent_state(agent, state, reason, self._now())
+            commands = await self._carry_out(actions)
+        await self._send(commands)
+        return self.engine.agents[agent].state
+
+    def agent_state(self, agent: str) -> dict[str, Any]:
+        return self.engine.agent_view(agent, self._now())
+
+    def agents(self) -> list[dict[str, Any]]:
+        now = self._now()
+        return [self.engine.agent_view(a, now) for a, rt in self.engine.agents.items() if not rt.retired]
+
+    # ---- time-driven work ----------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Fire due timers: ring timeouts, widening, overflow, wrap-up ends, callback retries."""
+        async with self._lock:
+            actions = self.engine.advance(self._now())
+            commands = await self._carry_out(actions)
+        await self._send(commands)
+
+    async def run(self) -> None:
+        """Timer loop for an owned task (cancel it to stop)."""
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("routing_tick_failed")
+            nxt = self.engine.next_timer()
+            wait = self.tick_s if nxt is None else min(self.tick_s, max(0.0, nxt - self._now()))
+            await self.clock.sleep(max(wait, 0.01))
+
+    # ---- carrying out actions --------------------------------------------------------
+
+    async def _carry_out(self, actions: list[Action]) -> _Outbox:
+        """Reserve agents and publish state changes (under the lock); return commands and decisions."""
+        box = _Outbox()
+        commands = box.commands
+        pending = list(actions)
+        while pending:
+            act = pending.pop(0)
+            if isinstance(act, StateChange):
+                await self._publish_state(act)
+            elif isinstance(act, LegEnded):
+                await self.reservations.release(act.agent, act.call_id)
+            elif isinstance(act, LegConnected):
+                rt = self.engine.agents.get(act.agent)
+                await self.reservations.reserve(act.agent, act.call_id, capacity=rt.cfg.capacity if rt else 1,
+                                                ttl_s=ON_CALL_TTL_S)
+            elif isinstance(act, Offer):
+                box.decisions.append(act.decision)
+                self._keep(act.decision)
+                targets = []
+                for agent, ep in act.targets:
+                    cap = self.engine.agents[agent].cfg.capacity
+                    ok = await self.reservations.reserve(agent, act.call_id, capacity=cap,
+                                                         ttl_s=act.timeout_s + RESERVE_GRACE_S)
+                    if ok:
+                        targets.append((agent, ep))
+                    else:
+                        log.info("routing_agent_held_elsewhere", call_id=act.call_id, agent=agent)
+                        pending.extend(self.engine.offer_failed(act.dial_call_id or act.call_id, agent,
+                                                                self._now(), block_s=BLOCK_S))
+                if not targets:
+                    continue
+                if act.callback is not None and act.dial_call_id:
+                    agent, ep = targets[0]
+                    cmd: Command = Originate(agent_endpoint=ep, to_number=act.callback.number,
+                                             call_id=act.dial_call_id, agent=agent,
+                                             timeout_s=int(act.timeout_s))
+                else:
+                    cmd = Connect(act.provider_call_id, tuple(targets), act.timeout_s)
+                commands.append((act, act.provider, cmd))
+            elif isinstance(act, Overflow):
+                box.decisions.append(act.decision)
+                self._keep(act.decision)
+                if act.kind == "voicemail":
+                    if act.target:
+                        commands.append((act, act.provider, BlindTransfer(act.provider_call_id, act.target)))
+                    else:
+                        log.warning("routing_voicemail_without_target", call_id=act.call_id, queue=act.queue)
+                elif act.kind == "callback_offer" and act.target:
+                    commands.append((act, act.provider, Play(act.provider_call_id, act.target)))
+                else:
+                    log.info("routing_overflow", call_id=act.call_id, queue=act.queue, kind=act.kind)
+        return box
+
+    async def _send(self, box: _Outbox) -> None:
+        """Send commands and record decisions outside the lock: slow I/O must not stall routing."""
+        if self._record is not None:
+            for d in box.decisions:
+                try:
+                    res = self._record(d)
+                    if inspect.isawaitable(res):
+                        await res
+                except Exception:
+                    log.exception("routing_record_failed", call_id=d.call_id)
+        for act, provider, cmd in box.commands:
+            try:
+                res = await self._dispatch(provider, cmd)
+                ok = res is None or getattr(res, "ok", True)
+                err = None if ok else f"result not ok: {getattr(res, 'detail', '')}"
+            except Exception as exc:
+                ok, err = False, f"{type(exc).__name__}: {exc}"
+            if ok:
+                continue
+            log.warning("routing_command_failed", call_id=act.call_id, command=cmd.name, error=err)
+            if isinstance(act, Offer):
+                async with self._lock:
+                    actions: list[Action] = []
+                    for agent, _ in act.targets:
+                        actions += self.engine.offer_failed(act.dial_call_id or act.call_id, agent, self._now())
+                    more = await self._carry_out(actions)
+                await self._send(more)
+
+    async def _publish_state(self, sc: StateChange) -> None:
+        if self._publish is None:
+            return
+        at = datetime.fromtimestamp(sc.at, UTC)
+        ev = CallEvent(
+            event_id=make_event_id("cti", "agent_state", sc.agent, repr(sc.at), sc.previous, sc.state),
+            provider="cti", provider_call_id="", call_id="", kind=EventKind.AGENT_STATE_CHANGED,
+            occurred_at=at, tenant=self.engine.cfg.tenant, agent=sc.agent,
+            data={"state": sc.state.value, "reason": sc.reason, "previous": sc.previous.value},
+        )
+        try:
+            res = self._publish(ev)
+            if inspect.isawaitable(res):
+                await res
+        except Exception:
+            log.exception("routing_publish_failed", agent=sc.agent)
+
+    def _keep(self, d: Decision) -> None:
+        lst = self._decisions.get(d.call_id)
+        if lst is None:
+            lst = self._decisions[d.call_id] = []
+            if len(self._decisions) > DECISIONS_CALLS_MAX:
+                self._decisions.popitem(last=False)
+        lst.append(d)
+        log.info("routing_decision", call_id=d.call_id, queue=d.queue, action=d.action, chosen=d.chosen,
+                 reason=d.reason)
+
+    # ---- views -------------------------------------------------------------------
+
+    def decisions_for(self, call_id: str) -> list[Decision]:
+        return list(self._decisions.get(call_id, ()))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Dashboards: waiting per queue, oldest wait, agents per state."""
+        now = self._now()
+        snap = self.engine.snapshot(now)
+        snap["at"] = datetime.fromtimestamp(now, UTC).isoformat()
+        return snap
+

@@ -1,0 +1,224 @@
+"""The Router runtime: events in, commands and agent_state_changed events out (ManualClock, real engine)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cti.adapters.base import AdapterError, BlindTransfer, CommandResult, Connect, Originate, Play
+from cti.clock import ManualClock
+from cti.config import ConfigError
+from cti.model import AgentState, CallEvent, Contact, EventKind, make_call_id, make_event_id
+from cti.routing.acd import Router
+from cti.routing.reservations import MemoryReservations
+from cti.routing.states import InvalidTransition, UnknownAgent
+from tests.routing.helpers import settings
+
+START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # Monday 10:00 Paris
+
+
+class Harness:
+    def __init__(self, s=None, fail_for: set[str] | None = None, **kw):
+        self.clock = ManualClock(START)
+        self.sent: list[tuple[str, object]] = []
+        self.published: list[CallEvent] = []
+        self.recorded = []
+        self.fail_for = fail_for or set()
+        self.resv = MemoryReservations(now=self.clock.monotonic)
+        self.router = Router(s or settings(), clock=self.clock, dispatch=self.dispatch, reservations=self.resv,
+                             publish_event=self.published.append, record_decision=self.record, **kw)
+        self.n = 0
+
+    async def record(self, d):
+        self.recorded.append(d)
+
+    async def dispatch(self, provider, cmd):
+        self.sent.append((provider, cmd))
+        if isinstance(cmd, Connect) and cmd.targets[0][0] in self.fail_for:
+            raise AdapterError("endpoint unreachable")
+        return CommandResult(ok=True)
+
+    def ev(self, kind, pcid="p1", **kw) -> CallEvent:
+        self.n += 1
+        return CallEvent(event_id=make_event_id("pbx", pcid, kind, self.n), provider="pbx", provider_call_id=pcid,
+                         call_id=make_call_id("default", "pbx", pcid), kind=EventKind(kind),
+                         occurred_at=self.clock.now(), **kw)
+
+    async def login(self, *agents):
+        for a in agents:
+            await self.router.set_agent_state(a, "available")
+            await self.clock.advance(1)
+
+    def connects(self):
+        return [c for _, c in self.sent if isinstance(c, Connect)]
+
+
+async def test_queued_call_rings_the_best_agent_and_publishes_states():
+    h = Harness(settings(queues=[{"name": "support", "numbers": ["100"], "requires": "fr >= 5"}]))
+    await h.login("alice", "bob")
+    e = h.ev("queued", to_number="100", from_number="+33611111111")
+    await h.router.on_event(e)
+    await h.router.on_event(e)  # duplicate delivery: ignored
+    [c] = h.connects()
+    assert c.targets == (("alice", "PJSIP/alice"),) and c.provider_call_id == "p1" and c.timeout_s == 15
+    ringing = [p for p in h.published if p.data["state"] == "ringing"]
+    assert ringing[0].agent == "alice" and ringing[0].data["previous"] == "available"
+    assert all(p.kind is EventKind.AGENT_STATE_CHANGED and p.provider == "cti" and p.call_id == ""
+               for p in h.published)
+    [d] = h.router.decisions_for(e.call_id)
+    assert d.chosen == "alice" and h.recorded == [d]
+    assert await h.resv.held("alice") == [e.call_id]
+
+
+async def test_answer_end_and_wrap_up_timer():
+    h = Harness(settings(queues=[{"name": "support", "requires": "fr >= 5", "wrap_up_s": 20}]))
+    await h.login("alice")
+    await h.router.on_event(h.ev("queued", queue="support"))
+    await h.router.on_event(h.ev("answered", agent="alice"))
+    assert h.router.agent_state("alice")["state"] == "on_call"
+    await h.router.on_event(h.ev("ended", data={"cause": "normal"}))
+    assert h.router.agent_state("alice")["state"] == "wrap_up"
+    assert await h.resv.held("alice") == []
+    await h.clock.advance(20)
+    await h.router.tick()
+    assert h.router.agent_state("alice")["state"] == "available"
+    assert [p.data["state"] for p in h.published if p.agent == "alice"] == [
+        "available", "ringing", "on_call", "wrap_up", "available"]
+
+
+async def test_no_answer_and_ring_timeout_go_to_the_next_agent():
+    h = Harness(settings(queues=[{"name": "support", "requires": "fr >= 1", "ring_timeout_s": 10}]),
+                ring_grace_s=2)
+    await h.login("alice", "bob", "carol")
+    await h.router.on_event(h.ev("queued", queue="support"))
+    await h.router.on_event(h.ev("no_answer", agent="alice", data={"reason": "timeout"}))
+    assert [c.targets[0][0] for c in h.connects()] == ["alice", "bob"]
+    await h.clock.advance(12)            # the provider never reports bob's timeout
+    await h.router.tick()
+    assert [c.targets[0][0] for c in h.connects()] == ["alice", "bob", "carol"]
+
+
+async def test_failed_connect_offers_the_next_agent():
+    h = Harness(fail_for={"alice"})
+    await h.login("alice", "bob")
+    await h.router.on_event(h.ev("queued", queue="support"))
+    assert [c.targets[0][0] for c in h.connects()] == ["alice", "bob"]
+
+
+async def test_agent_held_by_another_node_is_skipped():
+    h = Harness()
+    await h.login("alice", "bob")
+    assert await h.resv.reserve("alice", "other-node-call")
+    await h.router.on_event(h.ev("queued", queue="support"))
+    assert [c.targets[0][0] for c in h.connects()] == ["bob"]
+
+
+async def test_api_state_errors_and_reasons():
+    h = Harness()
+    with pytest.raises(UnknownAgent):
+        await h.router.set_agent_state("nobody", "available")
+    with pytest.raises(InvalidTransition) as info:
+        await h.router.set_agent_state("alice", "on_call")
+    assert info.value.current is AgentState.OFFLINE
+    assert await h.router.set_agent_state("alice", "away", "training") is AgentState.AWAY
+    assert h.published[-1].data == {"state": "away", "reason": "training", "previous": "offline"}
+
+
+async def test_crm_lookup_gives_vip_priority_and_owner():
+    async def lookup(ev):
+        return Contact(id="c1", name="Zoe", role="CEO", owner="bob")
+
+    s = settings(queues=[{"name": "support", "requires": "fr >= 5", "preferred_agent_s": 10}],
+                 rules=[{"name": "vip", "when": "contact.role in ['CEO', 'CFO']", "boost": 50}])
+    h = Harness(s, lookup=lookup)
+    await h.login("alice", "bob")
+    e = h.ev("queued", queue="support")
+    await h.router.on_event(e)
+    [c] = h.connects()
+    assert c.targets[0][0] == "bob"
+    [d] = h.router.decisions_for(e.call_id)
+    assert d.rules == ("vip",) and d.priority == 50 and "preferred" in d.reason
+
+
+async def test_callback_offer_dtmf_then_originate_when_an_agent_frees():
+    s = settings(queues=[{"name": "support", "requires": "fr >= 5", "max_wait_s": 30,
+                          "overflow": {"after_s": 30, "then": "callback", "prompt": "sound:cb"}}])
+    h = Harness(s)
+    e = h.ev("queued", queue="support", from_number="+33611111111")
+    await h.router.on_event(e)
+    await h.clock.advance(30)
+    await h.router.tick()
+    assert any(isinstance(c, Play) and c.media == "sound:cb" for _, c in h.sent)
+    await h.router.on_event(h.ev("dtmf", data={"digits": "1"}))
+    await h.router.on_event(h.ev("ended", data={"cause": "caller_hangup"}))
+    assert h.router.snapshot()["queues"]["support"]["callbacks"] == 1
+    await h.login("alice")
+    [o] = [c for _, c in h.sent if isinstance(c, Originate)]
+    assert (o.agent, o.agent_endpoint, o.to_number) == ("alice", "PJSIP/alice", "+33611111111")
+    dial = CallEvent(event_id="d1", provider="pbx", provider_call_id="x", call_id=o.call_id,
+                     kind=EventKind.ANSWERED, occurred_at=h.clock.now(), agent="alice")
+    await h.router.on_event(dial)
+    assert h.router.agent_state("alice")["state"] == "on_call"
+    assert [d.action for d in h.router.decisions_for(e.call_id)] == ["callback_offer", "callback_dial"]
+
+
+async def test_voicemail_overflow_transfers_the_call():
+    s = settings(queues=[{"name": "support", "requires": "fr >= 5",
+                          "overflow": {"after_s": 20, "then": "voicemail", "target": "vm:support"}}])
+    h = Harness(s)
+    await h.router.on_event(h.ev("queued", queue="support"))
+    await h.clock.advance(20)
+    await h.router.tick()
+    [t] = [c for _, c in h.sent if isinstance(c, BlindTransfer)]
+    assert t.target == "vm:support" and t.provider_call_id == "p1"
+
+
+async def test_reconfigure_is_atomic():
+    h = Harness()
+    await h.login("carol")
+    await h.router.on_event(h.ev("queued", queue="support"))     # carol (fr 3) cannot take it
+    bad = settings(queues=[{"name": "support", "requires": "fr >="}])
+    with pytest.raises(ConfigError, match="queue 'support'"):
+        h.router.reconfigure(bad)
+    assert h.router.engine.cfg.queues[0].requires.source == "fr >= 5"
+    h.router.reconfigure(settings(queues=[{"name": "support", "requires": "fr >= 3"}, {"name": "sales"}]))
+    await h.clock.advance(1)
+    await h.router.tick()
+    await h.router.set_agent_state("carol", "available")   # any nudge routes with the new rules
+    assert h.router.snapshot()["queues"].keys() == {"support", "sales"}
+
+
+async def test_bad_events_do_not_break_the_router():
+    h = Harness()
+    await h.login("alice")
+    await h.router.on_event(h.ev("queued", queue="no-such-queue"))
+    await h.router.on_event(h.ev("no_answer", pcid="zz", agent="ghost"))
+    await h.router.on_event(h.ev("answered", pcid="zz2", agent="alice"))  # a direct call
+    assert h.router.agent_state("alice")["state"] == "on_call"
+
+
+async def test_run_loop_fires_timers_on_the_injected_clock():
+    h = Harness(settings(queues=[{"name": "support", "requires": "fr >= 1", "ring_timeout_s": 5}]), ring_grace_s=0)
+    await h.login("alice", "bob")
+    await h.router.on_event(h.ev("queued", queue="support"))
+    task = asyncio.create_task(h.router.run())
+    try:
+        for _ in range(12):
+            await asyncio.sleep(0)   # let the loop run and go to sleep on the clock
+            await h.clock.advance(0.5)
+        assert [c.targets[0][0] for c in h.connects()] == ["alice", "bob"]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_snapshot_for_dashboards():
+    h = Harness()
+    await h.router.on_event(h.ev("queued", queue="support"))
+    await h.clock.advance(timedelta(seconds=42).total_seconds())
+    snap = h.router.snapshot()
+    assert snap["queues"]["support"]["waiting"] == 1 and snap["queues"]["support"]["oldest_wait_s"] == 42
+    assert snap["agents"]["offline"] == 3
