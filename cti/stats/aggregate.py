@@ -99,7 +99,6 @@ class StatsRollup:
             for d in call_deltas(r, sl, short):
                 add_sums(tenant_sums.setdefault((tenant, *d.key()), empty_sums()), d.values())
         await self._upsert(conn, tenant_sums)
-        log.debug("stats_rollup_applied", calls=len(new_ids), rows=len(tenant_sums))
         return len(new_ids)
 
     async def _upsert(self, conn: AsyncConnection, sums: dict[tuple, dict[str, float]]) -> None:

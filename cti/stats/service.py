@@ -61,7 +61,7 @@ def apply_scope(kind: str, q: StatsQuery, viewer: Viewer, directory: Mapping[str
         if q.agents is not None and q.agents != {viewer.user}:
             raise NotVisible(f"agent {','.join(sorted(q.agents - {viewer.user})) or viewer.user}")
         return q.with_agents(frozenset({viewer.user}))
-    visible = frozenset(a for a, v in directory.items() if v.get("team") in viewer.teams) | {viewer.user}
+    visible = frozenset(a for a, v in directory.items() if v.get("team") in viewer.teams or a == viewer.user)
     if q.team is not None:
         if q.team not in viewer.teams:
             raise NotVisible(f"team {q.team}")

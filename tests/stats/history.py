@@ -37,7 +37,8 @@ def call(call_id: str, at: datetime, *, direction: str = "inbound", queue: str |
          to_number: str = "+33900000000", contact_id: str | None = None, account_id: str | None = None,
          disposition: str | None = None, state: str = "ended") -> dict[str, Any]:
     """A calls-table row (durations consistent with the timestamps)."""
-    answered_at = at + timedelta(seconds=wait) if outcome == "answered" else None
+    waiting = state in ("new", "queued", "ringing")
+    answered_at = at + timedelta(seconds=wait) if outcome == "answered" and not waiting else None
     ended_at = (answered_at + timedelta(seconds=talk + hold)) if answered_at else at + timedelta(seconds=wait)
     return {
         "call_id": call_id, "tenant": "default", "provider": "sim", "provider_call_id": call_id,

@@ -13,7 +13,7 @@ RANGE = {"from": "2026-03-02", "to": "2026-03-03"}
 
 
 async def report(engine, settings, name, **params):
-    meta, rows = await run_report(name, {**RANGE, **params}, engine, settings, NOW)
+    _meta, rows = await run_report(name, {**RANGE, **params}, engine, settings, NOW)
     return rows
 
 
