@@ -1,0 +1,648 @@
+"""SIP line adapter on pyVoIP 1.6.8: an agent's softphone inside the middleware.
+
+The adapter registers one line (username@registrar) and acts as that agent's phone:
+an INVITE to the line emits created (+ queued when the dialled number is a queue
+number) + ringing(agent); `Answer` (from the agent panel) or `auto_answer` answers
+-> answered(agent). It places outbound calls (`Originate`: the line calls the
+customer), plays audio (`Play`, `VoicemailDrop`) and records the received RTP audio
+to a WAV file (16-bit PCM, 8 kHz) under `storage_dir/<provider>/`, reported by a
+`recording_ready` event (data.path) once the call has ended.
+
+Options (`[[providers]]` keys): registrar, port (registrar port, 5060), username,
+password, rtp_ports ([low, high]), agent (whose softphone this is), auto_answer,
+auto_record, local_ip (default: the address that reaches the registrar), sip_port
+(local SIP port, 5060), register_interval (s, 60), register_timeout (s, 5),
+start_timeout (s, 10), stop_timeout (s, 5).
+
+pyVoIP 1.6.8 problems and how this module works around them:
+- `VoIPPhone.start()` REGISTERs and blocks (up to register_timeout per try) and needs a
+  registrar: it runs in a thread under `start_timeout`, from a supervisor task with
+  exponential backoff + jitter; `ready` stays false until the line is registered.
+- It re-registers only on its own timer (`default_expires - 5`) and stops itself after
+  3 failed REGISTERs: we set `default_expires = register_interval + 5` and a short
+  `register_timeout`, so a lost registrar is seen within one interval; the supervisor
+  then rebuilds the phone (ready false meanwhile) until the registrar answers again.
+- `stop()` de-registers with a 30 s timeout and hangs when the registrar is gone: it
+  runs in a thread under `stop_timeout` (stop the line before the registrar).
+- It ignores 486/480/603 and other final failures to our INVITE (the call would stay
+  DIALING forever), ignores CANCEL (the call would ring forever) and never sends 487;
+  it cannot CANCEL its own INVITE. The adapter sees every datagram first
+  (`sip.parse_message` is wrapped) and sends the ACK, the 487 and the CANCEL itself
+  (built in `wire.py`).
+- Its parser trips on some headers and its 200 OK carries `To: <sip:1001@:5060>`
+  (host missing); we read numbers with our own tolerant parser (`wire.parse`).
+- `read_audio` returns 8-bit *unsigned linear* audio (not mu-law) and `write_audio`
+  takes the same: converted in `wire.u8_to_pcm16` / `wire.pcm16_to_u8`.
+- UDP only, PCMU/PCMA/telephone-event only; no re-INVITE hold, REFER, conferencing:
+  Connect, Hold, transfers and Monitor raise `Unsupported`.
+- pyVoIP forgets a call whose callback thread has returned, so each inbound call's
+  callback is the call's media loop and lives until the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import socket
+import threading
+import time
+import wave
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import structlog
+
+from cti.adapters.base import (
+    AdapterContext,
+    AdapterError,
+    Answer,
+    CallNotFound,
+    Capability,
+    Command,
+    CommandResult,
+    Hangup,
+    Monitor,
+    Originate,
+    Play,
+    Record,
+    Unsupported,
+    VoicemailDrop,
+    check_capability,
+    register,
+)
+from cti.adapters.sip import wire
+from cti.clock import SystemClock
+from cti.model import CallEvent, Direction, EndCause, EventKind
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(eq=False)
+class _Recording:
+    path: Path
+    state: str = "recording"            # recording | paused | stopped
+    frames: int = 0
+    closed: threading.Event = field(default_factory=threading.Event)
+    ops: int = 0
+
+
+@dataclass(eq=False)
+class _LineCall:
+    sid: str
+    direction: Direction
+    call_id: str | None = None          # pre-allocated (click-to-call) or derived
+    voip: Any = None                    # pyVoIP VoIPCall
+    invite: wire.SipMessage | None = None
+    answered: bool = False
+    ended: bool = False
+    voicemail: bool = False
+    agent: str | None = None
+    answered_at: float | None = None    # monotonic, for the media loop's pacing
+    recording: _Recording | None = None
+    plays: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@register("sip")
+class SipAdapter:
+    type: ClassVar[str] = "sip"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({
+        Capability.ANSWER, Capability.ORIGINATE, Capability.HANGUP, Capability.RECORD,
+        Capability.RECORD_PAUSE, Capability.PLAY, Capability.VOICEMAIL_DROP,
+    })
+
+    def __init__(self, settings: Any, ctx: AdapterContext) -> None:
+        opts = settings.options
+        for key in ("registrar", "username"):
+            if not opts.get(key):
+                raise ValueError(f"providers.{settings.name}: sip needs {key!r}")
+        self.name: str = settings.name
+        self.tenant: str = ctx.tenant
+        self._registrar = str(opts["registrar"])
+        self._port = int(opts.get("port", 5060))
+        self._username = str(opts["username"])
+        self._password = str(opts.get("password") or "")
+        low, high = (opts.get("rtp_ports") or [10000, 20000])[:2]
+        if int(low) > int(high):
+            raise ValueError(f"providers.{settings.name}: rtp_ports must be [low, high]")
+        self._rtp = (int(low), int(high))
+        self._sip_port = int(opts.get("sip_port", 5060))
+        self._local_ip = str(opts.get("local_ip") or _local_ip_for(self._registrar, self._port))
+        self._agent: str | None = opts.get("agent") or ctx.agent_endpoints.get(self._username)
+        self._auto_answer = bool(opts.get("auto_answer", False))
+        self._auto_record = bool(opts.get("auto_record", False))
+        self._register_interval = max(1, int(opts.get("register_interval", 60)))
+        self._register_timeout = float(opts.get("register_timeout", 5))
+        self._start_timeout = float(opts.get("start_timeout", 10))
+        self._stop_timeout = float(opts.get("stop_timeout", 5))
+        self._storage = Path(ctx.storage_dir) / self.name
+        self._clock = ctx.clock or SystemClock()
+        self._lctx = wire.LineContext(provider=self.name, tenant=ctx.tenant, region=ctx.default_region,
+                                      agent=self._agent, queue_numbers=dict(ctx.queue_numbers))
+        self._queue: asyncio.Queue[CallEvent | None] = asyncio.Queue(maxsize=10_000)
+        self._emitted: dict[str, None] = {}
+        self._calls: dict[str, _LineCall] = {}
+        self._orphans: dict[str, list[tuple[str, wire.SipMessage]]] = {}
+        self._phone: Any = None
+        self._registered = False
+        self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.counters: Counter[str] = Counter()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        phone = self._phone
+        if phone is None or not self._registered:
+            return False
+        from pyVoIP.VoIP.status import PhoneStatus
+
+        return phone.get_status() in (PhoneStatus.REGISTERED, PhoneStatus.REGISTERING) and \
+            phone.sip.registerFailures == 0
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._loop = asyncio.get_running_loop()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"sip-line-{self.name}")
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self._stop_phone()
+        for call in self._calls.values():
+            call.done.set()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[CallEvent]:
+        while True:
+            ev = await self._queue.get()
+            if ev is None:
+                return
+            yield ev
+
+    def _build_phone(self) -> Any:
+        from pyVoIP.VoIP import VoIPPhone
+
+        phone = VoIPPhone(self._registrar, self._port, self._username, self._password,
+                          myIP=self._local_ip, callCallback=self._media_loop, sipPort=self._sip_port,
+                          rtpPortLow=self._rtp[0], rtpPortHigh=self._rtp[1])
+        phone.sip.default_expires = self._register_interval + 5
+        phone.sip.register_timeout = self._register_timeout
+        original = phone.sip.parse_message
+        phone.sip.parse_message = lambda message: self._on_datagram(phone, original, message)
+        return phone
+
+    async def _supervise(self) -> None:
+        """Keep the line registered: (re)build the phone with backoff, ready false while down."""
+        from pyVoIP.VoIP.status import PhoneStatus
+
+        backoff, first = 0.5, True
+        while self._running:
+            phone = self._build_phone()
+            self._phone, self._registered = phone, False
+            try:
+                await asyncio.wait_for(asyncio.to_thread(phone.start), self._start_timeout)
+                deadline = time.monotonic() + self._start_timeout
+                while phone.get_status() is not PhoneStatus.REGISTERED:
+                    if time.monotonic() > deadline or phone.get_status() is PhoneStatus.FAILED:
+                        raise TimeoutError("registrar did not accept the REGISTER")
+                    await asyncio.sleep(0.05)
+            except (TimeoutError, OSError, Exception) as exc:  # pyVoIP raises plain Exceptions too
+                log.warning("sip_register_failed", provider=self.name, registrar=self._registrar,
+                            error=repr(exc), retry_in=round(backoff, 2))
+                await self._stop_phone()
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self._registered = True
+            backoff = 0.5
+            if not first:
+                self.counters["reconnects"] += 1
+            first = False
+            log.info("sip_line_registered", provider=self.name, line=self._username)
+            while self._running and phone.get_status() in (PhoneStatus.REGISTERED, PhoneStatus.REGISTERING):
+                await asyncio.sleep(0.1)
+            if not self._running:
+                return
+            log.warning("sip_line_down", provider=self.name, status=str(phone.get_status()))
+            self._registered = False
+            self._end_all(EndCause.FAILED)
+            await self._stop_phone()
+
+    async def _stop_phone(self) -> None:
+        phone, self._phone = self._phone, None
+        self._registered = False
+        if phone is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.to_thread(phone.stop), self._stop_timeout)
+        except (TimeoutError, Exception) as exc:
+            # pyVoIP's de-REGISTER waits for a registrar that may be gone: give up on it
+            log.warning("sip_stop_timeout", provider=self.name, error=repr(exc))
+            with contextlib.suppress(Exception):
+                phone.sip.NSD = False
+                phone.sip._close_sockets()
+
+    # ---- pyVoIP threads -> the event loop ---------------------------------------------
+
+    def _on_datagram(self, phone: Any, original: Any, message: Any) -> None:
+        """Runs in pyVoIP's receive thread for every SIP message, before pyVoIP handles it."""
+        try:
+            msg = wire.parse(message.raw)
+            sid = msg.call_id
+        except wire.SipParseError as exc:
+            self.counters["malformed"] += 1
+            log.warning("sip_malformed", provider=self.name, error=str(exc))
+            return original(message)
+        fact: str | None = None
+        if msg.method == "INVITE" and sid not in phone.calls:
+            fact = "invite"
+        elif msg.method == "CANCEL":
+            self._cancelled(phone, msg)
+            fact = "cancel"
+        elif msg.method == "BYE":
+            fact = "bye"
+        elif msg.status is not None:
+            try:
+                _, method = msg.cseq
+            except wire.SipParseError:
+                method = ""
+            if method == "INVITE":
+                if msg.status in (180, 183):
+                    fact = "ringing"
+                elif 200 <= msg.status < 300:
+                    fact = "answered"
+                elif msg.status >= 300 and msg.status not in (401, 407):
+                    fact = "rejected"
+                    if msg.status not in (404, 503):  # pyVoIP handles (and ACKs) only these two
+                        self._rejected(phone, msg)
+                        self._post(fact, msg)
+                        return None
+        result = original(message)
+        if fact:
+            self._post(fact, msg)
+        return result
+
+    def _cancelled(self, phone: Any, cancel: wire.SipMessage) -> None:
+        voip = phone.calls.pop(cancel.call_id, None)
+        if voip is None:
+            return
+        from pyVoIP.VoIP import CallState
+
+        voip.state = CallState.ENDED
+        try:
+            invite = wire.parse(voip.request.raw)
+            tag = phone.sip.tagLibrary.get(cancel.call_id) or phone.sip.gen_tag()
+            phone.sip.out.sendto(wire.request_terminated(invite, tag).encode(), (phone.server, phone.port))
+        except (wire.SipParseError, OSError) as exc:
+            log.warning("sip_487_failed", provider=self.name, error=repr(exc))
+
+    def _rejected(self, phone: Any, response: wire.SipMessage) -> None:
+        voip = phone.calls.pop(response.call_id, None)
+        if voip is not None:
+            from pyVoIP.VoIP import CallState
+
+            voip.state = CallState.ENDED
+        uri = f"sip:{response.to_user or ''}@{phone.server}:{phone.port}"
+        with contextlib.suppress(OSError):
+            phone.sip.out.sendto(wire.ack_for_failure(response, uri).encode(), (phone.server, phone.port))
+
+    def _post(self, fact: str, msg: wire.SipMessage) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._on_fact, fact, msg)
+
+    def _media_loop(self, voip: Any) -> None:
+        """pyVoIP's per-call callback thread: record what we hear until the call ends."""
+        call = self._calls.get(voip.call_id)
+        deadline = time.monotonic() + 5
+        while call is None and time.monotonic() < deadline and self._running:
+            time.sleep(0.01)  # the invite fact is applied on the event loop
+            call = self._calls.get(voip.call_id)
+        if call is not None:
+            self._media(call, voip)
+
+    def _media(self, call: _LineCall, voip: Any) -> None:
+        from pyVoIP.VoIP import CallState
+
+        writer: wave.Wave_write | None = None
+        read = 0
+        try:
+            while self._running and not call.ended and voip.state is not CallState.ENDED:
+                rec = call.recording
+                if voip.state is CallState.ANSWERED and call.answered_at is not None:
+                    due = int((time.monotonic() - call.answered_at) * 8000) - read
+                    if due >= 160:
+                        data = voip.read_audio(due - due % 160, blocking=False)
+                        read += len(data)
+                        if rec is not None and rec.state == "recording":
+                            if writer is None:
+                                writer = _open_wav(rec.path)
+                            writer.writeframes(wire.u8_to_pcm16(data))
+                            rec.frames += len(data)
+                if rec is not None and rec.state == "stopped" and writer is not None:
+                    writer.close()
+                    writer = None
+                    rec.closed.set()
+                time.sleep(0.02)
+        except Exception as exc:  # never let one call's media kill the line
+            log.warning("sip_media_error", provider=self.name, call=call.sid, error=repr(exc))
+        finally:
+            if writer is not None:
+                writer.close()
+            if call.recording is not None:
+                call.recording.closed.set()
+            call.done.wait(timeout=1)  # keep pyVoIP's thread alive until the loop saw the end
+
+    # ---- facts -> events (event loop) -------------------------------------------------
+
+    def _publish(self, events: list[CallEvent]) -> None:
+        for ev in events:
+            if ev.event_id in self._emitted:
+                continue
+            self._emitted[ev.event_id] = None
+            if len(self._emitted) > 50_000:
+                self._emitted.pop(next(iter(self._emitted)))
+            self._queue.put_nowait(ev)
+
+    def _on_fact(self, fact: str, msg: wire.SipMessage) -> None:
+        try:
+            self._apply_fact(fact, msg)
+        except Exception as exc:  # one bad message must not stop the line
+            self.counters["fact_errors"] += 1
+            log.warning("sip_fact_failed", provider=self.name, fact=fact, error=repr(exc))
+
+    def _apply_fact(self, fact: str, msg: wire.SipMessage) -> None:
+        sid = msg.call_id
+        now = self._clock.now()
+        call = self._calls.get(sid)
+        if fact == "invite":
+            if call is not None:
+                return
+            call = self._calls[sid] = _LineCall(sid=sid, direction=Direction.INBOUND, invite=msg,
+                                                agent=self._agent)
+            phone = self._phone
+            call.voip = phone.calls.get(sid) if phone is not None else None
+            self._publish(wire.inbound_events(msg, self._lctx, now))
+            log.info("sip_inbound_call", provider=self.name, call=sid, caller=msg.from_user)
+            if self._auto_answer:
+                self._spawn(self.execute(Answer(sid, self._agent or "")))
+            return
+        if call is None:
+            self._orphans.setdefault(sid, []).append((fact, msg))  # an originate not yet registered
+            return
+        if fact == "ringing" and call.direction is Direction.OUTBOUND:
+            self._publish([self._ev(call, EventKind.RINGING, now, call.agent, agent=call.agent)])
+        elif fact == "answered" and call.direction is Direction.OUTBOUND and not call.answered:
+            self._answered(call, now)
+        elif fact == "rejected" and msg.status is not None:
+            self._end(call, now, wire.end_cause(msg.status), sip_status=msg.status)
+        elif fact == "cancel":
+            if not call.ended and not call.answered:
+                self._publish(wire.cancel_events(sid, self._lctx, now, ringing=True)[:-1])
+                self._end(call, now, EndCause.CALLER_HANGUP)
+        elif fact == "bye":
+            self._end(call, now, EndCause.VOICEMAIL if call.voicemail else EndCause.NORMAL)
+
+    def _ev(self, call: _LineCall, kind: EventKind, at: Any, *parts: object, **kw: Any) -> CallEvent:
+        return wire.event(self._lctx, call.sid, kind, at, *parts, call_id=call.call_id, **kw)
+
+    def _answered(self, call: _LineCall, at: Any) -> None:
+        call.answered = True
+        call.answered_at = time.monotonic()
+        self._publish([self._ev(call, EventKind.ANSWERED, at, agent=call.agent)])
+        if self._auto_record and call.recording is None:
+            self._spawn(self.execute(Record(call.sid, "start")))
+
+    def _end(self, call: _LineCall, at: Any, cause: str, **data: Any) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        self._publish([wire.ended(self._lctx, call.sid, at, cause, call_id=call.call_id, **data)])
+        log.info("sip_call_ended", provider=self.name, call=call.sid, cause=str(cause))
+        call.done.set()
+        if call.recording is not None:
+            self._spawn(self._recording_ready(call))
+
+    def _end_all(self, cause: str) -> None:
+        now = self._clock.now()
+        for call in list(self._calls.values()):
+            self._end(call, now, cause)
+
+    async def _recording_ready(self, call: _LineCall) -> None:
+        rec = call.recording
+        assert rec is not None
+        if rec.state != "stopped":
+            rec.state = "stopped"
+            self._publish([self._ev(call, EventKind.RECORDING_STOPPED, self._clock.now(), str(rec.path))])
+        await asyncio.to_thread(rec.closed.wait, 3)
+        if not rec.path.exists():
+            _open_wav(rec.path).close()  # nothing was heard: an empty, valid WAV
+        self._publish([self._ev(call, EventKind.RECORDING_READY, self._clock.now(), str(rec.path),
+                                data={"path": str(rec.path), "duration_s": round(rec.frames / 8000, 3),
+                                      "format": "wav", "sample_rate": 8000})])
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("sip_task_failed", provider=self.name, error=repr(task.exception()))
+
+    # ---- commands ----------------------------------------------------------------------
+
+    async def execute(self, command: Command) -> CommandResult:
+        if isinstance(command, Monitor):
+            raise Unsupported(self.type, "monitor",
+                              "a pyVoIP line is one endpoint; it cannot mix a supervisor into its call")
+        check_capability(self.type, self.capabilities, command)
+        if isinstance(command, Originate):
+            return await self._originate(command)
+        call = self._calls.get(getattr(command, "provider_call_id", ""))
+        if call is None or call.ended:
+            raise CallNotFound(f"sip line {self.name} has no call {getattr(command, 'provider_call_id', '')!r}")
+        if isinstance(command, Answer):
+            return await self._answer(call, command)
+        if isinstance(command, Hangup):
+            return await self._hangup(call)
+        if isinstance(command, Record):
+            return self._record(call, command)
+        if isinstance(command, Play | VoicemailDrop):
+            return await self._play(call, command)
+        raise Unsupported(self.type, command.name)
+
+    def _voip(self, call: _LineCall) -> Any:
+        if call.voip is None and self._phone is not None:
+            call.voip = self._phone.calls.get(call.sid)
+        if call.voip is None:
+            raise CallNotFound(f"pyVoIP does not know call {call.sid!r}")
+        return call.voip
+
+    async def _answer(self, call: _LineCall, cmd: Answer) -> CommandResult:
+        from pyVoIP.VoIP import InvalidStateError
+
+        if call.direction is not Direction.INBOUND or call.answered:
+            raise AdapterError(f"call {call.sid} is not ringing on this line")
+        voip = self._voip(call)
+        try:
+            await asyncio.to_thread(voip.answer)
+        except InvalidStateError as exc:
+            raise AdapterError(f"cannot answer call {call.sid}: {exc}") from exc
+        call.agent = cmd.agent or call.agent
+        self._answered(call, self._clock.now())
+        return CommandResult(provider_call_id=call.sid)
+
+    async def _hangup(self, call: _LineCall) -> CommandResult:
+        from pyVoIP.VoIP import CallState
+
+        voip = self._voip(call)
+        now = self._clock.now()
+        if voip.state is CallState.ANSWERED:
+            await asyncio.to_thread(voip.hangup)
+            self._end(call, now, EndCause.VOICEMAIL if call.voicemail else EndCause.NORMAL)
+        elif voip.state is CallState.RINGING:  # the agent declines
+            await asyncio.to_thread(voip.deny)
+            self._publish([self._ev(call, EventKind.NO_ANSWER, now, call.agent, agent=call.agent,
+                                    data={"reason": "declined"})])
+            self._end(call, now, EndCause.NO_ANSWER)
+        elif voip.state is CallState.DIALING and call.invite is not None:
+            phone = self._phone
+            await asyncio.to_thread(phone.sip.out.sendto, wire.cancel_for(call.invite).encode(),
+                                    (phone.server, phone.port))  # the 487 ends it
+        return CommandResult(provider_call_id=call.sid)
+
+    async def _originate(self, cmd: Originate) -> CommandResult:
+        phone = self._phone
+        if phone is None or not self.ready:
+            raise AdapterError(f"sip line {self.name} is not registered")
+        number = wire.to_e164(cmd.to_number, self._lctx.region) or cmd.to_number
+        if not re.fullmatch(r"\+?[0-9A-Za-z*#._-]+", number):
+            raise AdapterError(f"cannot dial {cmd.to_number!r} from a SIP line")
+        try:
+            voip = await asyncio.wait_for(asyncio.to_thread(phone.call, number), self._start_timeout)
+        except TimeoutError as exc:
+            raise AdapterError(f"no answer from registrar {self._registrar} to our INVITE") from exc
+        sid = voip.call_id
+        agent = cmd.agent or self._agent
+        call = _LineCall(sid=sid, direction=Direction.OUTBOUND, call_id=cmd.call_id, voip=voip,
+                         invite=wire.parse(voip.request.raw), agent=agent)
+        self._calls[sid] = call
+        now = self._clock.now()
+        self._publish([
+            self._ev(call, EventKind.CREATED, now, direction=Direction.OUTBOUND, agent=agent,
+                     from_number=self._username, to_number=number),
+            self._ev(call, EventKind.RINGING, now, agent, agent=agent),
+        ])
+        threading.Thread(target=self._media, args=(call, voip), name=f"sip-media-{sid}", daemon=True).start()
+        for fact, msg in self._orphans.pop(sid, []):
+            self._apply_fact(fact, msg)
+        return CommandResult(provider_call_id=sid)
+
+    def _record(self, call: _LineCall, cmd: Record) -> CommandResult:
+        now = self._clock.now()
+        rec = call.recording
+        if cmd.action == "start":
+            if rec is not None and rec.state != "stopped":
+                return CommandResult(provider_call_id=call.sid, detail={"path": str(rec.path)})
+            self._storage.mkdir(parents=True, exist_ok=True)
+            path = self._storage / (_safe(call.sid) + ".wav")
+            call.recording = rec = _Recording(path=path)
+            self._publish([self._ev(call, EventKind.RECORDING_STARTED, now, str(path),
+                                    data={"recording": str(path)})])
+        elif rec is None:
+            raise AdapterError(f"call {call.sid} is not being recorded")
+        elif cmd.action in ("pause", "resume"):
+            rec.ops += 1
+            rec.state = "paused" if cmd.action == "pause" else "recording"
+            kind = EventKind.RECORDING_PAUSED if cmd.action == "pause" else EventKind.RECORDING_RESUMED
+            self._publish([self._ev(call, kind, now, str(rec.path), rec.ops)])
+        elif cmd.action == "stop":
+            if rec.state != "stopped":
+                rec.state = "stopped"
+                self._publish([self._ev(call, EventKind.RECORDING_STOPPED, now, str(rec.path))])
+        else:
+            raise AdapterError(f"unknown record action {cmd.action!r} (start|stop|pause|resume)")
+        return CommandResult(provider_call_id=call.sid, detail={"path": str(rec.path)})
+
+    async def _play(self, call: _LineCall, cmd: Play | VoicemailDrop) -> CommandResult:
+        if not call.answered:
+            raise AdapterError(f"call {call.sid} is not answered: nothing to play into")
+        voip = self._voip(call)
+        try:
+            audio = await asyncio.to_thread(_load_audio, cmd.media)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise AdapterError(f"cannot play {cmd.media!r}: {exc}") from exc
+        voip.write_audio(audio)
+        call.plays += 1
+        n = call.plays
+        if isinstance(cmd, VoicemailDrop):
+            call.voicemail = True
+        self._spawn(self._after_play(call, len(audio) / 8000, n, isinstance(cmd, VoicemailDrop)))
+        return CommandResult(provider_call_id=call.sid, detail={"duration_s": len(audio) / 8000})
+
+    async def _after_play(self, call: _LineCall, seconds: float, n: int, hangup: bool) -> None:
+        await asyncio.sleep(seconds)
+        if call.ended:
+            return
+        self._publish([self._ev(call, EventKind.PLAYBACK_FINISHED, self._clock.now(), n)])
+        if hangup:
+            await self._hangup(call)
+
+
+def _open_wav(path: Path) -> wave.Wave_write:
+    w = wave.open(str(path), "wb")
+    w.setnchannels(1)
+    w.setsampwidth(2)
+    w.setframerate(8000)
+    return w
+
+
+def _load_audio(media: str) -> bytes:
+    """A sound file (any format libsndfile reads, mu-law WAV included) as pyVoIP audio."""
+    import soundfile as sf
+
+    path = media.removeprefix("file://")
+    samples, rate = sf.read(path, dtype="int16", always_2d=True)
+    mono = samples.mean(axis=1).astype("int16")
+    return wire.pcm16_to_u8(wire.resample(mono, int(rate)))
+
+
+def _safe(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", value)[:120]
+
+
+def _local_ip_for(host: str, port: int) -> str:
+    """The local address that routes to the registrar (what pyVoIP must put in Contact/SDP)."""
+    if host in ("127.0.0.1", "localhost"):
+        return "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, port))
+            return str(s.getsockname()[0])
+    except OSError:
+        return os.environ.get("CTI_SIP_LOCAL_IP", "0.0.0.0")
