@@ -44,7 +44,13 @@ def subject_for(call: Call, region: str = "FR") -> str:
 
 def activity_for(call: Call, extras: dict[str, Any] | None = None, region: str = "FR") -> Activity:
     """Pure: the activity of an ended call (contact/account come from the pop's match)."""
-    x = extras or {}
+    x = dict(extras or {})
+    contact = x.get("contact")
+    if contact is not None and not x.get("contact_id"):
+        # the pop's match (cti.model.Contact); an account-only match fills account_id only
+        is_account = getattr(contact, "kind", "contact") == "account"
+        x["contact_id"] = None if is_account else contact.id
+        x["account_id"] = x.get("account_id") or (contact.id if is_account else contact.account_id)
     return Activity(
         call_id=call.call_id,
         subject=x.get("subject") or subject_for(call, region),
@@ -117,7 +123,7 @@ class ActivityWriter:
         wrap = self._pending_wrap.pop(call.call_id, None)
         if wrap:
             x.update({k: v for k, v in wrap.items() if v is not None})
-        if not x.get("contact_id"):
+        if not x.get("contact_id") and x.get("contact") is None:
             x.update(await self._match(call))
         act = activity_for(call, x, self.region)
         async with self._lock(call.call_id):
@@ -138,14 +144,10 @@ class ActivityWriter:
                 res = await conn.execute(
                     activities.update()
                     .where(activities.c.call_id == call_id)
-                    .values(
-                        disposition=disposition, notes=notes, updated_at=self.clock.now(), crm_synced_at=None
-                    )
+                    .values(disposition=disposition, notes=notes, updated_at=self.clock.now(), crm_synced_at=None)
                 )
                 await conn.execute(
-                    calls.update()
-                    .where(calls.c.call_id == call_id)
-                    .values(disposition=disposition, notes=notes)
+                    calls.update().where(calls.c.call_id == call_id).values(disposition=disposition, notes=notes)
                 )
             if not res.rowcount:
                 self._pending_wrap[call_id] = {"disposition": disposition, "notes": notes}
@@ -180,9 +182,7 @@ class ActivityWriter:
             ).first()
         if row is not None and row.contact_id:
             return {"contact_id": row.contact_id, "account_id": row.account_id}
-        number = phone.normalize(
-            customer_number(call.direction, call.from_number, call.to_number), self.region
-        )
+        number = phone.normalize(customer_number(call.direction, call.from_number, call.to_number), self.region)
         if self.lookup is None or not number or not number.startswith("+"):
             return {}
         try:

@@ -49,6 +49,16 @@ def rules_from_settings(settings: Any) -> Rules:
     return lambda c: apply_rules(compiled, contact_env(c))
 
 
+def _as_callable(rules: Any) -> Rules:
+    """Accept the callable, or compiled rules (`cti.routing.rules.compile_rules`) as they are."""
+    if callable(rules):
+        return rules
+    from cti.routing.rules import apply_rules, contact_env
+
+    compiled = tuple(rules)
+    return lambda c: apply_rules(compiled, contact_env(c))
+
+
 def fill_script(template: str | None, namespaces: dict[str, dict[str, Any]]) -> str | None:
     """Fill `{contact.first_name}`, `{agent.first_name}`, `{account.name}` ...
 
@@ -97,7 +107,7 @@ class ScreenPop:
         self.engine = engine
         self.settings = settings
         self.publish = publish
-        self.rules = rules or rules_from_settings(settings)
+        self.rules = _as_callable(rules) if rules is not None else rules_from_settings(settings)
         self.history_limit = history_limit
         self.region = settings.site.default_region
         self._agents = {a.id: a for a in settings.agents}
