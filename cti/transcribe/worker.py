@@ -45,7 +45,9 @@ class JobError(RuntimeError):
 
 def _engine(db: Any) -> AsyncEngine:
     """Accept `cti.store.db.Database` (has `.engine`) or a bare AsyncEngine."""
-    return getattr(db, "engine", db)
+    if isinstance(db, AsyncEngine):
+        return db  # (AsyncEngine.engine is its *sync* engine)
+    return db.engine
 
 
 def _transcribe_settings(settings: Any) -> Any:
