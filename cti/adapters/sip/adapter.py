@@ -35,6 +35,9 @@ pyVoIP 1.6.8 problems and how this module works around them:
   takes the same: converted in `wire.u8_to_pcm16` / `wire.pcm16_to_u8`.
 - UDP only, PCMU/PCMA/telephone-event only; no re-INVITE hold, REFER, conferencing:
   Connect, Hold, transfers and Monitor raise `Unsupported`.
+- Its receive loop starts 1 s after `start()` (a `Timer(1, ...)`): `ready` waits for it.
+- Its ACK to a 2xx goes to the To URI without the Record-Route set (a proxy drops it):
+  we replace its 200 handler and send a routable ACK (`wire.ack_for_2xx`).
 - pyVoIP forgets a call whose callback thread has returned, so each inbound call's
   callback is the call's media loop and lives until the call ends.
 """
@@ -210,6 +213,7 @@ class SipAdapter:
         phone.sip.register_timeout = self._register_timeout
         original = phone.sip.parse_message
         phone.sip.parse_message = lambda message: self._on_datagram(phone, original, message)
+        phone._callback_RESP_OK = lambda response: self._on_2xx(phone, response)
         return phone
 
     async def _supervise(self) -> None:
@@ -234,13 +238,17 @@ class SipAdapter:
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 30.0)
                 continue
+            # pyVoIP starts its receive loop on a 1 s Timer after REGISTER: before that,
+            # answers to our INVITEs would sit unread (the far end retransmits its 200)
+            await asyncio.sleep(1.1)
             self._registered = True
             backoff = 0.5
             if not first:
                 self.counters["reconnects"] += 1
             first = False
             log.info("sip_line_registered", provider=self.name, line=self._username)
-            while self._running and phone.get_status() in (PhoneStatus.REGISTERED, PhoneStatus.REGISTERING):
+            # pyVoIP changes its status from its own threads: nothing to await but a poll
+            while self._running and phone.get_status() in (PhoneStatus.REGISTERED, PhoneStatus.REGISTERING):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             if not self._running:
                 return
@@ -302,6 +310,18 @@ class SipAdapter:
         if fact:
             self._post(fact, msg)
         return result
+
+    def _on_2xx(self, phone: Any, response: Any) -> None:
+        """pyVoIP's 200 OK handling, with an ACK a proxy can route (pyVoIP's goes to the To URI)."""
+        voip = phone.calls.get(response.headers["Call-ID"])
+        if voip is None:
+            return  # REGISTER, BYE, CANCEL answers
+        voip.answered(response)
+        try:
+            ack = wire.ack_for_2xx(wire.parse(response.raw), "z9hG4bK" + os.urandom(8).hex())
+            phone.sip.out.sendto(ack.encode(), (phone.server, phone.port))
+        except (wire.SipParseError, OSError) as exc:
+            log.warning("sip_ack_failed", provider=self.name, error=repr(exc))
 
     def _cancelled(self, phone: Any, cancel: wire.SipMessage) -> None:
         voip = phone.calls.pop(cancel.call_id, None)

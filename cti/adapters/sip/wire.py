@@ -158,6 +158,26 @@ def ack_for_failure(response: SipMessage, request_uri: str) -> str:
             + f"CSeq: {seq} ACK\r\nContent-Length: 0\r\n\r\n")
 
 
+def ack_for_2xx(response: SipMessage, branch: str) -> str:
+    """ACK for a 2xx to our INVITE: to the callee's Contact, through the Record-Route set.
+
+    (pyVoIP sends its ACK to the To URI without Route headers; a proxy drops it.)
+    """
+    seq, _ = response.cseq
+    contact = response.header("contact") or ""
+    m = re.search(r"<([^>]+)>", contact)
+    target = m.group(1) if m else contact.split(";")[0].strip()
+    if not target:
+        raise SipParseError("2xx without Contact")
+    via = response.headers.get("via", [""])[0]
+    via = re.sub(r";\s*branch=[^;]+", f";branch={branch}", via) if "branch=" in via else f"{via};branch={branch}"
+    routes = [r.strip() for rr in reversed(response.headers.get("record-route", []))
+              for r in reversed(rr.split(","))]
+    out = f"ACK {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n"
+    out += "".join(f"Route: {r}\r\n" for r in routes)
+    return out + _copy(response, "From", "To", "Call-ID") + f"CSeq: {seq} ACK\r\nContent-Length: 0\r\n\r\n"
+
+
 def request_terminated(invite: SipMessage, to_tag: str) -> str:
     """487 Request Terminated for an INVITE the caller cancelled (pyVoIP only 200s the CANCEL)."""
     seq, _ = invite.cseq

@@ -44,7 +44,7 @@ class SipEnv:
 
     async def wait_ready(self, value: bool = True, within: float = 10.0) -> None:
         async def poll() -> None:
-            while self.adapter.ready is not value:
+            while self.adapter.ready is not value:  # noqa: ASYNC110 - pyVoIP's threads set it
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(poll(), within)
 

@@ -69,12 +69,12 @@ class Kamailio:
         cfg = cfg.replace("@PORT@", str(self.port)).replace("@GATEWAY@", f"127.0.0.1:{self.gateway_port}")
         path = self.workdir / "kam.cfg"
         path.write_text(cfg)
-        log = open(self.workdir / "kamailio.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [exe, "-f", str(path), "-DD", "-E", "-w", str(self.workdir), "-P", str(self.workdir / "kam.pid"),
-             "-Y", str(self.workdir)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.workdir / "kamailio.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [exe, "-f", str(path), "-DD", "-E", "-w", str(self.workdir),
+                 "-P", str(self.workdir / "kam.pid"), "-Y", str(self.workdir)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         time.sleep(0.3)  # Kamailio binds in about 30 ms; children fork right after
         if self.proc.poll() is not None:
             raise RuntimeError(f"kamailio exited: {(self.workdir / 'kamailio.log').read_text()[-2000:]}")
