@@ -122,11 +122,13 @@ async def insert_calls(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
             await conn.execute(sa.insert(t.calls), rows[i : i + 500])
 
 
-def random_calls(n: int, seed: int = 7, start: datetime = MON, days: int = 14) -> list[dict[str, Any]]:
+def random_calls(n: int, seed: int = 7, start: datetime = MON, days: int = 14,
+                 agents: list[str] | None = None, queues: list[str | None] | None = None,
+                 prefix: str = "r") -> list[dict[str, Any]]:
     """Random but consistent calls (whole-second durations, so float sums are exact)."""
     rnd = random.Random(seed)
-    agents = ["alice", "bob", "carol", "dave"]
-    queues = ["support", "sales", None]
+    agents = agents or ["alice", "bob", "carol", "dave"]
+    queues = queues or ["support", "sales", None]
     out = []
     for i in range(n):
         at = start + timedelta(seconds=rnd.randrange(days * 86400))
@@ -140,9 +142,11 @@ def random_calls(n: int, seed: int = 7, start: datetime = MON, days: int = 14) -
                                                                        if direction == "outbound" else None)
         if direction != "outbound" and outcome == "answered" and not rung:
             agent = rnd.choice(agents)
-        out.append(call(f"r{i:05d}", at, direction=direction, queue=queue, agent=agent, outcome=outcome,
+        out.append(call(f"{prefix}{i:05d}", at, direction=direction, queue=queue, agent=agent, outcome=outcome,
                         wait=rnd.randint(0, 90) if direction != "outbound" else 0,
                         talk=rnd.randint(5, 900) if outcome == "answered" else 0,
                         hold=rnd.randint(0, 60) if outcome == "answered" else 0,
-                        ring=rnd.randint(0, 30), rung=rung))
+                        ring=rnd.randint(0, 30), rung=rung,
+                        from_number=f"+336{rnd.randrange(40):08d}" if direction != "outbound" else "+33900000000",
+                        to_number=f"+336{rnd.randrange(40):08d}" if direction == "outbound" else "+33900000000"))
     return out
