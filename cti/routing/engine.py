@@ -163,6 +163,7 @@ class Item:
     callback: CallbackRequest | None = None
     callback_offered: bool = False
     hops: int = 0                # overflows to another queue so far
+    overflow_due: bool = False   # overflow time passed while ringing: overflow when the ring ends
 
     def key(self) -> tuple[int, float, int]:
         return (-self.priority, self.position, self.seq)
@@ -398,6 +399,8 @@ class Engine:
             raise InvalidTransition(rt.state, target, "ringing and on_call come from calls")
         if manual and target is S.WRAP_UP and rt.state is not S.WRAP_UP:
             raise InvalidTransition(rt.state, target, "wrap_up follows a call")
+        if manual and "connected" in rt.legs.values() and target is not rt.state:
+            raise InvalidTransition(rt.state, target, "the agent is on a call")
         new = transition(rt.state, target, reason)
         out: list[Action] = []
         self._set_state(rt, new, reason if new is S.AWAY else None, now, out)
@@ -462,7 +465,7 @@ class Engine:
 
     # ---- matching ----------------------------------------------------------------
 
-    def _try_call(self, item: Item, now: float) -> list[Action]:
+    def _try_call(self, item: Item, now: float, allow_retry: bool = True) -> list[Action]:
         """A call became routable: offer it to the best free agent(s) of its pool."""
         pool = self._pool_of(item)
         if pool is None or item.status != QUEUED:
@@ -471,7 +474,7 @@ class Engine:
         agents = self.agents
         if q.strategy == st.RING_ALL:
             free = [agents[a] for a in pool.eligible if self._free(agents[a], now)]
-            untried = [a for a in free if a.id not in item.tried] or free
+            untried = [a for a in free if a.id not in item.tried] or (free if allow_retry else [])
             if not untried:
                 return []
             if len(untried) == len(free) and any(a.id in item.tried for a in free):
@@ -493,7 +496,7 @@ class Engine:
             if first_untried is None and rt.id not in item.tried:
                 first_untried = rt
         chosen = first_untried
-        if chosen is None and valid:
+        if chosen is None and valid and allow_retry:
             chosen = valid[0]       # every free agent already tried: go round again
             item.tried.clear()
         for entry in picked:
@@ -632,16 +635,31 @@ class Engine:
             return out
         item.offered.discard(rt.id)
         item.tried.add(rt.id)
+        requeued = False
         if item.status == OFFERED and not item.offered:
             if item.callback is not None and item.callback.state == DIALING:
                 out += self._callback_attempt_failed(item, now)
+            elif item.overflow_due and (q := self.queues.get(item.queue)) is not None:
+                item.overflow_due = False
+                item.status = QUEUED
+                self._push_item(item)
+                out += self._overflow(item, q, now, "wait", f"waited {now - item.entered:.0f}s in {q.name}")
+                requeued = item.status == QUEUED
             else:
-                out += self._requeue(item, now)
+                out += self._requeue(item, now, try_now=False)
+                requeued = True
+        # another free agent who has not rung for this call gets it; otherwise the freed agent picks
+        # (the oldest call they have not let ring), so a call that just rang out does not jump ahead
+        # of older callers by going round to the same agent again
+        if requeued and item.status == QUEUED:
+            out += self._try_call(item, now, allow_retry=False)
         if settle and self._free(rt, now):
             out += self._try_agent(rt, now)
+        if requeued and item.status == QUEUED:
+            out += self._try_call(item, now)
         return out
 
-    def _requeue(self, item: Item, now: float) -> list[Action]:
+    def _requeue(self, item: Item, now: float, try_now: bool = True) -> list[Action]:
         """Back to waiting after nobody answered: the owner window ends if the owner did not answer."""
         item.status = QUEUED
         if item.owner and item.owner in item.tried:
@@ -651,7 +669,7 @@ class Engine:
             self.preferred.setdefault(item.owner, {})[item.call_id] = item
             return []
         self._push_item(item)
-        return self._try_call(item, now)
+        return self._try_call(item, now) if try_now else []
 
     def answered(self, call_id: str, agent: str | None, now: float) -> list[Action]:
         out: list[Action] = []
@@ -922,8 +940,8 @@ class Engine:
             if item.callback is not None or (item.callback_offered and q.then == "callback"):
                 return []
             if item.status == OFFERED:
-                # let the ring finish; look again right after its timeout
-                self._timer(now + q.ring_timeout_s + self.ring_grace_s, "then", key, version)
+                # never pull a call from a ringing agent: overflow the moment that ring ends unanswered
+                item.overflow_due = True
                 return []
             if item.status not in (QUEUED, PREFERRED):
                 return []

@@ -20,6 +20,7 @@ from typing import Any
 
 from cti.config import Settings
 from cti.model import AgentState
+from cti.routing.decision import Decision
 from cti.routing.engine import OFFERED, PREFERRED, QUEUED, Action, CallIn, Engine, Offer, Overflow, StateChange
 from cti.routing.queues import compile_routing
 
@@ -98,6 +99,7 @@ class Simulation:
         self.busy: dict[str, float] = defaultdict(float)
         self.busy_since: dict[str, float] = {}
         self.violations: list[str] = []
+        self.decision_log: list[Decision] = []
         self.decisions = 0
         self.now = START
         self.sl = {q.name: q.service_level_s for q in settings.queues}
@@ -155,9 +157,13 @@ class Simulation:
                     self.busy[act.agent] += act.at - self.busy_since.pop(act.agent)
             elif isinstance(act, Offer):
                 self.decisions += 1
+                if self.check:
+                    self.decision_log.append(act.decision)
                 self._on_offer(act)
             elif isinstance(act, Overflow):
                 self.decisions += 1
+                if self.check:
+                    self.decision_log.append(act.decision)
                 self._on_overflow(act)
 
     def _on_offer(self, o: Offer) -> None:
@@ -173,12 +179,13 @@ class Simulation:
             self.at(self.now + delay, "answer", call, o.call_id, agent, o.callback is not None)
 
     def _on_overflow(self, o: Overflow) -> None:
-        st = self.stats[o.queue]
-        if o.kind == "voicemail":
-            st.voicemail += 1
-            self.done.add(o.call_id)
-        elif o.kind == "rejected":
-            st.rejected += 1
+        # counted in the queue the caller entered first, like `offered`
+        st = self.stats[self.call_queue.get(o.call_id, o.queue)]
+        if o.kind in ("voicemail", "rejected", "callback_failed") and o.call_id not in self.done:
+            if o.kind == "voicemail":
+                st.voicemail += 1
+            elif o.kind == "rejected":
+                st.rejected += 1
             self.done.add(o.call_id)
         elif o.kind == "callback_offer":
             if self.rng.random() < self.p.callback_accept_prob:
@@ -244,23 +251,7 @@ class Simulation:
     # ---- checks ------------------------------------------------------------------
 
     def _check(self) -> None:
-        e = self.engine
-        for rt in e.agents.values():
-            if len(rt.legs) > rt.cfg.capacity:
-                self.violations.append(f"{self.now}: {rt.id} has {len(rt.legs)} calls > capacity")
-        free = [rt for rt in e.agents.values() if e._free(rt, self.now)]
-        if not free:
-            return
-        for it in e.items.values():
-            if it.status != QUEUED:
-                continue
-            pool = e._pool_of(it)
-            if pool is None:
-                continue
-            for rt in free:
-                if rt.id in pool.eligible:
-                    self.violations.append(f"{self.now}: call {it.call_id} waits while {rt.id} is free")
-                    return
+        self.violations += invariant_violations(self.engine, self.now)
 
     def _check_fifo(self, o: Offer) -> None:
         e = self.engine
@@ -285,6 +276,33 @@ class Simulation:
             occ[pool.queue.name] = sum(min(self.busy[a], dur) for a in pool.eligible) / (len(pool.eligible) * dur)
         total = sum(min(self.busy[a], dur) for a in agents) / (max(1, len(agents)) * dur)
         return SimResult(dict(self.stats), occ, total, self.decisions, self.now - START, self.violations)
+
+
+def invariant_violations(e: Engine, now: float) -> list[str]:
+    """What must always hold: capacity, no idle agent beside a call it could take, states match legs."""
+    out: list[str] = []
+    for rt in e.agents.values():
+        if len(rt.legs) > rt.cfg.capacity:
+            out.append(f"{now}: {rt.id} has {len(rt.legs)} calls > capacity {rt.cfg.capacity}")
+        kinds = set(rt.legs.values())
+        if "connected" in kinds and rt.state is not AgentState.ON_CALL:
+            out.append(f"{now}: {rt.id} talks but is {rt.state}")
+        if rt.state in (AgentState.ON_CALL, AgentState.RINGING) and not kinds:
+            out.append(f"{now}: {rt.id} is {rt.state} without a call")
+    free = [rt for rt in e.agents.values() if e._free(rt, now)]
+    if not free:
+        return out
+    for it in e.items.values():
+        if it.status != QUEUED:
+            continue
+        pool = e._pool_of(it)
+        if pool is None:
+            continue
+        for rt in free:
+            if rt.id in pool.eligible:
+                out.append(f"{now}: call {it.call_id} waits in {it.queue} while {rt.id} is free")
+                return out
+    return out
 
 
 def busy_hour_settings(agents: int = 500, queues: int = 20, seed: int = 7, *, strategies: tuple[str, ...] = (
