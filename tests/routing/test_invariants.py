@@ -65,9 +65,9 @@ def test_simulated_hours_keep_every_invariant(centre, calls, answer_prob, seed):
             assert d.wait_s >= due - 1e-6
             # late only when the call was ringing an agent at its time
             assert d.wait_s <= due + 8 + 1e-6
-    # every call is accounted for: answered, abandoned, voicemail, or still waiting at the end
-    for name, qs in res.queues.items():
-        assert qs.answered + qs.abandoned + qs.voicemail + qs.rejected <= qs.offered + qs.callbacks
+    # every call ends one way at most: answered, abandoned, voicemail (or still waiting at the end)
+    for qs in res.queues.values():
+        assert qs.answered + qs.abandoned + qs.voicemail + qs.rejected <= qs.offered
 
 
 OPS = st.lists(st.tuples(st.sampled_from(["call", "answer", "noans", "end", "state", "tick"]),
