@@ -123,8 +123,13 @@ class ActivityWriter:
         wrap = self._pending_wrap.pop(call.call_id, None)
         if wrap:
             x.update({k: v for k, v in wrap.items() if v is not None})
-        if not x.get("contact_id") and x.get("contact") is None:
-            x.update(await self._match(call))
+        if not x.get("contact_id"):
+            # what the agent chose (chooser, new contact) is on the call row and wins over a lookup
+            chosen = await self._chosen(call.call_id)
+            if chosen:
+                x.update(chosen)
+            elif x.get("contact") is None:
+                x.update(await self._match(call))
         act = activity_for(call, x, self.region)
         async with self._lock(call.call_id):
             async with self.engine.begin() as conn:
@@ -169,19 +174,20 @@ class ActivityWriter:
         except Exception as exc:
             log.warning("crm_transcript_failed", call_id=call_id, error=str(exc))
 
+    async def _chosen(self, call_id: str) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(calls.c.contact_id, calls.c.account_id).where(calls.c.call_id == call_id))
+            ).first()
+        if row is not None and (row.contact_id or row.account_id):
+            return {"contact_id": row.contact_id, "account_id": row.account_id}
+        return {}
+
     async def _match(self, call: Call) -> dict[str, Any]:
-        """Contact/account of the call: what the pop/agent attached to the call, else a CRM lookup.
+        """Contact/account of the call from a CRM lookup of the customer's number.
 
         Several matches still make one activity: it goes to the first contact, and to
         the account when they all belong to the same one."""
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(calls.c.contact_id, calls.c.account_id).where(calls.c.call_id == call.call_id)
-                )
-            ).first()
-        if row is not None and row.contact_id:
-            return {"contact_id": row.contact_id, "account_id": row.account_id}
         number = phone.normalize(customer_number(call.direction, call.from_number, call.to_number), self.region)
         if self.lookup is None or not number or not number.startswith("+"):
             return {}
