@@ -14,12 +14,13 @@ Facts are emitted as `CallEvent`s with ids derived from the provider's own facts
 ids, recording names, event timestamps), so a replayed event or a resync after a reconnect
 yields the same ids. Config keys (`[[providers]]`): url, username, password, app, and
 optionally dial_template (`PJSIP/{number}@trunk`), transfer_context, backoff_initial_s,
-backoff_max_s.
+backoff_max_s, keepalive_s, keepalive_timeout_s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import random
@@ -133,6 +134,8 @@ class AsteriskAdapter:
         self.transfer_context = str(opts.get("transfer_context") or "from-internal")
         self.backoff_initial = float(opts.get("backoff_initial_s", 0.5))
         self.backoff_max = float(opts.get("backoff_max_s", 30.0))
+        self.keepalive_s = float(opts.get("keepalive_s", 15.0))       # websocket ping interval
+        self.keepalive_timeout_s = float(opts.get("keepalive_timeout_s", 5.0))
         self.metrics: Any = None  # set by the app (cti.metrics.Metrics)
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._ready = False
@@ -152,8 +155,9 @@ class AsteriskAdapter:
 
     async def start(self) -> None:
         if self._supervisor is None:
+            token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             self._session = aiohttp.ClientSession(
-                auth=aiohttp.BasicAuth(self.username, self.password),
+                headers={"Authorization": f"Basic {token}"},
                 timeout=aiohttp.ClientTimeout(total=10),
             )
             self._supervisor = asyncio.create_task(self._run(), name=f"ari-{self.name}")
@@ -191,8 +195,11 @@ class AsteriskAdapter:
         attempt = 0
         while True:
             try:
-                async with websockets.connect(self._ws_url(), open_timeout=5, ping_interval=10,
-                                              ping_timeout=10, max_size=2**22) as ws:
+                async with websockets.connect(
+                    self._ws_url(), open_timeout=5, ping_interval=self.keepalive_s,
+                    ping_timeout=self.keepalive_timeout_s, close_timeout=self.keepalive_timeout_s,
+                    max_size=2**22,
+                ) as ws:
                     # Connected before resync: events that race the resync are buffered by the
                     # socket and deduplicated by their deterministic ids.
                     await self._resync()
@@ -666,6 +673,24 @@ class AsteriskAdapter:
             in_app = c.app_name == "Stasis" and c.app_data.split(",")[0] == self.app
             if c.id not in self._legs and in_app and not c.id.startswith("cti-"):
                 self._new_inbound(c, now)
+        by_id = {c.id: c for c in channels}
+        for ch_id, (pcid, role) in list(self._legs.items()):
+            c = by_id.get(ch_id)
+            call = self._calls.get(pcid)
+            if c is None or c.state != "Up" or call is None or call.ended:
+                continue
+            # a leg answered while we were away: its StasisStart is lost, so finish its job now
+            if role == "agent" and call.agent_leg is None:
+                await self._agent_answered(call, ch_id)
+            elif role == "origin" and call.customer is None:
+                await self._dial_customer(call)
+            elif role == "customer" and call.direction is Direction.OUTBOUND and not call.answered:
+                await self._rest(wire.add_channel(call.bridge or f"cti-b-{call.pcid}", ch_id))
+            elif role == "supervisor":
+                mon = self._monitors.get(ch_id.removeprefix("cti-s-"))
+                if mon is not None and not mon.answered:
+                    mon.answered = True
+                    await self._setup_monitor(mon, now)
         for call in list(self._calls.values()):
             if call.ended or not call.bridge or call.answered:
                 continue

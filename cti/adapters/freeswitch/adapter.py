@@ -14,7 +14,8 @@ Commands go out as `api` (synchronous reply) or `bgapi` (reply in a BACKGROUND_J
 Replies arrive in order, so pending replies are a FIFO of futures. Events are handled by one
 task fed by the reader, so a handler may itself send a command and wait for its reply.
 Config keys: host, port (8021), password; optionally dial_template (`sofia/gateway/trunk/
-{number}`), transfer_context, recordings_dir, backoff_initial_s, backoff_max_s.
+{number}`), transfer_context, recordings_dir, backoff_initial_s, backoff_max_s, keepalive_s,
+keepalive_timeout_s.
 """
 
 from __future__ import annotations
@@ -115,7 +116,14 @@ class _Conn:
         self.replies.append(fut)
         self.writer.write(data)
         await self.writer.drain()
-        return await asyncio.wait_for(fut, within)
+        try:
+            async with asyncio.timeout(within):  # (wait_for can swallow a cancel on 3.11)
+                return await fut
+        except TimeoutError:
+            # replies are matched by order: after a lost one every later reply would be
+            # misattributed, so the connection is dropped (the supervisor reconnects + resyncs)
+            self.writer.transport.abort()
+            raise
 
     def fail_all(self, exc: Exception) -> None:
         while self.replies:
@@ -151,9 +159,11 @@ class FreeSwitchAdapter:
         self.recordings_dir = str(opts.get("recordings_dir") or "/var/lib/freeswitch/recordings")
         self.backoff_initial = float(opts.get("backoff_initial_s", 0.5))
         self.backoff_max = float(opts.get("backoff_max_s", 30.0))
+        self.keepalive_s = float(opts.get("keepalive_s", 15.0))
+        self.keepalive_timeout_s = float(opts.get("keepalive_timeout_s", 5.0))
         self.metrics: Any = None  # set by the app (cti.metrics.Metrics)
         self._out: asyncio.Queue[Any] = asyncio.Queue()
-        self._inbox: asyncio.Queue[wire.FsEvent] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._conn: _Conn | None = None
         self._ready = False
         self._calls: dict[str, _Call] = {}
@@ -179,6 +189,7 @@ class FreeSwitchAdapter:
 
     async def stop(self) -> None:
         self._ready = False
+        self._inbox.put_nowait(_STOP)  # type: ignore[arg-type]
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -218,7 +229,13 @@ class FreeSwitchAdapter:
         conn = _Conn(writer)
         read_task = asyncio.create_task(self._read(reader, conn))
         try:
-            await asyncio.wait_for(conn.auth_requested.wait(), 5)
+            auth_wait = asyncio.create_task(conn.auth_requested.wait())
+            done, _ = await asyncio.wait({auth_wait, read_task}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+            auth_wait.cancel()
+            if read_task in done:
+                read_task.result()  # the socket closed before asking for auth: raises
+            if not conn.auth_requested.is_set():
+                raise AdapterError("the event socket did not ask for auth within 5 s")
             reply = await conn.send(wire.auth(self.password))
             if not reply.reply_text.startswith("+OK"):
                 raise AdapterError(f"event socket refused the password: {reply.reply_text}")
@@ -230,7 +247,13 @@ class FreeSwitchAdapter:
             self.connections += 1
             self._ready = True
             log.info("esl_connected", provider=self.name)
-            await read_task
+            keepalive = asyncio.create_task(self._keepalive(conn))
+            try:
+                done, _ = await asyncio.wait({read_task, keepalive}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                keepalive.cancel()
+            for t in done:
+                t.result()
         finally:
             self._ready = False
             self._conn = None
@@ -242,7 +265,22 @@ class FreeSwitchAdapter:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def _keepalive(self, conn: _Conn) -> None:
+        """A silent socket (a dead NAT entry, a hung switch) is only noticed by asking."""
+        while True:
+            await asyncio.sleep(self.keepalive_s)
+            try:
+                await conn.send(wire.api("status"), within=self.keepalive_timeout_s)
+            except TimeoutError:
+                raise ConnectionError("event socket keepalive got no reply") from None
+
     async def _read(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
+        try:
+            await self._read_frames(reader, conn)
+        finally:
+            conn.fail_all(AdapterError("event socket connection lost"))  # nobody waits on a dead socket
+
+    async def _read_frames(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
         parser = wire.FrameParser()
         while True:
             data = await reader.read(65536)
@@ -284,6 +322,8 @@ class FreeSwitchAdapter:
     async def _process(self) -> None:
         while True:
             ev = await self._inbox.get()
+            if ev is _STOP:
+                return
             try:
                 await self._apply(ev)
             except Exception as exc:  # one bad event never stops the adapter
@@ -576,15 +616,34 @@ class FreeSwitchAdapter:
             if r.uuid not in self._legs and not r.uuid.startswith("cti-") and r.direction == "inbound":
                 created = datetime.fromtimestamp(r.created_epoch, now.tzinfo) if r.created_epoch else now
                 self._new_inbound(r.uuid, r.cid_num, r.dest, created, 0)
+        # a BACKGROUND_JOB goes to the socket that sent the bgapi: results of jobs sent on the
+        # old connection never come, and `show channels` is now the truth about those legs
+        self._jobs.clear()
+        by_uuid = {r.uuid: r for r in rows}
+        for leg, (pcid, role) in list(self._legs.items()):
+            r = by_uuid.get(leg)
+            call = self._calls.get(pcid)
+            if r is None or call is None or call.ended or r.callstate not in ("ACTIVE", "HELD"):
+                continue
+            # answered while we were away (CHANNEL_ANSWER lost): finish what we would have done
+            if role == "agent" and call.agent_leg is None:
+                await self._on_answer(leg, role, call)
+            elif role == "origin" and call.customer is None:
+                await self._on_answer(leg, role, call)
+            elif role == "customer" and call.direction is Direction.OUTBOUND and leg not in pairs:
+                await self._on_answer(leg, role, call)
+            elif role == "supervisor" and r.application == "eavesdrop":
+                mon = self._monitors.get(leg.removeprefix("cti-s-"))
+                if mon is not None and not mon.started:
+                    mon.started = True
+                    self._emit(call, EventKind.MONITOR_STARTED, now, mon.session_id, mon.mode,
+                               data={"mode": mon.mode, "session_id": mon.session_id})
         for call in list(self._calls.values()):
             if not call.ended and not call.answered and call.customer and call.agent_leg:
                 if pairs.get(call.customer) == call.agent_leg:
                     self._on_bridge(call.customer, call.agent_leg, now, 0)
-        for leg in [u for u in self._legs if u not in alive and not self._pending_job(u)]:
+        for leg in [u for u in self._legs if u not in alive]:
             await self._on_hangup(leg, "", now, 0)
-
-    def _pending_job(self, leg: str) -> bool:
-        return leg in self._jobs.values()
 
     # ---- commands ------------------------------------------------------------------------
 
