@@ -80,6 +80,8 @@ async def create_contact(request: web.Request) -> web.Response:
         for number in contact.phones:
             pop.lookup.invalidate(number)  # the next call from this number finds the new contact
     if call_id:
+        if pop is not None:
+            pop.attach_contact(call_id, contact)
         async with svc.db.engine.begin() as conn:
             await conn.execute(
                 calls.update()
@@ -98,6 +100,12 @@ async def set_call_contact(request: web.Request) -> web.Response:
     body = await json_body(request)
     contact_id = _text(body, "contact_id", required=True, max_len=64)
     account_id = _text(body, "account_id", max_len=64)
+    pop = getattr(svc, "screen_pop", None)
+    if pop is not None:
+        chosen = pop.match_for(call_id, contact_id)
+        if chosen is not None:
+            pop.attach_contact(call_id, chosen)
+            account_id = account_id or chosen.account_id
     async with svc.db.engine.begin() as conn:
         await conn.execute(
             calls.update().where(calls.c.call_id == call_id).values(contact_id=contact_id, account_id=account_id)

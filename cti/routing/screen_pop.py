@@ -313,6 +313,21 @@ class ScreenPop:
         """Pops of this agent's ringing/active calls (for the WebSocket snapshot)."""
         return [msg for (_, a), msg in self._pops.items() if a == agent]
 
+    def match_for(self, call_id: str, contact_id: str) -> Contact | None:
+        """One of the call's CRM matches, by id (what the chooser offered)."""
+        info = self._calls.get(call_id)
+        return next((c for c in (info.matches if info else []) if c.id == contact_id), None)
+
+    def attach_contact(self, call_id: str, contact: Contact) -> None:
+        """The agent picked (chooser) or created (new-contact form) the caller: later
+        snapshots show that contact instead of the chooser/form."""
+        info = self._calls.get(call_id)
+        if info is not None:
+            info.status, info.matches = OK, [contact]
+        view = contact_view(contact)
+        for key in [k for k in self._pops if k[0] == call_id]:
+            self._pops[key] = {**self._pops[key], "lookup": OK, "contact": view, "matches": [view], "new_contact": None}
+
     def _forget(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
         for key in [k for k in self._pops if k[0] == call_id]:

@@ -285,3 +285,14 @@ async def test_local_connector_end_to_end(engine):
     pop, sent = make_pop(engine, crm)
     await pop.on_event(ringing("call-1", "alice"))
     assert sent[0]["contact"]["name"] == "Claire Dubois"
+
+
+async def test_chosen_contact_replaces_the_chooser_in_later_snapshots(engine):
+    pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE, PAUL]}))
+    await pop.on_event(ringing("call-1", "alice"))
+    chosen = pop.match_for("call-1", "c-4")
+    assert chosen is PAUL
+    pop.attach_contact("call-1", chosen)
+    (snap,) = pop.pops_for("alice")
+    assert snap["contact"]["id"] == "c-4" and snap["matches"] == [snap["contact"]] and snap["new_contact"] is None
+    assert sent[0]["contact"] is None  # what was already sent is not rewritten
