@@ -1,0 +1,118 @@
+"""The agent panel in real headless Chromium against the live app (demo world).
+
+An agent signs in with a token, a known customer calls, the pop shows who it is,
+the call ends and the wrap-up lands in the call's one activity. Screenshots go to
+test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.e2e.conftest import screenshot
+
+pytestmark = pytest.mark.browser
+
+CAMILLE = "+33612345678"  # ct-0001 Camille Dubois (Mistral Énergie), mobile "06 12 34 56 78" in the CSV
+
+
+def only_agent_available(live, agent: str) -> None:
+    from cti.model import AgentState
+
+    async def go() -> None:
+        for a in live.app.settings.agents:
+            if a.id != agent:
+                await live.app.router.set_agent_state(a.id, AgentState.OFFLINE, None)
+
+    live.run(go())
+
+
+def wait_for(pred, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sign_in(page, base: str, token: str, lang: str = "en") -> None:
+    page.goto(f"{base}/agent?lang={lang}")
+    page.fill("#token", token)
+    page.click("#signin-btn")
+    page.wait_for_selector("#conn[data-state='on']", timeout=10_000)
+
+
+def activity_row(live, call_id: str):
+    async def get():
+        from cti.store.tables import activities
+
+        async with live.app.db.engine.connect() as conn:
+            return (await conn.execute(sa.select(activities).where(activities.c.call_id == call_id))).all()
+
+    return live.run(get())
+
+
+def test_known_caller_pops_then_wrap_up_saves_the_disposition(live_app, page):
+    only_agent_available(live_app, "alice")
+    sign_in(page, live_app.base_url, "demo-agent-alice")
+    page.wait_for_selector("#state-now[data-state='available']")
+
+    call_id = live_app.inject_call(CAMILLE, queue="support")
+    page.wait_for_selector("#contact-card:not([hidden])", timeout=15_000)
+    assert page.text_content("#pop-name") == "Camille Dubois"
+    assert page.text_content("#pop-account") == "Mistral Énergie"
+    assert "Camille" in page.text_content("#script") and "Alice" in page.text_content("#script")
+    page.wait_for_selector("#call-state[data-state='ringing']")
+    screenshot(page, "agent_panel_pop")
+
+    page.click("#btn-answer")
+    page.wait_for_selector("#call-state[data-state='answered']", timeout=10_000)
+    page.click("#btn-hangup")
+    page.wait_for_selector("#wrapup:not([hidden])", timeout=15_000)
+    page.select_option("#disposition", "resolved")
+    page.fill("#notes", "Invoice explained")
+    screenshot(page, "agent_panel_wrap_up")
+    page.click("#wrapup-save")
+    page.wait_for_selector("#wrapup", state="hidden", timeout=10_000)
+
+    (row,) = wait_for(lambda: [r for r in activity_row(live_app, call_id) if r.disposition], what="activity")
+    assert row.disposition == "resolved" and row.notes == "Invoice explained"
+    assert row.contact_id == "ct-0001" and row.agent == "alice"
+
+
+def test_unknown_caller_gets_the_new_contact_form_in_french(live_app, page):
+    only_agent_available(live_app, "alice")
+    sign_in(page, live_app.base_url, "demo-agent-alice", lang="fr")
+    live_app.inject_call("+33655500011", queue="support")
+    page.wait_for_selector("#new-contact:not([hidden])", timeout=15_000)
+    assert page.input_value("#new-contact input[name=phone]") == "+33655500011"
+    assert page.text_content("#new-contact button[type=submit]") == "Créer le contact"
+    page.fill("#new-contact input[name=first_name]", "Zoé")
+    page.fill("#new-contact input[name=last_name]", "Petit")
+    page.click("#new-contact button[type=submit]")
+    page.wait_for_selector("#contact-card:not([hidden])", timeout=10_000)
+    assert page.text_content("#pop-name") == "Zoé Petit"
+    screenshot(page, "agent_panel_new_contact_fr")
+
+
+def test_reconnect_restores_the_pop_from_the_snapshot(live_app, page):
+    only_agent_available(live_app, "alice")
+    sign_in(page, live_app.base_url, "demo-agent-alice")
+    live_app.inject_call(CAMILLE, queue="support")
+    page.wait_for_selector("#contact-card:not([hidden])", timeout=15_000)
+    page.reload()  # token from localStorage, state from the snapshot
+    page.wait_for_selector("#conn[data-state='on']", timeout=10_000)
+    page.wait_for_selector("#contact-card:not([hidden])", timeout=10_000)
+    assert page.text_content("#pop-name") == "Camille Dubois"
+
+
+def test_bad_token_is_refused(live_app, page):
+    page.goto(f"{live_app.base_url}/agent")
+    page.fill("#token", "not-a-token")
+    page.click("#signin-btn")
+    page.wait_for_selector("#signin-error:has-text('not valid')")
