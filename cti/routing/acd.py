@@ -199,6 +199,13 @@ class Router:
         await self._send(commands)
         return self.engine.agents[agent].state
 
+    async def end_wrap_up(self, agent: str) -> AgentState:
+        """The agent finished after-call work (disposition saved): available now, if still wrapping up."""
+        rt = self.engine.agent(agent)
+        if rt.state is AgentState.WRAP_UP:
+            return await self.set_agent_state(agent, AgentState.AVAILABLE)
+        return rt.state
+
     def agent_state(self, agent: str) -> dict[str, Any]:
         return self.engine.agent_view(agent, self._now())
 

@@ -170,7 +170,7 @@ class Item:
 
 
 class Pool:
-    __slots__ = ("agents", "eligible", "expr", "queue", "skill", "tier", "waiting")
+    __slots__ = ("agents", "counts", "eligible", "expr", "queue", "skill", "tier", "waiting")
 
     def __init__(self, queue: QueueConfig, tier: int) -> None:
         self.queue = queue
@@ -180,6 +180,7 @@ class Pool:
         self.skill: dict[str, int] = {}
         self.agents: list[tuple[tuple[Any, ...], str, int]] = []
         self.waiting: list[tuple[tuple[int, float, int], str, int]] = []
+        self.counts: dict[AgentState, int] = dict.fromkeys(AgentState, 0)  # eligible agents per state
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +256,7 @@ class Engine:
             if pool.expr is not None and pool.expr.test(rt.cfg.skills):
                 pool.eligible.add(rt.id)
                 pool.skill[rt.id] = skill_score(rt.cfg.skills, pool.queue.skill_names)
+                pool.counts[rt.state] += 1
                 rt.pools.append(pool)
         rt.version += 1
         self._push_agent(rt, 0.0)
@@ -309,12 +311,10 @@ class Engine:
             return
         item.version += 1
         heapq.heappush(pool.waiting, (item.key(), item.call_id, item.version))
-        if len(pool.waiting) > 64 and len(pool.waiting) > 4 * self._count_waiting(pool):
+        # stale entries pile up as calls move; compact when the heap outgrows every live call (O(1) test)
+        if len(pool.waiting) > 2 * len(self.items) + 64:
             pool.waiting = [e for e in pool.waiting if self._item_valid(e)]
             heapq.heapify(pool.waiting)
-
-    def _count_waiting(self, pool: Pool) -> int:
-        return sum(1 for e in pool.waiting if self._item_valid(e))
 
     def _item_valid(self, entry: tuple[Any, str, int]) -> bool:
         it = self.items.get(entry[1])
@@ -330,6 +330,10 @@ class Engine:
             return
         if state is S.AVAILABLE and prev is not S.AVAILABLE:
             rt.idle_since = now
+        if prev is not state:
+            for pool in rt.pools:
+                pool.counts[prev] -= 1
+                pool.counts[state] += 1
         rt.state = state
         rt.reason = reason
         out.append(StateChange(rt.id, state, reason, prev, now))
@@ -951,28 +955,31 @@ class Engine:
     # ---- views -------------------------------------------------------------------
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        queues: dict[str, dict[str, Any]] = {
-            q.name: {"waiting": 0, "oldest_wait_s": 0.0, "callbacks": 0, "offered": 0, "connected": 0}
-            for q in self.cfg.queues
-        }
+        """Dashboards: per queue (config order) waiting, oldest wait, callbacks, ringing, talking and
+        the states of the agents who may take its calls; plus agents per state overall."""
+        stats: dict[str, dict[str, Any]] = {}
+        for q in self.cfg.queues:
+            pool = self.pools[(q.name, 0)]
+            stats[q.name] = {"name": q.name, "waiting": 0, "oldest_wait_s": 0.0, "callbacks": 0, "offered": 0,
+                             "connected": 0, "agents": {s.value: n for s, n in pool.counts.items()}}
         for it in self.items.values():
-            s = queues.get(it.queue)
-            if s is None:
+            st_ = stats.get(it.queue)
+            if st_ is None:
                 continue
             if it.status in (QUEUED, PREFERRED, "retry"):
-                s["waiting"] += 1
-                s["oldest_wait_s"] = max(s["oldest_wait_s"], round(now - it.position, 3))
+                st_["waiting"] += 1
+                st_["oldest_wait_s"] = max(st_["oldest_wait_s"], round(now - it.position, 3))
                 if it.callback is not None:
-                    s["callbacks"] += 1
+                    st_["callbacks"] += 1
             elif it.status == OFFERED:
-                s["offered"] += 1
+                st_["offered"] += 1
             elif it.status == CONNECTED:
-                s["connected"] += 1
+                st_["connected"] += 1
         states = {s.value: 0 for s in AgentState}
         for rt in self.agents.values():
             if not rt.retired:
                 states[rt.state.value] += 1
-        return {"queues": queues, "agents": states}
+        return {"queues": list(stats.values()), "agents": states}
 
     def agent_view(self, agent: str, now: float) -> dict[str, Any]:
         rt = self.agent(agent)

@@ -134,3 +134,12 @@ class RedisReservations:
     async def aclose(self) -> None:
         if self._owned:
             await self.redis.aclose()
+
+
+def open_reservations(url: str, *, tenant: str = "default") -> MemoryReservations | RedisReservations:
+    """Reservations for a bus URL: in memory for `memory://`, on that Redis for `redis://` / `rediss://`."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisReservations(url, tenant=tenant)
+    if url.startswith("memory://"):
+        return MemoryReservations()
+    raise ValueError(f"no reservations backend for {url.split('@')[-1]!r} (memory:// or redis://)")

@@ -19,6 +19,10 @@ from tests.routing.helpers import settings
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # Monday 10:00 Paris
 
 
+def _q(snap, name):
+    return next(q for q in snap["queues"] if q["name"] == name)
+
+
 class Harness:
     def __init__(self, s=None, fail_for: set[str] | None = None, **kw):
         self.clock = ManualClock(START)
@@ -153,7 +157,7 @@ async def test_callback_offer_dtmf_then_originate_when_an_agent_frees():
     assert any(isinstance(c, Play) and c.media == "sound:cb" for _, c in h.sent)
     await h.router.on_event(h.ev("dtmf", data={"digits": "1"}))
     await h.router.on_event(h.ev("ended", data={"cause": "caller_hangup"}))
-    assert h.router.snapshot()["queues"]["support"]["callbacks"] == 1
+    assert _q(h.router.snapshot(), "support")["callbacks"] == 1
     await h.login("alice")
     [o] = [c for _, c in h.sent if isinstance(c, Originate)]
     assert (o.agent, o.agent_endpoint, o.to_number) == ("alice", "PJSIP/alice", "+33611111111")
@@ -187,7 +191,7 @@ async def test_reconfigure_is_atomic():
     await h.clock.advance(1)
     await h.router.tick()
     await h.router.set_agent_state("carol", "available")   # any nudge routes with the new rules
-    assert h.router.snapshot()["queues"].keys() == {"support", "sales"}
+    assert [q["name"] for q in h.router.snapshot()["queues"]] == ["support", "sales"]
 
 
 async def test_bad_events_do_not_break_the_router():
@@ -220,5 +224,17 @@ async def test_snapshot_for_dashboards():
     await h.router.on_event(h.ev("queued", queue="support"))
     await h.clock.advance(timedelta(seconds=42).total_seconds())
     snap = h.router.snapshot()
-    assert snap["queues"]["support"]["waiting"] == 1 and snap["queues"]["support"]["oldest_wait_s"] == 42
+    assert _q(snap, "support")["waiting"] == 1 and _q(snap, "support")["oldest_wait_s"] == 42
+    assert _q(snap, "support")["agents"]["offline"] == 2   # alice and bob may take it; carol (fr 3) not
     assert snap["agents"]["offline"] == 3
+
+
+async def test_end_wrap_up_after_disposition():
+    h = Harness(settings(queues=[{"name": "support", "requires": "fr >= 5", "wrap_up_s": 300}]))
+    await h.login("alice")
+    await h.router.on_event(h.ev("queued", queue="support"))
+    await h.router.on_event(h.ev("answered", agent="alice"))
+    await h.router.on_event(h.ev("ended"))
+    assert h.router.agent_state("alice")["state"] == "wrap_up"
+    assert await h.router.end_wrap_up("alice") is AgentState.AVAILABLE
+    assert await h.router.end_wrap_up("alice") is AgentState.AVAILABLE   # no-op when not wrapping up

@@ -344,6 +344,7 @@ def test_snapshot_counts_waiting_and_agents():
     e.enqueue(CallIn("c1", "support"), T0)
     e.enqueue(CallIn("c2", "support"), T0 + 10)
     snap = e.snapshot(T0 + 30)
-    assert snap["queues"]["support"]["waiting"] == 2
-    assert snap["queues"]["support"]["oldest_wait_s"] == 30
+    [sq] = snap["queues"]
+    assert sq["name"] == "support" and sq["waiting"] == 2 and sq["oldest_wait_s"] == 30
+    assert sq["agents"] == {"offline": 2, "available": 0, "ringing": 0, "on_call": 0, "wrap_up": 0, "away": 0}
     assert snap["agents"]["offline"] == 3

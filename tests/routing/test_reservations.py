@@ -67,3 +67,12 @@ def test_two_processes_never_double_book_an_agent(redis_url):
     assert all(r["won"] > 0 for r in results)
     # they really competed: some reservations were refused because the other node held the agent
     assert sum(r["lost"] for r in results) > 0, results
+
+
+def test_open_reservations_by_bus_url():
+    from cti.routing.reservations import open_reservations
+
+    assert isinstance(open_reservations("memory://"), MemoryReservations)
+    assert isinstance(open_reservations("redis://127.0.0.1:1/0"), RedisReservations)
+    with pytest.raises(ValueError, match="no reservations backend"):
+        open_reservations("kafka://x")
