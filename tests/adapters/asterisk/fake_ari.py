@@ -300,7 +300,7 @@ class FakeARI:
             return web.json_response({"message": "Endpoint and app must be specified"}, status=400)
         behaviour = self.endpoints.get(endpoint) or self.endpoints.get(endpoint.split("@")[0])
         if behaviour is None:
-            return web.json_response({"message": f"Endpoint {endpoint} not found"}, status=404)
+            return web.json_response({"message": f"Allocation failed: endpoint {endpoint} not found"}, status=400)
         cid = q.get("channelId") or f"1763802000.{next(self._ids)}"
         if cid in self.channels:
             return web.json_response({"message": "Channel with given unique ID already exists"}, status=409)

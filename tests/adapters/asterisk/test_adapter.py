@@ -1,0 +1,156 @@
+"""AsteriskAdapter behaviour beyond the conformance scenarios: replay determinism, bad wire
+messages, monitor failures (no orphan snoop), unsupported commands, ring-all, voicemail drop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from cti.adapters.base import (
+    AdapterError,
+    Answer,
+    AttendedTransfer,
+    Connect,
+    Monitor,
+    Unsupported,
+    VoicemailDrop,
+    adapter_class,
+)
+from cti.config import ProviderSettings
+from cti.metrics import Metrics
+from cti.model import EventKind
+from tests.adapters.asterisk.fake_ari import Behaviour
+from tests.adapters.asterisk.harness import eventually, make_adapter, running
+
+pytestmark = pytest.mark.timeout(30)
+FIX = Path(__file__).parent / "fixtures"
+
+
+async def _replay(name: str) -> list:  # type: ignore[type-arg]
+    adapter = make_adapter("http://127.0.0.1:9")  # never started: replay needs no connection
+    for line in (FIX / name).read_text().splitlines():
+        await adapter.handle_message(line)
+        await adapter.handle_message(line)  # every wire event delivered twice
+    out = []
+    while not adapter._queue.empty():
+        out.append(adapter._queue.get_nowait())
+    return out
+
+
+async def test_replayed_and_duplicated_wire_events_yield_the_same_event_ids() -> None:
+    first, second = await _replay("caller_hangup_while_queued.jsonl"), await _replay("caller_hangup_while_queued.jsonl")
+    assert [e.kind for e in first] == [EventKind.CREATED, EventKind.QUEUED, EventKind.ENDED]
+    assert [e.event_id for e in first] == [e.event_id for e in second]
+    assert first[0].from_number == "+33612345678" and first[0].to_number == "+33170000100"
+    assert first[0].queue == "support" and first[0].tenant == "acme"
+    assert first[-1].data["cause"] == "caller_hangup"
+
+
+async def test_registry_builds_the_adapter_and_options_are_validated() -> None:
+    assert adapter_class("asterisk").__name__ == "AsteriskAdapter"
+    with pytest.raises(ValueError, match="missing option 'app'"):
+        adapter_class("asterisk")(ProviderSettings(name="x", type="asterisk", url="http://h", username="u",
+                                                   password="p"), None)
+
+
+async def test_malformed_and_unknown_messages_are_logged_counted_and_survived() -> None:
+    async with running() as (fake, adapter, col):
+        adapter.metrics = Metrics()
+        with capture_logs() as logs:
+            fake.send_raw("this is not json")
+            fake.send_raw('{"type": "StasisStart"}')
+            fake.send_raw('{"type": "SomethingNew", "timestamp": "2026-11-22T09:00:00Z"}')
+            ch = fake.incoming("0612345678", "0170000100")
+            await col.wait(lambda e: e.provider_call_id == ch and e.kind is EventKind.QUEUED)
+        errors = [entry for entry in logs if entry["event"] == "ari_wire_error"]
+        assert len(errors) == 2 and errors[0]["provider"] == "pbx" and "this is not json" in errors[0]["snippet"]
+        assert adapter.metrics.wire_errors.labels("pbx")._value.get() == 2
+        assert adapter.ready
+
+
+async def test_unsupported_commands_raise_instead_of_doing_nothing() -> None:
+    adapter = make_adapter("http://127.0.0.1:9")
+    with pytest.raises(Unsupported, match="answer"):
+        await adapter.execute(Answer("x", "alice"))
+    with pytest.raises(Unsupported, match="attended_transfer"):
+        await adapter.execute(AttendedTransfer("x", "+33612345678"))
+
+
+async def _answered(fake, adapter, col):  # type: ignore[no-untyped-def]
+    ch = fake.incoming("0612345678", "0170000100")
+    q = await col.kind(EventKind.QUEUED)
+    await adapter.execute(Connect(ch, (("alice", "PJSIP/alice"),)))
+    await col.kind(EventKind.ANSWERED, q.call_id)
+    return ch, q.call_id
+
+
+async def test_monitor_with_unknown_supervisor_endpoint_sets_nothing_up() -> None:
+    async with running() as (fake, adapter, col):
+        ch, _ = await _answered(fake, adapter, col)
+        before = set(fake.channels)
+        with pytest.raises(AdapterError):
+            await adapter.execute(Monitor(ch, "PJSIP/nobody", "whisper"))
+        assert set(fake.channels) == before and not fake.snoops()
+        assert not adapter._monitors
+
+
+async def test_monitor_failing_half_way_removes_its_snoop_bridge_and_supervisor() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        fake.fail("POST", r"^/bridges/cti-m-[^/]+/addChannel$", 500)
+        with capture_logs() as logs:
+            await adapter.execute(Monitor(ch, "PJSIP/sam", "whisper"))
+            assert await eventually(lambda: any(e["event"] == "ari_monitor_failed" for e in logs))
+        assert await eventually(lambda: not fake.snoops() and not [b for b in fake.bridges if b.startswith("cti-m-")]
+                                and not [c for c in fake.channels if c.startswith("cti-s-")])
+        assert not [e for e in col.of(call_id) if e.kind is EventKind.MONITOR_STARTED]
+        assert not adapter._monitors
+
+
+async def test_supervisor_who_does_not_answer_leaves_nothing_behind() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        fake.endpoints["PJSIP/sam"] = Behaviour("noanswer")
+        res = await adapter.execute(Monitor(ch, "PJSIP/sam", "listen"))
+        fake.hangup(f"cti-s-{res.session_id}", 19)  # gives up ringing
+        assert await eventually(lambda: not adapter._monitors)
+        assert not fake.snoops() and not [e for e in col.of(call_id) if e.kind is EventKind.MONITOR_STARTED]
+
+
+async def test_monitor_switches_from_listen_to_barge_and_stops_when_the_call_ends() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        res = await adapter.execute(Monitor(ch, "PJSIP/sam", "listen"))
+        await col.kind(EventKind.MONITOR_STARTED, call_id)
+        await adapter.execute(Monitor(ch, "PJSIP/sam", "barge", session_id=res.session_id))
+        await col.wait(lambda e: e.kind is EventKind.MONITOR_STARTED and e.data["mode"] == "barge")
+        assert not fake.snoops()  # barge: the supervisor is in the call's own bridge
+        assert f"cti-s-{res.session_id}" in fake.bridges[f"cti-b-{ch}"]
+        fake.hangup(ch)
+        await col.wait(lambda e: e.kind is EventKind.MONITOR_STOPPED and e.data["mode"] == "barge")
+        await col.kind(EventKind.ENDED, call_id)
+        assert await eventually(lambda: not fake.channels and not fake.bridges)
+
+
+async def test_ring_all_bridges_the_first_to_answer_and_releases_the_others() -> None:
+    async with running() as (fake, adapter, col):
+        ch = fake.incoming("0612345678", "0170000100")
+        q = await col.kind(EventKind.QUEUED)
+        fake.endpoints["PJSIP/bob"] = Behaviour("manual")
+        await adapter.execute(Connect(ch, (("alice", "PJSIP/alice"), ("bob", "PJSIP/bob"))))
+        answered = await col.kind(EventKind.ANSWERED, q.call_id)
+        assert answered.agent == "alice"
+        no_answer = await col.kind(EventKind.NO_ANSWER, q.call_id)
+        assert no_answer.agent == "bob"
+        assert {e.agent for e in col.of(q.call_id) if e.kind is EventKind.RINGING} == {"alice", "bob"}
+
+
+async def test_voicemail_drop_plays_then_ends_the_call_as_voicemail() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        await adapter.execute(VoicemailDrop(ch, "sound:cti/followup"))
+        ended = await col.kind(EventKind.ENDED, call_id)
+        assert ended.data["cause"] == "voicemail"
+        assert any(e.kind is EventKind.PLAYBACK_FINISHED for e in col.of(call_id))
