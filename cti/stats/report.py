@@ -78,8 +78,13 @@ def team_agents(directory: dict[str, dict[str, Any]], team: str) -> frozenset[st
 # --------------------------------------------------------------------------- agents
 
 async def agents_report(engine: AsyncEngine, settings: Settings, q: StatsQuery, now: datetime,
-                        directory: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """One row per agent in scope (q.agents, or q.team's agents, or everyone)."""
+                        directory: dict[str, dict[str, Any]] | None = None,
+                        with_median: bool = True) -> list[dict[str, Any]]:
+    """One row per agent in scope (q.agents, or q.team's agents, or everyone).
+
+    The median talk time is read from the call records (a rollup cannot hold it);
+    with_median=False skips that scan (talk_median_s is then null).
+    """
     directory = directory if directory is not None else await agent_directory(engine, settings)
     scope = q.agents
     if q.team is not None:
@@ -91,7 +96,7 @@ async def agents_report(engine: AsyncEngine, settings: Settings, q: StatsQuery, 
             .where(*_rollup_where(q, scope), H.agent != "")
             .group_by(H.agent, H.direction)
         )).mappings().all()
-        medians = await _talk_medians(conn, q, scope)
+        medians = await _talk_medians(conn, q, scope) if with_median else {}
         log_cond = [agent_state_log.c.tenant == q.tenant, agent_state_log.c.started_at < q.end,
                     sa.or_(agent_state_log.c.ended_at.is_(None), agent_state_log.c.ended_at > q.start)]
         if scope is not None:
@@ -231,20 +236,26 @@ def _buckets(q: StatsQuery) -> list[datetime]:
 
 async def hourly_report(engine: AsyncEngine, settings: Settings, q: StatsQuery) -> list[dict[str, Any]]:
     """Time series over q.bucket (hour/day/week in the site's time zone), empty buckets included."""
+    queued = sa.case((H.queue != "", 1), else_=0).label("queued")
+    # PostgreSQL buckets in SQL (fewer rows back); SQLite returns hours and Python buckets them
+    in_sql = engine.dialect.name == "postgresql" and q.bucket != "hour"
+    bucket = (sa.func.date_trunc(q.bucket, sa.func.timezone(q.tz.key, H.hour)) if in_sql else H.hour).label("b")
     async with engine.connect() as conn:
         rows = (await conn.execute(
-            sa.select(H.hour, H.direction, H.queue, *_sum_columns())
-            .where(*_rollup_where(q)).group_by(H.hour, H.direction, H.queue)
+            sa.select(bucket, H.direction, queued, *_sum_columns())
+            .where(*_rollup_where(q)).group_by(bucket, H.direction, queued)
         )).mappings().all()
     acc: dict[datetime, tuple[dict, dict, dict]] = {}
     for r in rows:
-        hour = _aware({"h": r["hour"]})["h"]
-        b = bucket_start(hour, q.bucket, q.tz).astimezone(UTC)
+        if in_sql:  # a local wall-clock midnight
+            b = r["b"].replace(tzinfo=q.tz).astimezone(UTC)
+        else:
+            b = bucket_start(_aware({"h": r["b"]})["h"], q.bucket, q.tz).astimezone(UTC)
         s_q, s_all, s_out = acc.setdefault(b, (empty_sums(), empty_sums(), empty_sums()))
         add_sums(s_all, r)
         if r["direction"] == "outbound":
             add_sums(s_out, r)
-        elif r["queue"]:
+        elif r["queued"]:
             add_sums(s_q, r)
     out = []
     for b in _buckets(q):
@@ -264,6 +275,19 @@ async def typology_report(engine: AsyncEngine, settings: Settings, q: StatsQuery
     cells = {(d, h): {"weekday": d, "hour": h, "calls": 0, "answered": 0, "not_answered": 0,
                       "inbound": 0, "outbound": 0} for d in range(7) for h in range(24)}
     async with engine.connect() as conn:
+        if _whole_hour_offsets(q) and conn.dialect.name == "postgresql":
+            local = sa.func.timezone(q.tz.key, H.hour)
+            dow = (sa.extract("isodow", local) - 1).label("dow")
+            hr = sa.extract("hour", local).label("hr")
+            rows = (await conn.execute(
+                sa.select(dow, hr, H.direction, sa.func.sum(H.offered).label("offered"),
+                          sa.func.sum(H.answered).label("answered"))
+                .where(*_rollup_where(q)).group_by(dow, hr, H.direction)
+            )).mappings().all()
+            for r in rows:
+                _add_cell(cells[(int(r["dow"]), int(r["hr"]))], r["direction"], int(r["offered"] or 0),
+                          int(r["answered"] or 0))
+            return list(cells.values())
         if _whole_hour_offsets(q):
             rows = (await conn.execute(
                 sa.select(H.hour, H.direction, sa.func.sum(H.offered).label("offered"),
@@ -284,12 +308,15 @@ async def typology_report(engine: AsyncEngine, settings: Settings, q: StatsQuery
             rows = (await conn.execute(sa.select(c.created_at, c.direction, c.outcome).where(*cond))).all()
             items = [(_aware({"h": r[0]})["h"], r[1], 1, int(r[2] == "answered")) for r in rows]
     for at, direction, offered, answered in items:
-        cell = cells[weekday_hour(at, q.tz)]
-        cell["calls"] += offered
-        cell["answered"] += answered
-        cell["not_answered"] += offered - answered
-        cell["outbound" if direction == "outbound" else "inbound"] += offered
+        _add_cell(cells[weekday_hour(at, q.tz)], direction, offered, answered)
     return list(cells.values())
+
+
+def _add_cell(cell: dict[str, Any], direction: str, offered: int, answered: int) -> None:
+    cell["calls"] += offered
+    cell["answered"] += answered
+    cell["not_answered"] += offered - answered
+    cell["outbound" if direction == "outbound" else "inbound"] += offered
 
 
 # --------------------------------------------------------------------------- call lists

@@ -116,7 +116,8 @@ async def run_report(kind: str, params: Mapping[str, str], engine: AsyncEngine, 
     q = apply_scope(kind, q, viewer, directory)
     meta: dict[str, Any] = {"report": kind, "query": q.describe()}
     if kind == "agents":
-        return meta, await report.agents_report(engine, settings, q, now, directory)
+        with_median = _bool(params, "median") if params.get("median") else True
+        return meta, await report.agents_report(engine, settings, q, now, directory, with_median)
     if kind == "queues":
         return meta, await report.queues_report(engine, settings, q)
     if kind == "hourly":

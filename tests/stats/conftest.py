@@ -36,13 +36,23 @@ def settings():
     return history.settings()
 
 
-@pytest.fixture
-async def hand_db(sqlite_engine: AsyncEngine, settings) -> AsyncEngine:
-    """The hand-computable history, loaded and rolled up (SQLite)."""
+async def _load_hand(engine: AsyncEngine, settings) -> AsyncEngine:
     rows = history.hand_calls()
-    await history.insert_calls(sqlite_engine, rows)
-    await history.load_crm(sqlite_engine)
-    rollup = StatsRollup(sqlite_engine, settings)
+    await history.insert_calls(engine, rows)
+    await history.load_crm(engine)
+    rollup = StatsRollup(engine, settings)
     for r in rows:
         await rollup.on_call(r)
-    return sqlite_engine
+    return engine
+
+
+@pytest.fixture
+async def hand_db(engine: AsyncEngine, settings) -> AsyncEngine:
+    """The hand-computable history, loaded and rolled up (SQLite and PostgreSQL)."""
+    return await _load_hand(engine, settings)
+
+
+@pytest.fixture
+async def hand_sqlite(sqlite_engine: AsyncEngine, settings) -> AsyncEngine:
+    """The same history on SQLite only (API tests: the store is not what they check)."""
+    return await _load_hand(sqlite_engine, settings)

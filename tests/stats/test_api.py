@@ -34,8 +34,8 @@ def make_services(engine, settings) -> Services:
 
 
 @pytest.fixture
-async def client(hand_db, settings):
-    app = build_web_app(make_services(hand_db, settings))
+async def client(hand_sqlite, settings):
+    app = build_web_app(make_services(hand_sqlite, settings))
     async with TestClient(TestServer(app)) as c:
         yield c
 

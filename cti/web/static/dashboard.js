@@ -308,7 +308,7 @@
     const soft = (promise) => promise.catch((e) => { if (e instanceof AuthError || e.status === 422) throw e; return null; });
     try {
       const [agents, queues, series, typology, callsList, risk] = await Promise.all([
-        get("agents"), soft(get("queues")), get("hourly"), get("typology"),
+        get("agents", "&median=false"), soft(get("queues")), get("hourly"), get("typology"),
         soft(get("calls-list", "&pending=true&limit=200")), soft(get("at-risk")),
       ]);
       renderAgentsChart(agents.rows);
