@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ class Router:
     def __init__(self, settings: Settings, *, clock: Any, dispatch: Dispatch, reservations: Any,
                  publish_event: Callable[[CallEvent], Any] | None = None,
                  record_decision: Callable[[Decision], Any] | None = None,
-                 lookup: Lookup | None = None, tick_s: float = 0.5, ring_grace_s: float = 3.0) -> None:
+                 lookup: Lookup | None = None, tick_s: float = 0.5, ring_grace_s: float = 3.0,
+                 lookup_timeout_s: float = 0.5, node_id: str | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self._dispatch = dispatch
@@ -75,6 +77,8 @@ class Router:
         self._publish = publish_event
         self._record = record_decision
         self._lookup = lookup
+        self.lookup_timeout_s = lookup_timeout_s
+        self.node_id = node_id or uuid.uuid4().hex[:12]
         self.tick_s = tick_s
         self.engine = Engine(compile_routing(settings), ring_grace_s=ring_grace_s)
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -134,7 +138,10 @@ class Router:
         owner = data.get("owner")
         if raw is None and self._lookup is not None:
             try:
-                raw = await self._lookup(ev)
+                # the caller must not wait on a slow CRM: past the timeout the call routes without it
+                raw = await asyncio.wait_for(self._lookup(ev), self.lookup_timeout_s)
+            except TimeoutError:
+                log.warning("routing_lookup_timeout", call_id=ev.call_id, timeout_s=self.lookup_timeout_s)
             except Exception:
                 log.warning("routing_lookup_failed", call_id=ev.call_id, exc_info=True)
         if raw is None:
@@ -168,11 +175,25 @@ class Router:
             return e.ended(ev.call_id, now)
         if k is EventKind.TRANSFERRED:
             return e.transferred(ev.call_id, ev.agent, now)
+        if k is EventKind.AGENT_STATE_CHANGED:
+            return self._remote_state(ev, now)
         if k is EventKind.DTMF and str((ev.data or {}).get("digits", "")).startswith("1"):
             item = e.items.get(ev.call_id)
             if item is not None and item.callback_offered:
                 self._callback(ev.call_id, ev.from_number or item.from_number, now)
         return []
+
+    def _remote_state(self, ev: CallEvent, now: float) -> list[Action]:
+        """Another node changed an agent's state (our own events come back from the bus: ignored)."""
+        data = ev.data or {}
+        if data.get("node") in (None, self.node_id) or not ev.agent:
+            return []
+        try:
+            state = AgentState(data.get("state"))
+        except ValueError:
+            log.warning("routing_bad_agent_state_event", event_id=ev.event_id, state=data.get("state"))
+            return []
+        return self.engine.remote_state(ev.agent, state, data.get("reason"), now)
 
     def _callback(self, call_id: str, number: str | None, now: float) -> CallbackRequest | None:
         if not number:
@@ -243,7 +264,8 @@ class Router:
         while pending:
             act = pending.pop(0)
             if isinstance(act, StateChange):
-                await self._publish_state(act)
+                if not act.remote:
+                    await self._publish_state(act)
             elif isinstance(act, LegEnded):
                 await self.reservations.release(act.agent, act.call_id)
             elif isinstance(act, LegConnected):
@@ -324,7 +346,8 @@ class Router:
             event_id=make_event_id("cti", "agent_state", sc.agent, repr(sc.at), sc.previous, sc.state),
             provider="cti", provider_call_id="", call_id="", kind=EventKind.AGENT_STATE_CHANGED,
             occurred_at=at, tenant=self.engine.cfg.tenant, agent=sc.agent,
-            data={"state": sc.state.value, "reason": sc.reason, "previous": sc.previous.value},
+            data={"state": sc.state.value, "reason": sc.reason, "previous": sc.previous.value,
+                  "node": self.node_id},
         )
         try:
             res = self._publish(ev)
@@ -355,3 +378,15 @@ class Router:
         snap["at"] = datetime.fromtimestamp(now, UTC).isoformat()
         return snap
 
+
+def crm_lookup(cached: Any) -> Lookup:
+    """A Router `lookup` over the CRM cache (`cti.crm.cache.CachedLookup`): the caller's first match."""
+
+    async def lookup(ev: CallEvent) -> Any:
+        number = ev.from_number
+        if not number:
+            return None
+        matches = await cached.lookup(number)
+        return matches[0] if matches else None
+
+    return lookup

@@ -65,6 +65,7 @@ class StateChange:
     reason: str | None
     previous: AgentState
     at: float
+    remote: bool = False  # mirrored from another node: not published again
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +415,24 @@ class Engine:
             for call_id, kind in list(rt.legs.items()):
                 if kind == "ringing":
                     out += self._leg_no_answer(call_id, rt, now, settle=False)
+        if self._free(rt, now):
+            out += self._try_agent(rt, now)
+        return out
+
+    def remote_state(self, agent: str, state: AgentState, reason: str | None, now: float) -> list[Action]:
+        """Mirror a state another node set (it routed a call to the agent, or the agent logged in there).
+
+        Our own calls own the state while the agent has legs here; otherwise the other node's word
+        stands, so this node neither offers a busy agent nor forgets a free one.
+        """
+        rt = self.agents.get(agent)
+        if rt is None or rt.legs or (rt.state is state and rt.reason == reason):
+            return []
+        out: list[Action] = []
+        self._set_state(rt, state, reason if state is S.AWAY else None, now, out)
+        out = [StateChange(a.agent, a.state, a.reason, a.previous, a.at, remote=True)
+               if isinstance(a, StateChange) else a for a in out]
+        self._touch(rt, now)
         if self._free(rt, now):
             out += self._try_agent(rt, now)
         return out

@@ -127,7 +127,8 @@ async def test_api_state_errors_and_reasons():
         await h.router.set_agent_state("alice", "on_call")
     assert info.value.current is AgentState.OFFLINE
     assert await h.router.set_agent_state("alice", "away", "training") is AgentState.AWAY
-    assert h.published[-1].data == {"state": "away", "reason": "training", "previous": "offline"}
+    assert h.published[-1].data == {"state": "away", "reason": "training", "previous": "offline",
+                                    "node": h.router.node_id}
 
 
 async def test_crm_lookup_gives_vip_priority_and_owner():
@@ -238,3 +239,48 @@ async def test_end_wrap_up_after_disposition():
     assert h.router.agent_state("alice")["state"] == "wrap_up"
     assert await h.router.end_wrap_up("alice") is AgentState.AVAILABLE
     assert await h.router.end_wrap_up("alice") is AgentState.AVAILABLE   # no-op when not wrapping up
+
+
+async def test_states_set_on_another_node_are_mirrored_not_republished():
+    h = Harness()
+    other = CallEvent(event_id="n2-1", provider="cti", provider_call_id="", call_id="",
+                      kind=EventKind.AGENT_STATE_CHANGED, occurred_at=h.clock.now(), agent="alice",
+                      data={"state": "available", "reason": None, "previous": "offline", "node": "node-2"})
+    await h.router.on_event(other)
+    assert h.router.agent_state("alice")["state"] == "available"
+    assert h.published == []
+    # our own events coming back from the bus change nothing
+    await h.router.set_agent_state("bob", "available")
+    mine = h.published[-1]
+    await h.router.set_agent_state("bob", "away", "lunch")
+    await h.router.on_event(mine)
+    assert h.router.agent_state("bob")["state"] == "away"
+    # a call routed on this node goes to the agent the other node made available
+    await h.router.on_event(h.ev("queued", queue="support"))
+    assert [c.targets[0][0] for c in h.connects()] == ["alice"]
+
+
+async def test_slow_crm_lookup_does_not_hold_the_caller():
+    async def slow(ev):
+        await asyncio.sleep(5)
+
+    h = Harness(lookup=slow, lookup_timeout_s=0.05)
+    await h.login("alice")
+    await h.router.on_event(h.ev("queued", queue="support"))
+    assert [c.targets[0][0] for c in h.connects()] == ["alice"]
+
+
+async def test_crm_lookup_helper_uses_the_first_match():
+    from cti.routing.acd import crm_lookup
+
+    class Cache:
+        async def lookup(self, number):
+            return [Contact(id="c1", name="Zoe", role="CFO", owner="bob")] if number == "+33611111111" else []
+
+    s = settings(rules=[{"name": "vip", "when": "contact.role in ['CEO', 'CFO']", "boost": 50}])
+    h = Harness(s, lookup=crm_lookup(Cache()))
+    e = h.ev("queued", queue="support", from_number="+33611111111")
+    await h.router.on_event(e)
+    await h.login("alice")
+    [d] = h.router.decisions_for(e.call_id)
+    assert d.rules == ("vip",)
