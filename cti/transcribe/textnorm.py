@@ -118,6 +118,7 @@ def normalize(text: str) -> str:
     t = text.lower()
     t = t.replace("’", "'")
     t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)                 # 12,500 -> 12500
+    t = re.sub(r"\$(\d+) and \$0?\.(\d\d)\b", r"$\1.\2", t)  # "$86 and $0.40" (ASR) == "$86.40"
     t = re.sub(r"\$\s?(\d+)(?:\.(\d{2}))?", lambda m: f"{m.group(1)} {m.group(2) or ''} dollars", t)
     t = re.sub(r"€\s?(\d+)", r"\1 euros", t)
     t = re.sub(r"(\d+)\s?%", r"\1 percent", t)
