@@ -1,0 +1,134 @@
+"""FreeSwitchAdapter behaviour beyond the conformance scenarios: replay determinism, bad
+frames, auth failure, monitor failures, unsupported commands, mode switch, voicemail drop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from cti.adapters.base import AdapterError, Answer, CallNotFound, Connect, Monitor, Unsupported, VoicemailDrop
+from cti.adapters.freeswitch import wire
+from cti.metrics import Metrics
+from cti.model import EventKind
+from tests.adapters.freeswitch.fake_esl import FakeESL
+from tests.adapters.freeswitch.harness import eventually, make_adapter, running
+
+pytestmark = pytest.mark.timeout(30)
+FIX = Path(__file__).parent / "fixtures"
+
+
+async def _replay() -> list:  # type: ignore[type-arg]
+    """Feed the recorded stream (each event twice) to an adapter that is not connected."""
+    adapter = make_adapter(9)
+    frames = wire.FrameParser().feed((FIX / "inbound_full.json.esl").read_bytes())
+    for f in frames:
+        for _ in range(2):
+            await adapter._apply(wire.parse_event(f))
+    out = []
+    while not adapter._out.empty():
+        out.append(adapter._out.get_nowait())
+    return out
+
+
+async def test_replayed_and_duplicated_wire_events_yield_the_same_event_ids() -> None:
+    first, second = await _replay(), await _replay()
+    assert [e.event_id for e in first] == [e.event_id for e in second]
+    kinds = [e.kind for e in first]
+    # the agent legs are not ours in a fresh adapter, so the call is seen from the caller's leg only
+    assert kinds[:2] == [EventKind.CREATED, EventKind.QUEUED]
+    assert kinds.count(EventKind.ENDED) == 1 and kinds.count(EventKind.HELD) == 1
+    assert kinds[-2:] == [EventKind.ENDED, EventKind.RECORDING_READY]
+    assert first[0].seq > 0 and first[0].from_number == "+33612345678"
+
+
+async def test_bad_frames_are_logged_counted_and_survived() -> None:
+    async with running() as (fake, adapter, col):
+        adapter.metrics = Metrics()
+        with capture_logs() as logs:
+            fake.send_raw(b"Content-Type: text/event-json\nContent-Length: 9\n\n{not json")
+            fake.send_raw(b"Content-Type: text/event-json\nContent-Length: 18\n\n{\"Unique-ID\": \"x\"}")
+            fake.send_raw(b"Content-Type: text/weird\n\n")
+            u = fake.incoming("0612345678", "0170000100")
+            await col.wait(lambda e: e.provider_call_id == u and e.kind is EventKind.QUEUED)
+        errors = [entry for entry in logs if entry["event"] == "esl_wire_error"]
+        assert len(errors) == 3 and errors[0]["provider"] == "fs" and "{not json" in errors[0]["snippet"]
+        assert adapter.metrics.wire_errors.labels("fs")._value.get() == 3
+        assert adapter.ready and adapter.connections == 1
+
+
+async def test_wrong_password_never_gets_ready_and_keeps_retrying() -> None:
+    fake = FakeESL(password="right")
+    await fake.start()
+    adapter = make_adapter(fake.port, password="wrong")
+    try:
+        with capture_logs() as logs:
+            await adapter.start()
+            assert await eventually(lambda: sum(e["event"] == "esl_disconnected" for e in logs) >= 2)
+        assert not adapter.ready
+        assert "refused the password" in next(e for e in logs if e["event"] == "esl_disconnected")["error"]
+        assert not any("wrong" in str(e) for e in logs), "the password never appears in logs"
+    finally:
+        await adapter.stop()
+        await fake.close()
+
+
+async def test_unsupported_commands_raise() -> None:
+    adapter = make_adapter(9)
+    with pytest.raises(Unsupported, match="answer"):
+        await adapter.execute(Answer("x", "alice"))
+    with pytest.raises(Unsupported, match="takeover"):
+        await adapter.execute(Monitor("x", "user/sam", "takeover"))
+
+
+async def _answered(fake, adapter, col):  # type: ignore[no-untyped-def]
+    u = fake.incoming("0612345678", "0170000100")
+    q = await col.kind(EventKind.QUEUED)
+    await adapter.execute(Connect(u, (("alice", "user/alice"),)))
+    await col.kind(EventKind.ANSWERED, q.call_id)
+    return u, q.call_id
+
+
+async def test_monitor_with_unregistered_supervisor_leaves_nothing_behind() -> None:
+    async with running() as (fake, adapter, col):
+        u, call_id = await _answered(fake, adapter, col)
+        res = await adapter.execute(Monitor(u, "user/nobody", "whisper"))
+        assert await eventually(lambda: not adapter._monitors)
+        assert not fake.eavesdroppers()
+        assert not [e for e in col.of(call_id) if e.kind is EventKind.MONITOR_STARTED]
+        with pytest.raises(CallNotFound):
+            await adapter.execute(Monitor(u, "user/nobody", "stop", session_id=res.session_id))
+
+
+async def test_monitor_switches_mode_with_eavesdrop_dtmf() -> None:
+    async with running() as (fake, adapter, col):
+        u, call_id = await _answered(fake, adapter, col)
+        res = await adapter.execute(Monitor(u, "user/sam", "listen"))
+        await col.kind(EventKind.MONITOR_STARTED, call_id)
+        await adapter.execute(Monitor(u, "user/sam", "barge", session_id=res.session_id))
+        assert fake.recv_dtmf == [(f"cti-s-{res.session_id}", "3")]
+        await col.wait(lambda e: e.kind is EventKind.MONITOR_STARTED and e.data["mode"] == "barge")
+        fake.hangup(u)
+        await col.wait(lambda e: e.kind is EventKind.MONITOR_STOPPED and e.data["mode"] == "barge")
+        assert await eventually(lambda: not fake.channels)
+
+
+async def test_voicemail_drop_plays_then_ends_the_call_as_voicemail() -> None:
+    async with running() as (fake, adapter, col):
+        u, call_id = await _answered(fake, adapter, col)
+        await adapter.execute(VoicemailDrop(u, "/sounds/followup.wav"))
+        ended = await col.kind(EventKind.ENDED, call_id)
+        assert ended.data["cause"] == "voicemail"
+
+
+async def test_commands_fail_clearly_for_unknown_calls_and_while_disconnected() -> None:
+    async with running() as (fake, adapter, col):
+        with pytest.raises(CallNotFound):
+            await adapter.execute(Connect("nope", (("alice", "user/alice"),)))
+        await fake.close()
+        assert await eventually(lambda: not adapter.ready)
+        with pytest.raises(AdapterError, match="not connected"):
+            await adapter.execute(Connect("nope", (("alice", "user/alice"),)))
+        await asyncio.sleep(0)
