@@ -124,7 +124,7 @@ async def test_voicemail_drop_plays_then_ends_the_call_as_voicemail() -> None:
 
 
 async def test_commands_fail_clearly_for_unknown_calls_and_while_disconnected() -> None:
-    async with running() as (fake, adapter, col):
+    async with running() as (fake, adapter, _col):
         with pytest.raises(CallNotFound):
             await adapter.execute(Connect("nope", (("alice", "user/alice"),)))
         await fake.close()
