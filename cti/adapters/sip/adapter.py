@@ -35,6 +35,9 @@ pyVoIP 1.6.8 problems and how this module works around them:
   takes the same: converted in `wire.u8_to_pcm16` / `wire.pcm16_to_u8`.
 - UDP only, PCMU/PCMA/telephone-event only; no re-INVITE hold, REFER, conferencing:
   Connect, Hold, transfers and Monitor raise `Unsupported`.
+- When it stops itself it closes the socket under its own receive thread, which dies
+  with EBADF (a thread exception pytest reports as a warning): harmless, the
+  supervisor has already dropped that phone.
 - Its receive loop starts 1 s after `start()` (a `Timer(1, ...)`): `ready` waits for it.
 - Its ACK to a 2xx goes to the To URI without the Record-Route set (a proxy drops it):
   we replace its 200 handler and send a routable ACK (`wire.ack_for_2xx`).
@@ -247,15 +250,35 @@ class SipAdapter:
                 self.counters["reconnects"] += 1
             first = False
             log.info("sip_line_registered", provider=self.name, line=self._username)
-            # pyVoIP changes its status from its own threads: nothing to await but a poll
-            while self._running and phone.get_status() in (PhoneStatus.REGISTERED, PhoneStatus.REGISTERING):  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+            await self._watch(phone)
             if not self._running:
                 return
             log.warning("sip_line_down", provider=self.name, status=str(phone.get_status()))
             self._registered = False
             self._end_all(EndCause.FAILED)
             await self._stop_phone()
+
+    async def _watch(self, phone: Any) -> None:
+        """Poll pyVoIP's status (its threads change it) until the phone gives up.
+
+        While pyVoIP retries REGISTER by itself `ready` is false; when it gets through
+        again that counts as a reconnect. After its third failure it stops itself
+        (status FAILED) and the supervisor builds a new phone.
+        """
+        from pyVoIP.VoIP.status import PhoneStatus
+
+        was_ready = True
+        while self._running and phone.get_status() in (PhoneStatus.REGISTERED, PhoneStatus.REGISTERING):
+            now_ready = self.ready
+            if now_ready != was_ready:
+                if now_ready:
+                    self.counters["reconnects"] += 1
+                    log.info("sip_line_reregistered", provider=self.name)
+                else:
+                    log.warning("sip_line_unregistered", provider=self.name,
+                                failures=phone.sip.registerFailures)
+                was_ready = now_ready
+            await asyncio.sleep(0.05)
 
     async def _stop_phone(self) -> None:
         phone, self._phone = self._phone, None

@@ -1,0 +1,153 @@
+"""SIP line adapter against Kamailio + sipp: supervision, bad input, playback, capabilities."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from cti.adapters.base import (
+    AdapterContext,
+    AdapterError,
+    Answer,
+    CallNotFound,
+    Hangup,
+    Monitor,
+    Originate,
+    Unsupported,
+    VoicemailDrop,
+    adapter_class,
+)
+from cti.adapters.sip.adapter import SipAdapter
+from cti.config import ProviderSettings
+from cti.model import EventKind
+from tests.adapters.sip.harness import sip_env
+from tests.adapters.sip.peers import AUDIO, Kamailio, free_udp_port, kamailio, needs_sip_peers, sipp
+from tests.conformance.scenarios import AGENT, CUSTOMER
+
+sip_peers = [needs_sip_peers, pytest.mark.sip, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def kam(tmp_path: Path) -> Iterator[Kamailio]:
+    with kamailio(tmp_path) as k:
+        yield k
+
+
+def _adapter(tmp_path: Path, **opts: object) -> SipAdapter:
+    base: dict[str, object] = {"registrar": "127.0.0.1", "username": "1001"}
+    base.update(opts)
+    return SipAdapter(ProviderSettings(name="line1", type="sip", **base), AdapterContext(storage_dir=str(tmp_path)))
+
+
+def test_registered_as_sip() -> None:
+    assert adapter_class("sip") is SipAdapter
+
+
+@pytest.mark.parametrize(("opts", "message"), [
+    ({"registrar": ""}, "registrar"),
+    ({"username": ""}, "username"),
+    ({"rtp_ports": [20000, 10000]}, "rtp_ports"),
+])
+def test_bad_config_is_named(tmp_path: Path, opts: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _adapter(tmp_path, **opts)
+
+
+async def test_monitor_is_unsupported_with_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(Unsupported, match="sip adapter does not support monitor: a pyVoIP line"):
+        await _adapter(tmp_path).execute(Monitor("c1", "sip:1002", "listen"))
+
+
+async def test_commands_on_unknown_calls_are_call_not_found(tmp_path: Path) -> None:
+    with pytest.raises(CallNotFound):
+        await _adapter(tmp_path).execute(Hangup("nope@127.0.0.1"))
+
+
+async def test_originate_while_unregistered_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(AdapterError, match="not registered"):
+        await _adapter(tmp_path).execute(Originate("sip:1001", CUSTOMER, call_id="c1"))
+
+
+@pytest.mark.sip
+@pytest.mark.timeout(30)
+async def test_without_registrar_stays_not_ready_and_stops(tmp_path: Path) -> None:
+    """pyVoIP's start() needs a registrar: ready stays false, and stop() does not hang."""
+    adapter = _adapter(tmp_path, port=free_udp_port(), sip_port=free_udp_port(), register_timeout=0.3,
+                       start_timeout=1, stop_timeout=1)
+    await adapter.start()
+    await asyncio.sleep(1.5)
+    assert adapter.ready is False
+    await asyncio.wait_for(adapter.stop(), 10)
+
+
+async def test_line_reregisters_after_the_registrar_restarts(kam: Kamailio, tmp_path: Path) -> None:
+    async with sip_env(kam, tmp_path, register_interval=1, register_timeout=0.3, start_timeout=2) as env:
+        kam.stop()
+        await env.wait_ready(False, within=15)  # the REGISTER refresh fails: not ready
+        await asyncio.sleep(2)  # long enough for pyVoIP to give up; the supervisor rebuilds the phone
+        assert env.adapter.ready is False
+        kam.start()  # same port, empty location table: only a new REGISTER makes calls reach us
+        await env.wait_ready(True, within=20)
+        assert env.adapter.counters["reconnects"] >= 1
+        async with sipp("uac_media.xml", env.target, tmp_path=tmp_path, keys=env.customer_keys(),
+                        subst={"AUDIO": str(AUDIO), "TALK_MS": "300"}) as run:
+            ring = await env.wait_for(EventKind.RINGING)
+            await env.adapter.execute(Answer(ring.provider_call_id, AGENT))
+            assert (await run.wait()).rc == 0
+        await env.wait_for(EventKind.ENDED, ring.provider_call_id)
+
+
+async def test_garbage_datagrams_do_not_stop_the_line(kam: Kamailio, tmp_path: Path) -> None:
+    async with sip_env(kam, tmp_path, auto_answer=True) as env:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for junk in (b"\x00\xffnot sip", b"INVITE nonsense\r\n\r\n", b"SIP/2.0 xyz\r\n\r\n"):
+                s.sendto(junk, ("127.0.0.1", env.adapter._sip_port))
+        await asyncio.sleep(0.2)
+        assert env.adapter.ready
+        async with sipp("uac_media.xml", env.target, tmp_path=tmp_path, keys=env.customer_keys(),
+                        subst={"AUDIO": str(AUDIO), "TALK_MS": "300"}) as run:
+            assert (await run.wait()).rc == 0
+        ended = await env.wait_for(EventKind.ENDED)
+        assert ended.data["cause"] == "normal"
+
+
+async def test_voicemail_drop_plays_then_hangs_up(kam: Kamailio, tmp_path: Path) -> None:
+    clip = tmp_path / "vm.wav"
+    tone = (np.sin(np.arange(4000) * 2 * np.pi * 440 / 8000) * 8000).astype(np.int16)
+    sf.write(clip, tone, 8000, subtype="ULAW")  # 0.5 s, mu-law like a real prompt
+    async with sip_env(kam, tmp_path) as env, \
+            sipp("uas_answer.xml", "", tmp_path=tmp_path, local_port=kam.gateway_port) as run:
+        await asyncio.sleep(0.2)
+        res = await env.adapter.execute(Originate("sip:1001", CUSTOMER, call_id="vm-1", agent=AGENT))
+        sid = res.provider_call_id
+        await env.wait_for(EventKind.ANSWERED, sid)
+        drop = await env.adapter.execute(VoicemailDrop(sid, str(clip)))
+        assert drop.detail["duration_s"] == pytest.approx(0.5)
+        await env.wait_for(EventKind.PLAYBACK_FINISHED, sid)
+        ended = await env.wait_for(EventKind.ENDED, sid)
+        assert ended.data["cause"] == "voicemail"
+        assert (await run.wait()).rc == 0  # the far end got our BYE
+
+
+async def test_play_of_a_missing_file_is_an_adapter_error(kam: Kamailio, tmp_path: Path) -> None:
+    async with sip_env(kam, tmp_path) as env, \
+            sipp("uas_answer.xml", "", tmp_path=tmp_path, local_port=kam.gateway_port) as run:
+        await asyncio.sleep(0.2)
+        sid = (await env.adapter.execute(Originate("sip:1001", CUSTOMER, call_id="p-1"))).provider_call_id
+        await env.wait_for(EventKind.ANSWERED, sid)
+        with pytest.raises(AdapterError, match="cannot play"):
+            await env.adapter.execute(VoicemailDrop(sid, str(tmp_path / "missing.wav")))
+        await env.adapter.execute(Hangup(sid))
+        assert (await run.wait()).rc == 0
+
+
+for _name in ("test_line_reregisters_after_the_registrar_restarts", "test_garbage_datagrams_do_not_stop_the_line",
+              "test_voicemail_drop_plays_then_hangs_up", "test_play_of_a_missing_file_is_an_adapter_error"):
+    for _mark in sip_peers:
+        globals()[_name] = _mark(globals()[_name])
