@@ -25,6 +25,7 @@ import contextlib
 import json
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,6 +143,9 @@ class AsteriskAdapter:
         self._calls: dict[str, _Call] = {}
         self._legs: dict[str, tuple[str, str]] = {}   # channel id -> (pcid, role)
         self._monitors: dict[str, _Monitor] = {}
+        # ended calls are kept a while for late events (recordings, duplicates), then forgotten
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self.keep_ended = int(opts.get("keep_ended", 1000))
         self._session: aiohttp.ClientSession | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -231,6 +235,8 @@ class AsteriskAdapter:
             return
         try:
             await self._apply(ev)
+        except AdapterError as exc:  # a follow-up request failed (the channel left meanwhile...)
+            log.warning("ari_action_failed", provider=self.name, type=ev.type, error=str(exc)[:200])
         except Exception as exc:  # one bad event must not stop the adapter
             log.exception("ari_event_failed", provider=self.name, type=ev.type, error=str(exc))
             self._wire_error(f"{ev.type}: {exc}", message)
@@ -538,6 +544,9 @@ class AsteriskAdapter:
             return
         call.ended = True
         call.ended_at = at
+        self._ended[call.pcid] = None
+        while len(self._ended) > self.keep_ended:
+            self._forget(self._ended.popitem(last=False)[0])
         for mon in list(call.monitors.values()):
             if mon.started:
                 mon.started = False
@@ -545,6 +554,11 @@ class AsteriskAdapter:
         self._emit(call, EventKind.ENDED, at, data={"cause": cause.value})
         if call.recordings:
             self._spawn(self._recordings_ready(call, list(call.recordings)))
+
+    def _forget(self, pcid: str) -> None:
+        self._calls.pop(pcid, None)
+        for leg in [leg for leg, (p, _r) in self._legs.items() if p == pcid]:
+            del self._legs[leg]
 
     async def _teardown(self, call: _Call) -> None:
         """Hang up whatever is left of an ended call (legs, monitors, its bridge)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +24,9 @@ HANDLED = frozenset({
     "ChannelLeftBridge", "RecordingStarted", "RecordingFinished", "RecordingFailed",
     "PlaybackStarted", "PlaybackFinished", "ChannelDtmfReceived",
 })
+
+
+_ZERO = timedelta(0)
 
 
 class WireError(ValueError):
@@ -42,7 +45,11 @@ class AriChannel:
     exten: str = ""
     app_name: str = ""
     app_data: str = ""
-    creationtime: datetime | None = None
+    creationtime_raw: str = ""      # parsed on demand: only a new call needs it
+
+    @property
+    def creationtime(self) -> datetime | None:
+        return parse_time(self.creationtime_raw)
 
     @property
     def endpoint(self) -> str:
@@ -80,12 +87,13 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise WireError(f"timestamp is not a string: {value!r}")
-    s = value.strip().replace("Z", "+00:00")
     try:
-        dt = datetime.fromisoformat(s)
+        dt = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
     except ValueError:
         raise WireError(f"bad timestamp {value!r}") from None
-    return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt if dt.utcoffset() == _ZERO and dt.tzinfo is UTC else dt.astimezone(UTC)
 
 
 def parse_channel(obj: Any) -> AriChannel:
@@ -105,7 +113,7 @@ def parse_channel(obj: Any) -> AriChannel:
         exten=str(dialplan.get("exten") or ""),
         app_name=str(dialplan.get("app_name") or ""),
         app_data=str(dialplan.get("app_data") or ""),
-        creationtime=parse_time(obj.get("creationtime")),
+        creationtime_raw=obj.get("creationtime") or "",
     )
 
 
@@ -127,28 +135,29 @@ def event_from_dict(obj: Any) -> AriEvent:
     ts = parse_time(obj.get("timestamp"))
     if ts is None:
         raise WireError(f"{etype} event has no timestamp")
-    bridge = obj.get("bridge") if isinstance(obj.get("bridge"), dict) else None
+    bridge = obj.get("bridge")
     cause = obj.get("cause")
+    channel, peer, caller = obj.get("channel"), obj.get("peer"), obj.get("caller")
     try:
         return AriEvent(
             type=etype,
             timestamp=ts,
-            application=str(obj.get("application") or ""),
-            channel=parse_channel(obj["channel"]) if obj.get("channel") else None,
-            peer=parse_channel(obj["peer"]) if obj.get("peer") else None,
-            caller=parse_channel(obj["caller"]) if obj.get("caller") else None,
-            bridge_id=str(bridge["id"]) if bridge and bridge.get("id") else None,
-            bridge_channels=tuple(str(c) for c in (bridge or {}).get("channels") or ()),
+            application=obj.get("application") or "",
+            channel=parse_channel(channel) if channel else None,
+            peer=parse_channel(peer) if peer else None,
+            caller=parse_channel(caller) if caller else None,
+            bridge_id=str(bridge["id"]) if isinstance(bridge, dict) and bridge.get("id") else None,
+            bridge_channels=tuple(map(str, bridge.get("channels") or ())) if isinstance(bridge, dict) else (),
             dialstatus=obj.get("dialstatus") if etype == "Dial" else None,
             cause=int(cause) if cause is not None else None,
             digit=str(obj["digit"]) if obj.get("digit") is not None else None,
-            args=tuple(str(a) for a in obj.get("args") or ()),
-            recording=dict(obj.get("recording") or {}),
-            playback=dict(obj.get("playback") or {}),
+            args=tuple(map(str, obj["args"])) if obj.get("args") else (),
+            recording=obj.get("recording") or {},
+            playback=obj.get("playback") or {},
         )
+    except WireError:
+        raise
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, WireError):
-            raise
         raise WireError(f"{etype} event has an invalid field: {exc}") from None
 
 

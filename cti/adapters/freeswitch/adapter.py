@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -169,6 +169,9 @@ class FreeSwitchAdapter:
         self._calls: dict[str, _Call] = {}
         self._legs: dict[str, tuple[str, str]] = {}   # channel uuid -> (pcid, role)
         self._monitors: dict[str, _Monitor] = {}
+        # ended calls are kept a while for late events (recordings, duplicates), then forgotten
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self.keep_ended = int(opts.get("keep_ended", 1000))
         self._jobs: dict[str, str] = {}               # bgapi Job-UUID -> leg uuid it originates
         self._causes: dict[str, str] = {}             # leg uuid -> Hangup-Cause seen on CHANNEL_HANGUP
         self._tasks: list[asyncio.Task[Any]] = []
@@ -326,6 +329,8 @@ class FreeSwitchAdapter:
                 return
             try:
                 await self._apply(ev)
+            except AdapterError as exc:  # a follow-up command failed (the channel left meanwhile...)
+                log.warning("esl_action_failed", provider=self.name, event=ev.name, error=str(exc)[:200])
             except Exception as exc:  # one bad event never stops the adapter
                 log.exception("esl_event_failed", provider=self.name, event=ev.name, error=str(exc))
                 self._wire_error(f"{ev.name}: {exc}", str(ev.headers)[:200].encode())
@@ -562,6 +567,9 @@ class FreeSwitchAdapter:
             return
         call.ended = True
         call.ended_at = at
+        self._ended[call.pcid] = None
+        while len(self._ended) > self.keep_ended:
+            self._forget(self._ended.popitem(last=False)[0])
         for mon in list(call.monitors.values()):
             if mon.started:
                 mon.started = False
@@ -572,6 +580,11 @@ class FreeSwitchAdapter:
             # FreeSWITCH writes the file itself; it is complete once the call is over
             self._emit(call, EventKind.RECORDING_READY, at, path, seq=seq + 1 if seq else 0,
                        data={"recording": path, "path": path})
+
+    def _forget(self, pcid: str) -> None:
+        self._calls.pop(pcid, None)
+        for leg in [leg for leg, (p, _r) in self._legs.items() if p == pcid]:
+            del self._legs[leg]
 
     async def _teardown(self, call: _Call) -> None:
         for mon in list(call.monitors.values()):

@@ -49,16 +49,28 @@ class Frame:
 
 
 def _parse_header_block(block: bytes, *, decode: bool = False) -> dict[str, str]:
+    text = block.decode("utf-8", "replace")
+    per_value = False
+    if decode:
+        # plain events URL-encode every value. Decoding the whole block at once is safe (and
+        # much faster) unless a value hides an encoded line break, which would split lines.
+        per_value = "%0A" in text or "%0D" in text or "%0a" in text or "%0d" in text
+        if not per_value:
+            text = unquote(text)
+    if not per_value and "\r" not in text:
+        try:  # fast path: FreeSWITCH always writes "Name: value" lines
+            return dict(line.split(": ", 1) for line in text.split("\n") if line)  # type: ignore[misc]
+        except ValueError:
+            pass  # an unusual line: the careful path below says which
     headers: dict[str, str] = {}
-    for raw in block.split(b"\n"):
-        line = raw.rstrip(b"\r")
-        if not line:
-            continue
-        name, sep, value = line.partition(b":")
+    for line in text.split("\n"):
+        name, sep, value = line.partition(":")
         if not sep:
-            raise WireError(f"header line without a colon: {line[:60]!r}")
-        text = value.strip().decode("utf-8", "replace")
-        headers[name.strip().decode("utf-8", "replace")] = unquote(text) if decode else text
+            if line.strip():
+                raise WireError(f"header line without a colon: {line[:60]!r}")
+            continue
+        value = value.strip()
+        headers[name.strip()] = unquote(value) if per_value and "%" in value else value
     return headers
 
 

@@ -154,3 +154,14 @@ async def test_voicemail_drop_plays_then_ends_the_call_as_voicemail() -> None:
         ended = await col.kind(EventKind.ENDED, call_id)
         assert ended.data["cause"] == "voicemail"
         assert any(e.kind is EventKind.PLAYBACK_FINISHED for e in col.of(call_id))
+
+
+async def test_ended_calls_are_forgotten_past_keep_ended() -> None:
+    adapter = make_adapter("http://127.0.0.1:9", keep_ended=2)
+    for line in (FIX / "caller_hangup_while_queued.jsonl").read_text().splitlines():
+        await adapter.handle_message(line)
+    first = next(iter(adapter._calls))
+    for n in range(3):  # three more calls that come and go
+        for line in (FIX / "caller_hangup_while_queued.jsonl").read_text().splitlines():
+            await adapter.handle_message(line.replace(first, f"{first}{n}"))
+    assert len(adapter._calls) == 2 and first not in adapter._calls and not adapter._legs

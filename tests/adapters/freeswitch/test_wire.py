@@ -101,3 +101,14 @@ def test_hangup_causes_and_job_results() -> None:
     assert wire.end_cause("DESTINATION_OUT_OF_ORDER") is EndCause.FAILED
     assert wire.job_result("-ERR USER_NOT_REGISTERED\n") == (False, "USER_NOT_REGISTERED")
     assert wire.job_result(json.dumps("x")) == (False, '"x"')
+
+
+def test_plain_values_with_encoded_line_breaks_and_unusual_spacing_decode_per_value() -> None:
+    body = (b"Event-Name: CUSTOM\nEvent-Date-Timestamp: 1795340930800038\n"
+            b"variable_note: line%201%0Aline%202\nOdd-Header:no-space\n\n")
+    frame = wire.Frame({"Content-Type": "text/event-plain"}, body)
+    ev = wire.parse_event(frame)
+    assert ev.var("note") == "line 1\nline 2" and ev.get("Odd-Header") == "no-space"
+    fast = wire.parse_event(wire.Frame({"Content-Type": "text/event-plain"},
+                                       b"Event-Name: CUSTOM\nChannel-Name: sofia%2Fa%40b\n\n"))
+    assert fast.get("Channel-Name") == "sofia/a@b"
