@@ -55,6 +55,7 @@ class Directory:
             a: {"state": AgentState.OFFLINE.value, "reason": None, "since": None} for a in self.agents
         }
         self._calls: dict[str, set[str]] = {}
+        self.router: Any = None
 
     def team_of(self, agent: str | None) -> str | None:
         a = self.agents.get(agent or "")
@@ -72,6 +73,14 @@ class Directory:
         return out
 
     def state_of(self, agent: str) -> dict[str, Any]:
+        if self.router is not None and agent in self.agents:
+            try:
+                view = self.router.agent_state(agent)
+            except Exception:  # unknown to the router (config reload): fall back to events
+                view = None
+            if view is not None:
+                since = self._state.get(agent, {}).get("since")
+                return {"state": view["state"], "reason": view.get("reason"), "since": since}
         return dict(self._state.get(agent) or {"state": AgentState.OFFLINE.value, "reason": None, "since": None})
 
     def calls_of(self, agent: str) -> list[str]:
@@ -143,6 +152,7 @@ class CtiApp:
         self.web_app: Any = None
         self._routing_settings = settings
         self._live_last: str = ""
+        self.active_calls: dict[str, dict[str, Any]] = {}  # call_id -> latest record, for live walls
         self.failed_auth = RateLimiter(settings.auth.failed_auth_per_minute)
 
     # ---- construction -----------------------------------------------------------
@@ -200,29 +210,44 @@ class CtiApp:
         await self.db.connect()
 
     def _build_router(self) -> None:
-        from cti.routing.acd import Router
+        from cti.routing.acd import Router, crm_lookup
         from cti.routing.reservations import open_reservations
 
-        reservations = open_reservations(self.settings.bus.url)
         self.router = Router(
             self._routing_settings,
             clock=self.clock,
             dispatch=self.dispatch,
-            reservations=reservations,
+            reservations=open_reservations(self.settings.bus.url),
             publish_event=self.publish_event,
+            record_decision=self._record_decision,
+            lookup=crm_lookup(self.lookup),
         )
 
-    def _build_screen_pop(self) -> None:
+    async def _record_decision(self, d: Any) -> None:
+        """Each assignment's candidates, choice and reasons, for the call detail API."""
+        row = d.to_dict()
+        async with self.db.engine.begin() as conn:
+            await conn.execute(t.routing_decisions.insert().values(
+                call_id=d.call_id, tenant=d.tenant, queue=d.queue, decided_at=d.decided_at_dt(),
+                chosen=d.chosen, reason=f"{d.action}: {d.reason}", candidates=row.get("candidates")))
+        if d.priority or d.rules:
+            async with self.db.engine.begin() as conn:
+                await conn.execute(sa.update(t.calls).where(t.calls.c.call_id == d.call_id).values(
+                    priority=d.priority, priority_reason=", ".join(d.rules) or None))
+
+    def _build_crm(self) -> None:
         from cti.crm import build_connector
         from cti.crm.cache import CachedLookup
+
+        self.crm = build_connector(self.settings, self.db.engine)
+        c = self.settings.crm
+        self.lookup = CachedLookup(self.crm, self.clock, ttl=c.cache_ttl_s, negative_ttl=c.negative_ttl_s,
+                                   timeout=c.lookup_timeout_s)
+
+    def _build_screen_pop(self) -> None:
         from cti.routing.rules import compile_rules
         from cti.routing.screen_pop import ScreenPop
 
-        crm = build_connector(self.settings, self.db.engine)
-        self.crm = crm
-        c = self.settings.crm
-        self.lookup = CachedLookup(crm, self.clock, ttl=c.cache_ttl_s, negative_ttl=c.negative_ttl_s,
-                                   timeout=c.lookup_timeout_s)
         rules = compile_rules(self._routing_settings.priority_rules)
         self.screen_pop = ScreenPop(self.lookup, self.db.engine, self._routing_settings,
                                     publish=self._publish_pop, rules=rules)
@@ -230,7 +255,8 @@ class CtiApp:
     def _build_activity(self) -> None:
         from cti.calls.activity import ActivityWriter
 
-        self.activity = ActivityWriter(self.db.engine, self.crm, self.clock)
+        self.activity = ActivityWriter(self.db.engine, self.crm, self.clock, tenant=self.settings.site.tenant,
+                                       region=self.settings.site.default_region, lookup=self.lookup)
 
     def _build_stats(self) -> None:
         from cti.stats.aggregate import StatsRollup
@@ -245,7 +271,9 @@ class CtiApp:
         await self._load_db_tokens()
         if "gateway" in self.roles:
             self._build_adapters()
+            self._build_crm()
             self._build_router()
+            self.directory.router = self.router
             self._build_screen_pop()
             self._build_activity()
             self._build_stats()
@@ -433,6 +461,10 @@ class CtiApp:
     async def _on_calls_ws(self, batch: list[Message]) -> None:
         for m in batch:
             call = m.data.get("call") or {}
+            if call.get("state") == "ended":
+                self.active_calls.pop(call.get("call_id"), None)
+            elif call.get("call_id"):
+                self.active_calls[call["call_id"]] = call
             agent = call.get("agent")
             tenant = call.get("tenant") or self.settings.site.tenant
             msg = {"type": "call_update", "call": call}
@@ -461,27 +493,15 @@ class CtiApp:
                 continue
             record = call_from_dict(call)
             await self.control.on_call_ended(record)
-            await self.activity.on_call(record, await self._match_for(record))
-
-    async def _match_for(self, call: Call) -> dict[str, Any]:
-        """The CRM match of the customer's number (cached by the pop), stored on the call."""
-        number = call.from_number if call.direction.value == "inbound" else call.to_number
-        if not number or not number.startswith("+"):
-            return {}
-        try:
-            _status, matches, _later = await self.lookup.lookup_fast(number)
-        except Exception:  # the activity still lands, without a match
-            matches = []
-        if not matches:
-            return {}
-        contact = matches[0]
-        async with self.db.engine.begin() as conn:
-            await conn.execute(
-                sa.update(t.calls).where(t.calls.c.call_id == call.call_id)
-                .values(contact_id=contact.id if contact.kind != "account" else None,
-                        account_id=contact.account_id or (contact.id if contact.kind == "account" else None))
-            )
-        return {"contact": contact, "matches": matches}
+            await self.activity.on_call(record)
+            # the match the activity went to is also the call's (stats list callers by contact)
+            a, c = t.activities.c, t.calls.c
+            async with self.db.engine.begin() as conn:
+                await conn.execute(
+                    sa.update(t.calls).where(c.call_id == record.call_id, c.contact_id.is_(None)).values(
+                        contact_id=sa.select(a.contact_id).where(a.call_id == record.call_id).scalar_subquery(),
+                        account_id=sa.select(a.account_id).where(a.call_id == record.call_id).scalar_subquery(),
+                    ))
 
     async def _on_calls_stats(self, batch: list[Message]) -> None:
         for m in batch:
@@ -513,7 +533,9 @@ class CtiApp:
             st = self.directory.state_of(a.id)
             agents.append({"id": a.id, "name": a.name, "team": a.team, **st, "calls": self.directory.calls_of(a.id)})
         snap.setdefault("queues", [])
+        snap["agent_states"] = snap.get("agents") if isinstance(snap.get("agents"), dict) else {}
         snap["agents"] = agents
+        snap["calls"] = sorted(self.active_calls.values(), key=lambda c: c.get("created_at") or "")
         snap["at"] = self.clock.now().isoformat()
         return snap
 
@@ -564,8 +586,9 @@ class CtiApp:
             await conn.execute(sa.update(t.calls).where(t.calls.c.call_id == call_id)
                                .values(disposition=disposition, notes=notes))
         await self.activity.wrap_up(call_id, disposition, notes)
-        with contextlib.suppress(Exception):
-            await self.router.end_wrap_up(call.agent)
+        if call.agent:
+            with contextlib.suppress(Exception):
+                await self.router.end_wrap_up(call.agent)
         return {"ok": True, "call_id": call_id, "disposition": disposition}
 
     async def audit(self, p: Principal | None, action: str, target: str | None, detail: dict[str, Any]) -> None:
