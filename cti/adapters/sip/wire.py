@@ -14,11 +14,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import phonenumbers
 
+from cti import phone
 from cti.model import CallEvent, Direction, EndCause, EventKind, make_call_id, make_event_id
 
 
@@ -126,17 +127,10 @@ def uri_user(value: str | None) -> str | None:
     return user or None
 
 
+@lru_cache(maxsize=4096)
 def to_e164(raw: str | None, region: str) -> str | None:
     """E.164 for numbers; extensions (`1001`) and names are kept as they are."""
-    if not raw:
-        return None
-    try:
-        num = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException:
-        return raw
-    if not phonenumbers.is_possible_number(num):
-        return raw
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    return phone.normalize(raw, region)
 
 
 # ---- messages pyVoIP cannot build ----------------------------------------------------

@@ -32,8 +32,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 from xml.sax.saxutils import escape, quoteattr
 
-import phonenumbers
-
+from cti import phone
 from cti.model import CallEvent, Direction, EndCause, EventKind, make_call_id, make_event_id
 
 
@@ -100,15 +99,9 @@ def to_e164(raw: str | None, region: str) -> str | None:
     """E.164 for phone numbers; `client:alice` / `sip:..` endpoints are kept as they are."""
     if not raw:
         return None
-    if raw.startswith(("client:", "sip:", "queue:")) or raw.lower() == "anonymous":
+    if raw.startswith(("client:", "sip:", "queue:")):
         return raw
-    try:
-        num = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException:
-        return raw
-    if not phonenumbers.is_possible_number(num):
-        return raw
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    return phone.normalize(raw, region)
 
 
 def parse_timestamp(value: str | None) -> datetime | None:
