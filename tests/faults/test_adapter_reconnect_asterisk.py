@@ -134,3 +134,26 @@ async def test_slow_link_still_delivers_every_event_in_order() -> None:
         fake.hangup(ch)
         await col.kind(EventKind.ENDED, call_id)
         assert [s[0] for s in normalize(col.of(call_id))] == ["created", "queued", "ringing", "answered", "ended"]
+
+
+async def test_restarted_adapter_adopts_connected_calls_with_the_same_event_ids() -> None:
+    """A new process (empty memory) finds an answered call: it is answered, not abandoned."""
+    async with through_proxy() as (fake, _proxy, adapter, col):
+        ch, call_id = await _answered_call(fake, adapter, col, "alice")
+        before = {e.kind: e.event_id for e in col.of(call_id)}
+        await adapter.stop()
+        fresh = make_adapter(adapter.base.removesuffix("/ari"))
+        await fresh.start()
+        col2 = Collector(fresh)
+        try:
+            await wait_ready(fresh)
+            answered = await col2.kind(EventKind.ANSWERED, call_id)
+            assert answered.agent == "alice" and answered.event_id == before[EventKind.ANSWERED]
+            assert col2.of(call_id)[0].event_id == before[EventKind.CREATED]
+            fake.hangup(ch)
+            ended = await col2.kind(EventKind.ENDED, call_id)
+            assert ended.data["cause"] == "normal"
+            assert await eventually(lambda: not fake.channels and not fake.bridges)
+        finally:
+            await fresh.stop()
+            await col2.close()

@@ -688,6 +688,7 @@ class AsteriskAdapter:
             if c.id not in self._legs and in_app and not c.id.startswith("cti-"):
                 self._new_inbound(c, now)
         by_id = {c.id: c for c in channels}
+        self._adopt_bridged(by_id, bridges, now)
         for ch_id, (pcid, role) in list(self._legs.items()):
             c = by_id.get(ch_id)
             call = self._calls.get(pcid)
@@ -715,6 +716,38 @@ class AsteriskAdapter:
                 self._on_entered_bridge(call.customer or "", call.bridge, now)
         for ch_id in [c for c in self._legs if c not in alive]:
             await self._on_destroyed(ch_id, None, now)
+
+    def _adopt_bridged(self, by_id: dict[str, wire.AriChannel], bridges: dict[str, tuple[str, ...]],
+                       now: datetime) -> None:
+        """After a restart our own legs are strangers: rebuild connected calls from the
+        bridges we named (`cti-b-<call>`), so they end as answered calls, not abandoned ones."""
+        for bid, members in bridges.items():
+            pcid = bid.removeprefix("cti-b-")
+            if pcid == bid or not members:
+                continue
+            if pcid.startswith("cti-o-") and pcid not in self._calls and pcid in by_id:
+                origin = by_id[pcid]
+                call = _Call(pcid=pcid, call_id=pcid.removeprefix("cti-o-"), direction=Direction.OUTBOUND,
+                             customer=None, agent=self._agent_for(origin.endpoint), bridge=bid,
+                             to_number=self._number(origin.caller_number), agent_leg=pcid)
+                self._calls[pcid] = call
+                self._legs[pcid] = (pcid, "origin")
+                customer = f"cti-c-{call.call_id}"
+                if customer in by_id:
+                    call.customer = customer
+                    self._legs[customer] = (pcid, "customer")
+                continue
+            call = self._calls.get(pcid)
+            if call is None or call.direction is not Direction.INBOUND or call.agent_leg is not None:
+                continue
+            leg = next((m for m in members if m.startswith("cti-a-") and m in by_id), None)
+            if leg is not None and call.customer in members:
+                call.bridge = bid
+                call.agent_leg = leg
+                call.agent = self._agent_for(by_id[leg].endpoint)
+                call.ringing_legs[leg] = call.agent or ""
+                self._legs[leg] = (pcid, "agent")
+                log.info("ari_call_adopted", provider=self.name, call=pcid, agent=call.agent)
 
     # ---- commands ------------------------------------------------------------------------
 

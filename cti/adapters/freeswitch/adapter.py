@@ -629,6 +629,7 @@ class FreeSwitchAdapter:
             if r.uuid not in self._legs and not r.uuid.startswith("cti-") and r.direction == "inbound":
                 created = datetime.fromtimestamp(r.created_epoch, now.tzinfo) if r.created_epoch else now
                 self._new_inbound(r.uuid, r.cid_num, r.dest, created, 0)
+        await self._adopt_bridged(pairs, {r.uuid: r for r in rows})
         # a BACKGROUND_JOB goes to the socket that sent the bgapi: results of jobs sent on the
         # old connection never come, and `show channels` is now the truth about those legs
         self._jobs.clear()
@@ -657,6 +658,32 @@ class FreeSwitchAdapter:
                     self._on_bridge(call.customer, call.agent_leg, now, 0)
         for leg in [u for u in self._legs if u not in alive]:
             await self._on_hangup(leg, "", now, 0)
+
+    async def _adopt_bridged(self, pairs: dict[str, str], rows: dict[str, wire.ShowChannel]) -> None:
+        """After a restart our own legs are strangers: rebuild connected calls from the
+        bridged pairs (`show calls`), so they end as answered calls, not abandoned ones."""
+        for a, b in pairs.items():
+            if a.startswith("cti-o-") and b.startswith("cti-c-") and a not in self._calls:
+                call = _Call(pcid=a, call_id=a.removeprefix("cti-o-"), direction=Direction.OUTBOUND, customer=b,
+                             agent_leg=a, agent=await self._getvar(a, "cti_agent"),
+                             to_number=self._number(rows[b].dest) if b in rows else None)
+                self._calls[a] = call
+                self._legs[a] = (a, "origin")
+                self._legs[b] = (a, "customer")
+                continue
+            call = self._calls.get(a)
+            if (call is None or call.direction is not Direction.INBOUND or call.agent_leg is not None
+                    or not b.startswith("cti-a-") or b in self._legs):
+                continue
+            call.agent_leg = b
+            call.agent = await self._getvar(b, "cti_agent")
+            call.ringing_legs[b] = call.agent or ""
+            self._legs[b] = (a, "agent")
+            log.info("esl_call_adopted", provider=self.name, call=a, agent=call.agent)
+
+    async def _getvar(self, leg: str, name: str) -> str | None:
+        value = (await self._api(f"uuid_getvar {leg} {name}")).strip()
+        return None if not value or value.startswith("-ERR") or value == "_undef_" else value
 
     # ---- commands ------------------------------------------------------------------------
 
@@ -704,7 +731,8 @@ class FreeSwitchAdapter:
         self._legs[pcid] = (pcid, "origin")
         self._emit(call, EventKind.CREATED, self.clock.now())
         variables = {"origination_uuid": pcid, "originate_timeout": cmd.timeout_s,
-                     "origination_caller_id_number": cmd.to_number, "cti_call_id": cmd.call_id}
+                     "origination_caller_id_number": cmd.to_number, "cti_call_id": cmd.call_id,
+                     "cti_agent": call.agent or ""}
         try:
             await self._bgapi(wire.originate(cmd.agent_endpoint, "&park()", variables), pcid)
         except AdapterError:

@@ -400,6 +400,8 @@ class FakeESL:
             self._later(0.05, lambda: ch.uuid in self.channels and self.emit(
                 "PLAYBACK_STOP", ch, **{"Playback-File-Path": path, "Playback-Status": "done"}))
             return f"+OK Message queued ({uuid.uuid4()})\n"
+        if name == "uuid_getvar":
+            return ch.variables.get(args[1], "_undef_") if ch is not None else "-ERR No such channel!\n"
         if name == "uuid_send_dtmf":
             return "+OK Success\n"
         if name == "uuid_recv_dtmf":
