@@ -411,8 +411,12 @@ def extract_key_facts(sentences: list[Sentence]) -> list[str]:
             kind = (ask.group("kind") or "").lower().rstrip(".")
             label = ask.group("label").lower()
             pending_label = label if label == "reference" else f"{label} {kind if kind != 'no' else 'number'}"
-        for rx in (_MONEY, _PERCENT, _DATE, _DURATION):
+        for rx in (_MONEY, _DATE, _DURATION):
             facts += [m.group(0).strip(" ,") for m in rx.finditer(text)]
+        for m in _PERCENT.finditer(text):
+            # "10 percent off" is a discount: say so, whatever words were used
+            fact = re.sub(r"\s+off$", " discount", m.group(0).strip(), flags=re.I)
+            facts.append(fact)
         for m in _QUANTITY.finditer(text):
             noun = m.group("noun").split()[-1].lower()
             if noun not in _QUANTITY_SKIP:

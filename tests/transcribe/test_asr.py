@@ -123,3 +123,21 @@ def test_base_model_parts_are_checked_and_joined(tmp_path: Path) -> None:
     assert (target / "model.bin").stat().st_size == BASE_MODEL_SIZE
     assert {p.name for p in target.iterdir()} >= {"model.bin", "config.json", "tokenizer.json", "vocabulary.txt"}
     assert assemble_base_model(tmp_path) == target  # second time: already there, verified
+    # the multilingual model accepts French (tiny.en refuses it, see above)
+    from cti.transcribe.asr import FasterWhisperRecognizer
+
+    assert FasterWhisperRecognizer("base", language="fr", cache_dir=tmp_path).language == "fr"
+
+
+def test_tampered_base_part_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cti.transcribe import asr
+
+    pkg = tmp_path / "site" / "fake_whisper_part"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "model.bin.part1").write_bytes(b"not the published bytes")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(asr, "BASE_PARTS", (("fake_whisper_part", "model.bin.part1", "0" * 64),))
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        asr.assemble_base_model(tmp_path / "cache")
+    assert not (tmp_path / "cache" / "whisper-base" / "model.bin").exists()

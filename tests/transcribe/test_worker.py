@@ -134,12 +134,21 @@ async def _lag_zero(bus, stream: str, group: str) -> bool:
     return await bus.lag(stream, group) == 0
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
+@pytest.mark.parametrize("backend", ["memory+sqlite", "redis+postgres"])
 async def test_corrupt_recording_fails_clearly_dead_letters_and_worker_goes_on(
     backend: str, recognizer, engine, tmp_path, request
 ) -> None:
     settings = settings_for(tmp_path)
-    url = "memory://" if backend == "memory" else request.getfixturevalue("redis_url")
+    url = "memory://"
+    if backend == "redis+postgres":
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        from cti.store import tables
+
+        url = request.getfixturevalue("redis_url")
+        engine = create_async_engine(request.getfixturevalue("pg_url"))
+        async with engine.begin() as conn:
+            await conn.run_sync(tables.metadata.create_all)
     bus = open_bus(url, **BUS_OPTS)
     await bus.start()
     crm = FakeCrm()
@@ -174,6 +183,8 @@ async def test_corrupt_recording_fails_clearly_dead_letters_and_worker_goes_on(
         assert [n[0] for n in crm.notes] == [ids["good"]]
     finally:
         await bus.close()
+        if backend == "redis+postgres":
+            await engine.dispose()
 
 
 async def test_crm_failure_retries_only_the_push(recognizer, engine, tmp_path) -> None:
