@@ -97,6 +97,7 @@ class ActivityWriter:
         jitter: float = 0.1,
         poll_s: float = 1.0,
         push_timeout_s: float = 15.0,
+        on_change: Any = None,
     ) -> None:
         self.engine = engine
         self.crm = crm
@@ -112,6 +113,9 @@ class ActivityWriter:
         self._next_try: dict[str, float] = {}  # call_id -> monotonic time of the next attempt
         self._locks: dict[str, asyncio.Lock] = {}
         self._pending_wrap: dict[str, dict[str, Any]] = {}
+        # called with (from_number, to_number, contact_id) when an activity changes, so
+        # caches of the customer's history (ScreenPop.invalidate_history) can drop it
+        self.on_change = on_change
 
     # ------------------------------------------------------------------ writes
 
@@ -135,6 +139,7 @@ class ActivityWriter:
             async with self.engine.begin() as conn:
                 await upsert_activity(conn, act, self.tenant, self.clock.now())
             log.info("activity_recorded", call_id=call.call_id, contact_id=act.contact_id)
+            self._changed(act.from_number, act.to_number, act.contact_id)
             ok = (await self._sync(call.call_id)).ok
         self._release(call.call_id, ok)
         return ok
@@ -157,9 +162,26 @@ class ActivityWriter:
             if not res.rowcount:
                 self._pending_wrap[call_id] = {"disposition": disposition, "notes": notes}
                 return False
+            async with self.engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(activities.c.from_number, activities.c.to_number, activities.c.contact_id).where(
+                            activities.c.call_id == call_id
+                        )
+                    )
+                ).first()
+            if row is not None:
+                self._changed(row.from_number, row.to_number, row.contact_id)
             self._next_try.pop(call_id, None)
             await self._sync(call_id)
             return True
+
+    def _changed(self, *keys: str | None) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(*keys)
+            except Exception:
+                log.exception("activity_on_change_failed")
 
     async def on_summary(self, call_id: str, transcript_text: str, summary: dict[str, Any] | None) -> None:
         """Attach a transcript summary to the activity and the CRM (idempotent)."""

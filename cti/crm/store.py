@@ -3,6 +3,7 @@ and read the last calls with a customer (the pop's history), whatever CRM is con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -96,14 +97,25 @@ def _history_row(r: Any) -> dict[str, Any]:
 
 
 async def local_history(
-    engine: AsyncEngine, key: str, limit: int = 5, *, tenant: str = "default", exclude_call: str | None = None
+    engine: AsyncEngine,
+    key: str | Sequence[str],
+    limit: int = 5,
+    *,
+    tenant: str = "default",
+    exclude_call: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """(last calls, last summary) for an E.164 number (starts with '+') or a contact id."""
+    """(last calls, last summary) for E.164 numbers (start with '+') and/or contact ids, in one query."""
     a = activities
-    if key.startswith("+"):
-        cond = sa.or_(a.c.from_number == key, a.c.to_number == key)
-    else:
-        cond = a.c.contact_id == key
+    keys = [key] if isinstance(key, str) else [k for k in key if k]
+    conds = []
+    for k in keys:
+        if k.startswith("+"):
+            conds += [a.c.from_number == k, a.c.to_number == k]
+        else:
+            conds.append(a.c.contact_id == k)
+    if not conds:
+        return [], None
+    cond = sa.or_(*conds)
     q = sa.select(a).where(a.c.tenant == tenant, cond)
     if exclude_call:
         q = q.where(a.c.call_id != exclude_call)
@@ -115,9 +127,7 @@ async def local_history(
             # the transcription stage may have written the summary only on the transcript
             t = await conn.execute(
                 sa.select(transcripts.c.summary)
-                .where(
-                    transcripts.c.call_id.in_([r.call_id for r in rows]), transcripts.c.summary.is_not(None)
-                )
+                .where(transcripts.c.call_id.in_([r.call_id for r in rows]), transcripts.c.summary.is_not(None))
                 .order_by(transcripts.c.updated_at.desc())
                 .limit(1)
             )

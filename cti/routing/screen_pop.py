@@ -90,6 +90,8 @@ class _CallInfo:
     status: str | None = None  # lookup status once known
     matches: list[Contact] = field(default_factory=list)
     lookup_started: bool = False
+    stopped: set[str] = field(default_factory=set)  # agents whose leg stopped ringing
+    answered_by: str | None = None
 
 
 class ScreenPop:
@@ -102,6 +104,7 @@ class ScreenPop:
         publish: Publish,
         rules: Rules | None = None,
         history_limit: int = 5,
+        history_ttl_s: float = 30.0,
     ) -> None:
         self.lookup = crm_lookup
         self.engine = engine
@@ -109,6 +112,13 @@ class ScreenPop:
         self.publish = publish
         self.rules = _as_callable(rules) if rules is not None else rules_from_settings(settings)
         self.history_limit = history_limit
+        # Last calls are cached briefly: the history query is the slowest part of a pop.
+        # Entries go when a call with that number ends (and for a while after, until its
+        # activity is written) and when the activity writer reports a change.
+        self.history_ttl_s = history_ttl_s
+        self._hist: dict[tuple[str, ...], tuple[float, list[dict[str, Any]], dict[str, Any] | None]] = {}
+        self._hist_index: dict[str, set[tuple[str, ...]]] = {}
+        self._hist_dirty: dict[str, float] = {}
         self.region = settings.site.default_region
         self._agents = {a.id: a for a in settings.agents}
         self._queues = {q.name: q for q in settings.queues}
@@ -117,7 +127,8 @@ class ScreenPop:
         self._popping: set[tuple[str, str]] = set()
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque(maxlen=100_000)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # pending-lookup updates
+        self._pop_tasks: set[asyncio.Task[None]] = set()  # pops being built
 
     # ------------------------------------------------------------------ events
 
@@ -133,6 +144,11 @@ class ScreenPop:
             return
         if ev.kind is EventKind.ENDED:
             self._remember(f"ended:{ev.call_id}")
+            info = self._calls.get(ev.call_id)
+            keys = [phone.normalize(customer_number(ev.direction, ev.from_number, ev.to_number), self.region)]
+            if info is not None:
+                keys += [self._number(info), *(m.id for m in info.matches)]
+            self.invalidate_history(*keys, settle_s=10.0)
             self._forget(ev.call_id)
             return
         if f"ended:{ev.call_id}" in self._seen:
@@ -144,22 +160,44 @@ class ScreenPop:
         info.to_number = ev.to_number or info.to_number
         info.queue = ev.queue or info.queue
         if ev.kind is EventKind.NO_ANSWER and ev.agent:
+            info.stopped.add(ev.agent)
             self._pops.pop((ev.call_id, ev.agent), None)
         elif ev.kind is EventKind.ANSWERED and ev.agent:
             # ring-all: the others' phones stopped ringing, their pops go
+            info.answered_by = ev.agent
             for key in [k for k in self._pops if k[0] == ev.call_id and k[1] != ev.agent]:
                 del self._pops[key]
         elif ev.kind is EventKind.TRANSFERRED and ev.agent:
+            info.stopped.add(ev.agent)
             self._pops.pop((ev.call_id, ev.agent), None)
         elif ev.kind is EventKind.RINGING and ev.agent:
-            await self._ringing(ev, info)
+            key = (ev.call_id, ev.agent)
+            if ev.event_id in self._seen or key in self._pops or key in self._popping:
+                return  # the same ringing twice pops once
+            self._remember(ev.event_id)
+            self._popping.add(key)
+            info.stopped.discard(ev.agent)  # rung again after a no-answer
+            # each pop is built in its own task: one caller's slow lookup never holds up the
+            # next caller's pop (drain() waits for them)
+            self._spawn(self._ringing(ev, info, key), self._pop_tasks)
 
-    async def _ringing(self, ev: CallEvent, info: _CallInfo) -> None:
-        key = (ev.call_id, ev.agent or "")
-        if ev.event_id in self._seen or key in self._pops or key in self._popping:
-            return  # the same ringing twice pops once
-        self._remember(ev.event_id)
-        self._popping.add(key)
+    def _spawn(self, coro: Any, into: set[asyncio.Task[None]]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        into.add(task)
+        task.add_done_callback(into.discard)
+
+    async def drain(self) -> None:
+        """Wait until the pops of the events seen so far are published (tests, shutdown)."""
+        while self._pop_tasks:
+            await asyncio.gather(*list(self._pop_tasks), return_exceptions=True)
+
+    def _still_ringing(self, call_id: str, agent: str) -> bool:
+        info = self._calls.get(call_id)
+        return (
+            info is not None and agent not in info.stopped and (info.answered_by is None or info.answered_by == agent)
+        )
+
+    async def _ringing(self, ev: CallEvent, info: _CallInfo, key: tuple[str, str]) -> None:
         try:
             number = self._number(info)
             later = None
@@ -172,18 +210,19 @@ class ScreenPop:
             if status != PENDING:
                 info.status, info.matches = status, matches
             msg = await self.build(ev.call_id, key[1], info, status, matches, update=False)
-            if ev.call_id not in self._calls:
-                return  # the call ended while we were looking up
+            if not self._still_ringing(*key):
+                return  # answered elsewhere, stopped ringing or ended while we looked up
             self._pops[key] = msg
+        except Exception:
+            log.exception("screen_pop_failed", call_id=ev.call_id, agent=key[1])
+            return
         finally:
             self._popping.discard(key)
         await self.publish(msg)
         log.info("screen_pop_sent", call_id=ev.call_id, agent=key[1], lookup=status, matches=len(matches))
         if later is not None and not info.lookup_started:
             info.lookup_started = True
-            task = asyncio.get_running_loop().create_task(self._update_later(ev.call_id, later))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._update_later(ev.call_id, later), self._tasks)
 
     async def _update_later(self, call_id: str, later: asyncio.Future[tuple[str, list[Contact]]]) -> None:
         status, matches = await later
@@ -252,26 +291,52 @@ class ScreenPop:
         self, call_id: str, number: str | None, contact: Contact | None, tenant: str
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         try:
-            rows: dict[str, dict[str, Any]] = {}
-            summary = None
             keys = [
                 k
                 for k in (
-                    (contact.id if contact and contact.kind == "contact" else None),
+                    contact.id if contact and contact.kind == "contact" else None,
                     number if number and number.startswith("+") else None,
                 )
                 if k
             ]
-            for key in keys:
-                got, s = await local_history(self.engine, key, self.history_limit, tenant=tenant, exclude_call=call_id)
-                summary = summary or s
-                for r in got:
-                    rows.setdefault(r["call_id"], r)
-            ordered = sorted(rows.values(), key=lambda r: r["at"] or "", reverse=True)[: self.history_limit]
-            return ordered, summary
+            return await self._cached_history(tuple(sorted(keys)), call_id, tenant)
         except Exception:
             log.exception("screen_pop_history_failed", call_id=call_id)
             return [], None
+
+    async def _cached_history(
+        self, keys: tuple[str, ...], call_id: str, tenant: str
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        now = self.lookup.clock.monotonic()
+        hit = self._hist.get(keys)
+        if hit is not None and hit[0] > now:
+            rows = [r for r in hit[1] if r["call_id"] != call_id]
+            return rows[: self.history_limit], hit[2]
+        # one more row than shown, so the cached answer still has enough after excluding a call
+        rows, summary = await local_history(self.engine, list(keys), self.history_limit + 1, tenant=tenant)
+        if self.history_ttl_s > 0 and not any(self._hist_dirty.get(k, 0.0) > now for k in keys):
+            if len(self._hist) >= 50_000:
+                self._hist.clear()
+                self._hist_index.clear()
+            self._hist[keys] = (now + self.history_ttl_s, rows, summary)
+            for k in keys:
+                self._hist_index.setdefault(k, set()).add(keys)
+        rows = [r for r in rows if r["call_id"] != call_id]
+        return rows[: self.history_limit], summary
+
+    def invalidate_history(self, *keys: str | None, settle_s: float = 0.0) -> None:
+        """Forget cached last calls for these numbers / contact ids (and do not cache them
+        for `settle_s` seconds: the activity of a call that just ended is being written)."""
+        now = self.lookup.clock.monotonic()
+        for k in keys:
+            if not k:
+                continue
+            for entry in self._hist_index.pop(k, ()):
+                self._hist.pop(entry, None)
+            if settle_s > 0:
+                self._hist_dirty[k] = now + settle_s
+        if len(self._hist_dirty) > 10_000:
+            self._hist_dirty = {k: t for k, t in self._hist_dirty.items() if t > now}
 
     def _priority(self, matches: list[Contact]) -> tuple[int, list[str]]:
         try:
@@ -340,6 +405,7 @@ class ScreenPop:
         self._seen.add(event_id)
 
     async def close(self) -> None:
-        for t in list(self._tasks):
+        tasks = [*self._tasks, *self._pop_tasks]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

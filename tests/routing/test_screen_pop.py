@@ -106,6 +106,12 @@ def event(call_id: str, kind: EventKind, agent: str | None = None) -> CallEvent:
     )
 
 
+async def fire(pop: ScreenPop, ev: CallEvent) -> None:
+    """Feed one event and wait for the pop it causes (pops are built in their own tasks)."""
+    await pop.on_event(ev)
+    await pop.drain()
+
+
 def make_pop(engine, crm, timeout=0.2, rules=None):
     sent: list[dict] = []
 
@@ -119,7 +125,7 @@ def make_pop(engine, crm, timeout=0.2, rules=None):
 async def test_one_match_pops_the_contact_card_with_script_and_priority(engine):
     rules = lambda c: (50, ["vip"]) if c and c.fields.get("account.won_amount_24m", 0) >= 50000 else (0, [])  # noqa: E731
     pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE]}), rules=rules)
-    await pop.on_event(ringing("call-1", "alice"))
+    await fire(pop, ringing("call-1", "alice"))
     (msg,) = sent
     assert msg["type"] == "screen_pop" and msg["agent"] == "alice" and msg["call_id"] == "call-1"
     assert msg["lookup"] == "ok" and msg["update"] is False
@@ -134,7 +140,7 @@ async def test_one_match_pops_the_contact_card_with_script_and_priority(engine):
 
 async def test_several_matches_give_a_chooser(engine):
     pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE, PAUL]}))
-    await pop.on_event(ringing("call-1", "alice"))
+    await fire(pop, ringing("call-1", "alice"))
     (msg,) = sent
     assert msg["contact"] is None and [m["id"] for m in msg["matches"]] == ["c-1", "c-4"]
     assert msg["new_contact"] is None
@@ -143,7 +149,7 @@ async def test_several_matches_give_a_chooser(engine):
 
 async def test_unknown_caller_gets_a_prefilled_new_contact_form(engine):
     pop, sent = make_pop(engine, FakeCrm({}))
-    await pop.on_event(ringing("call-1", "alice", number="0698765432"))
+    await fire(pop, ringing("call-1", "alice", number="0698765432"))
     (msg,) = sent
     assert msg["matches"] == [] and msg["contact"] is None
     assert msg["new_contact"] == {"phone": "+33698765432"}
@@ -152,7 +158,7 @@ async def test_unknown_caller_gets_a_prefilled_new_contact_form(engine):
 async def test_slow_crm_pops_at_once_as_pending_then_sends_an_update(engine):
     crm = FakeCrm({"+33612345678": [CLAIRE]}, delay=1)
     pop, sent = make_pop(engine, crm, timeout=0.05)
-    await asyncio.wait_for(pop.on_event(ringing("call-1", "alice")), 1)
+    await asyncio.wait_for(fire(pop, ringing("call-1", "alice")), 1)  # does not wait for the CRM
     assert [(m["lookup"], m["update"]) for m in sent] == [("pending", False)]
     assert sent[0]["contact"] is None and sent[0]["new_contact"] is None
     crm.release.set()
@@ -167,7 +173,7 @@ async def test_slow_crm_pops_at_once_as_pending_then_sends_an_update(engine):
 
 async def test_failing_crm_pops_with_lookup_failed(engine):
     pop, sent = make_pop(engine, FakeCrm({}, fail=True))
-    await pop.on_event(ringing("call-1", "alice"))
+    await fire(pop, ringing("call-1", "alice"))
     (msg,) = sent
     assert msg["lookup"] == "failed" and msg["matches"] == [] and msg["new_contact"] is None
 
@@ -175,7 +181,7 @@ async def test_failing_crm_pops_with_lookup_failed(engine):
 async def test_failing_slow_crm_updates_the_pending_pop_to_failed(engine):
     crm = FakeCrm({}, delay=1, fail=True)
     pop, sent = make_pop(engine, crm, timeout=0.02)
-    await pop.on_event(ringing("call-1", "alice"))
+    await fire(pop, ringing("call-1", "alice"))
     crm.release.set()
     for _ in range(100):
         if len(sent) == 2:
@@ -188,37 +194,37 @@ async def test_the_same_ringing_event_twice_pops_once(engine):
     pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE]}))
     ev = ringing("call-1", "alice")
     await asyncio.gather(pop.on_event(ev), pop.on_event(ev))
-    await pop.on_event(ev)
+    await fire(pop, ev)
     assert len(sent) == 1
 
 
 async def test_ring_all_pops_every_agent_with_one_crm_lookup_and_clears_the_others_on_answer(engine):
     crm = FakeCrm({"+33612345678": [CLAIRE]})
     pop, sent = make_pop(engine, crm)
-    await pop.on_event(ringing("call-1", "alice"))
-    await pop.on_event(ringing("call-1", "bob"))
+    await fire(pop, ringing("call-1", "alice"))
+    await fire(pop, ringing("call-1", "bob"))
     assert sorted(m["agent"] for m in sent) == ["alice", "bob"]
     assert crm.calls == ["+33612345678"]
-    await pop.on_event(event("call-1", EventKind.ANSWERED, "bob"))
+    await fire(pop, event("call-1", EventKind.ANSWERED, "bob"))
     assert pop.pops_for("alice") == [] and len(pop.pops_for("bob")) == 1
-    await pop.on_event(event("call-1", EventKind.ENDED))
+    await fire(pop, event("call-1", EventKind.ENDED))
     assert pop.pops_for("bob") == []
-    await pop.on_event(ringing("call-1", "carol"))  # late event of a finished call
+    await fire(pop, ringing("call-1", "carol"))  # late event of a finished call
     assert len(sent) == 2
 
 
 async def test_no_answer_clears_that_agents_pop(engine):
     pop, _ = make_pop(engine, FakeCrm({}))
-    await pop.on_event(ringing("call-1", "alice"))
-    await pop.on_event(event("call-1", EventKind.NO_ANSWER, "alice"))
+    await fire(pop, ringing("call-1", "alice"))
+    await fire(pop, event("call-1", EventKind.NO_ANSWER, "alice"))
     assert pop.pops_for("alice") == []
 
 
 async def test_cached_lookup_serves_the_second_call_without_asking_the_crm(engine):
     crm = FakeCrm({"+33612345678": [CLAIRE]})
     pop, _ = make_pop(engine, crm)
-    await pop.on_event(ringing("call-1", "alice"))
-    await pop.on_event(ringing("call-2", "alice"))
+    await fire(pop, ringing("call-1", "alice"))
+    await fire(pop, ringing("call-2", "alice"))
     assert crm.calls == ["+33612345678"]
 
 
@@ -240,7 +246,7 @@ async def test_history_and_last_summary_come_from_the_local_store(engine):
             )
             await upsert_activity(conn, act, "default", T0 - timedelta(days=2 - i))
     pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE]}))
-    await pop.on_event(ringing("call-1", "alice"))
+    await fire(pop, ringing("call-1", "alice"))
     (msg,) = sent
     assert [h["call_id"] for h in msg["history"]] == ["old-1", "old-0"]
     assert msg["history"][1]["disposition"] == "resolved" and msg["history"][1]["agent"] == "bob"
@@ -250,7 +256,7 @@ async def test_history_and_last_summary_come_from_the_local_store(engine):
 async def test_anonymous_caller_pops_without_a_lookup(engine):
     crm = FakeCrm({})
     pop, sent = make_pop(engine, crm)
-    await pop.on_event(ringing("call-1", "alice", number="anonymous"))
+    await fire(pop, ringing("call-1", "alice", number="anonymous"))
     assert crm.calls == [] and sent[0]["lookup"] == "ok" and sent[0]["new_contact"] is None
 
 
@@ -275,7 +281,7 @@ async def test_rules_from_settings_boost_vip(engine):
 
     lookup = CachedLookup(FakeCrm({"+33612345678": [CLAIRE]}), ManualClock(), timeout=0.2)
     pop = ScreenPop(lookup, engine, settings, publish=publish)
-    await pop.on_event(ringing("call-1", "alice"))
+    await fire(pop, ringing("call-1", "alice"))
     assert (sent[0]["priority"], sent[0]["priority_reasons"]) == (50, ["vip"])
 
 
@@ -283,16 +289,95 @@ async def test_local_connector_end_to_end(engine):
     crm = LocalConnector(engine)
     await crm.create_contact(phone="06 12 34 56 78", first_name="Claire", last_name="Dubois", account_name="Acme")
     pop, sent = make_pop(engine, crm)
-    await pop.on_event(ringing("call-1", "alice"))
+    await fire(pop, ringing("call-1", "alice"))
     assert sent[0]["contact"]["name"] == "Claire Dubois"
 
 
 async def test_chosen_contact_replaces_the_chooser_in_later_snapshots(engine):
     pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE, PAUL]}))
-    await pop.on_event(ringing("call-1", "alice"))
+    await fire(pop, ringing("call-1", "alice"))
     chosen = pop.match_for("call-1", "c-4")
     assert chosen is PAUL
     pop.attach_contact("call-1", chosen)
     (snap,) = pop.pops_for("alice")
     assert snap["contact"]["id"] == "c-4" and snap["matches"] == [snap["contact"]] and snap["new_contact"] is None
     assert sent[0]["contact"] is None  # what was already sent is not rewritten
+
+
+class PerNumberCrm:
+    """Slow for one number only."""
+
+    name = "fake"
+
+    def __init__(self, slow: str) -> None:
+        self.slow = slow
+        self.release = asyncio.Event()
+
+    async def lookup(self, e164: str) -> list[Contact]:
+        if e164 == self.slow:
+            await self.release.wait()
+        return [CLAIRE] if e164 == "+33612345678" else []
+
+
+async def test_a_slow_lookup_does_not_hold_up_the_next_callers_pop(engine):
+    crm = PerNumberCrm(slow="+33698765432")
+    pop, sent = make_pop(engine, crm, timeout=5)  # long timeout: the first pop waits for its CRM
+    await pop.on_event(ringing("call-slow", "bob", number="+33698765432"))
+    await pop.on_event(ringing("call-fast", "alice"))
+    for _ in range(200):
+        if sent:
+            break
+        await asyncio.sleep(0.01)
+    assert [m["call_id"] for m in sent] == ["call-fast"]
+    crm.release.set()
+    await pop.drain()
+    assert [m["call_id"] for m in sent] == ["call-fast", "call-slow"]
+
+
+async def test_answered_elsewhere_while_looking_up_sends_no_stale_pop(engine):
+    crm = PerNumberCrm(slow="+33698765432")
+    pop, sent = make_pop(engine, crm, timeout=5)
+    await pop.on_event(ringing("call-1", "alice", number="+33698765432"))
+    await pop.on_event(ringing("call-1", "bob", number="+33698765432"))
+    await pop.on_event(event("call-1", EventKind.ANSWERED, "bob"))
+    crm.release.set()
+    await pop.drain()
+    assert [m["agent"] for m in sent] == ["bob"]
+    assert pop.pops_for("alice") == []
+
+
+async def test_history_cache_is_dropped_when_a_call_with_that_number_ends_or_changes(engine):
+    from cti.calls.activity import ActivityWriter
+    from cti.model import Call, CallState
+
+    pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE]}))
+    await fire(pop, ringing("call-1", "alice"))
+    assert sent[-1]["history"] == []
+    await fire(pop, event("call-1", EventKind.ENDED))
+    writer = ActivityWriter(engine, FakeLogCrm(), ManualClock(), on_change=pop.invalidate_history)
+    call = Call(
+        call_id="call-1",
+        tenant="default",
+        provider="sim",
+        provider_call_id="call-1",
+        direction=Direction.INBOUND,
+        state=CallState.ENDED,
+        from_number="+33612345678",
+        to_number="+33170000000",
+        agent="alice",
+        outcome=Outcome.ANSWERED,
+    )
+    await writer.on_call(call)
+    await fire(pop, ringing("call-2", "alice"))
+    assert [h["call_id"] for h in sent[-1]["history"]] == ["call-1"]
+    assert sent[-1]["history"][0]["disposition"] is None
+    await writer.wrap_up("call-1", "resolved", None)  # on_change drops the cached history
+    await fire(pop, ringing("call-3", "bob"))
+    assert sent[-1]["history"][0]["disposition"] == "resolved"
+
+
+class FakeLogCrm:
+    name = "fake"
+
+    async def log_activity(self, activity: Activity) -> str:
+        return activity.call_id

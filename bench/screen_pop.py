@@ -1,0 +1,358 @@
+"""Screen-pop latency: provider ringing event -> pop received by the agent's WebSocket.
+
+Two server modes, each in its own process, measured the same way by the same clients:
+
+- `pipeline`: the real path — the ringing `CallEvent` is published on the event bus
+  (memory backend), consumed by `ScreenPop` (CRM lookup through `CachedLookup` over the
+  local SQL directory, cache warm; history query; script filling; priority rules), the
+  pop goes to the POPS stream, the WebSocket consumer hands it to the real `Hub`, whose
+  per-connection writer sends it to the agent's browser socket.
+- `floor`: a bare aiohttp WebSocket push of a similar message to the same agent's socket
+  (no bus, no lookup, no hub): what the machine and aiohttp cost by themselves.
+
+The bench process opens one WebSocket per agent (1,000 by default), then injects
+ringing events at a fixed rate (100 calls/s) through a control socket; latency is from
+just before the injection is sent to the pop's arrival at the agent's client.
+Targets: pipeline p99 <= 3x floor p99 and <= 20 ms.
+
+    .venv/bin/python bench/screen_pop.py            # 1,000 agents, 100 calls/s, 10 s
+    .venv/bin/python bench/screen_pop.py --quick    # 300 agents, 100 calls/s, 3 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+N_CONTACTS = 2000
+
+
+def contact_number(i: int) -> str:
+    return f"+3361{i:07d}"
+
+
+# ------------------------------------------------------------------------------------ server side
+
+
+async def build_pipeline(agents: int, db_path: str) -> tuple[Any, Any]:
+    """The real components wired as cti.app wires them; returns (hub, inject(agent, call_id, number))."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from cti.bus import streams as S
+    from cti.bus.memory import MemoryBus
+    from cti.clock import SystemClock
+    from cti.config import Settings
+    from cti.crm.cache import CachedLookup
+    from cti.crm.local import LocalConnector, import_csv
+    from cti.model import CallEvent, Direction, EventKind, make_event_id
+    from cti.routing.screen_pop import ScreenPop
+    from cti.store.tables import metadata
+    from cti.web.ws import Hub
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{db_path}")
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    csv_path = Path(db_path).with_suffix(".csv")
+    with csv_path.open("w") as f:
+        f.write("id,first_name,last_name,email,phone,mobile,role,account_id,account_name,owner\n")
+        for i in range(N_CONTACTS):
+            f.write(f"c{i},First{i},Last{i},c{i}@example.com,{contact_number(i)},,Buyer,a{i % 50},Account {i % 50},\n")
+    await import_csv(engine, csv_path, None, "FR")
+    settings = Settings.model_validate(
+        {
+            "agents": [{"id": f"agent{i}", "name": f"Agent {i}"} for i in range(agents)],
+            "queues": [
+                {"name": "support", "script": "Hello {contact.first_name}, {agent.first_name} from {account.name}."}
+            ],
+            "priority_rules": [{"name": "vip", "when": "contact.role in ['CEO', 'CFO']", "boost": 50}],
+        }
+    )
+    bus = MemoryBus()
+    await bus.start()
+    hub = Hub(queue_max=256)
+    lookup = CachedLookup(LocalConnector(engine), SystemClock(), ttl=3600, negative_ttl=3600, timeout=0.5)
+
+    async def publish(msg: dict[str, Any]) -> None:
+        await bus.publish(S.POPS, msg)
+
+    pop = ScreenPop(lookup, engine, settings, publish=publish)
+    if os.environ.get("BENCH_NO_HISTORY"):  # diagnosis only: what the history query costs
+
+        async def no_history(*_a: Any, **_k: Any) -> tuple[list[Any], None]:
+            return [], None
+
+        pop._history = no_history  # type: ignore[method-assign]
+
+    async def on_events(batch: list[Any]) -> None:
+        for m in batch:
+            await pop.on_event(CallEvent.from_dict(m.data))
+
+    async def on_pops(batch: list[Any]) -> None:
+        for m in batch:
+            hub.to_agent(m.data.get("tenant") or "default", m.data["agent"], m.data)
+
+    tasks = [
+        asyncio.create_task(bus.consume(S.EVENTS, "pop", "n1", on_events)),
+        asyncio.create_task(bus.consume(S.POPS, "ws", "n1", on_pops, from_start=False)),
+    ]
+
+    async def inject(agent: str, call_id: str, number: str) -> None:
+        now = time.time()
+        ev = CallEvent(
+            event_id=make_event_id("bench", call_id, "ringing", agent),
+            provider="bench",
+            provider_call_id=call_id,
+            call_id=call_id,
+            kind=EventKind.RINGING,
+            occurred_at=__import__("datetime").datetime.fromtimestamp(now, __import__("datetime").UTC),
+            agent=agent,
+            queue="support",
+            direction=Direction.INBOUND,
+            from_number=number,
+            to_number="+33170000100",
+        )
+        await bus.publish(S.EVENTS, ev.to_dict())
+
+    hub._bench_tasks = tasks  # type: ignore[attr-defined]  # kept alive with the hub
+    return hub, inject
+
+
+async def serve(mode: str, port: int, agents: int) -> None:
+    from aiohttp import web
+
+    from cti.model import Role
+    from cti.web.auth import Principal
+
+    tmp = tempfile.mkdtemp(prefix="bench-pop-")
+    sockets: dict[str, web.WebSocketResponse] = {}
+    if mode == "pipeline":
+        hub, inject = await build_pipeline(agents, os.path.join(tmp, "cti.db"))
+    else:
+        hub = None
+
+        async def inject(agent: str, call_id: str, number: str) -> None:
+            ws = sockets.get(agent)
+            if ws is not None:
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "type": "screen_pop",
+                            "call_id": call_id,
+                            "agent": agent,
+                            "from_number": number,
+                            "lookup": "ok",
+                            "update": False,
+                        }
+                    )
+                )
+
+    async def snapshot(p: Any) -> dict[str, Any]:
+        return {"type": "snapshot", "me": {"user": p.user}, "calls": [], "pops": []}
+
+    async def ws_handler(request: web.Request) -> web.StreamResponse:
+        agent = request.query["agent"]
+        if hub is not None:
+            return await hub.serve(request, Principal(user=agent, role=Role.AGENT), snapshot)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"type": "snapshot"}))
+        sockets[agent] = ws
+        async for _ in ws:
+            pass
+        sockets.pop(agent, None)
+        return ws
+
+    async def control(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            d = json.loads(msg.data)
+            await inject(d["agent"], d["call_id"], d["number"])
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/control", control)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+
+
+# ------------------------------------------------------------------------------------ client side
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def measure(mode: str, agents: int, rate: float, duration: float) -> dict[str, Any]:
+    import aiohttp
+
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
+        [sys.executable, __file__, "--serve", mode, "--port", str(port), "--agents", str(agents)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(ROOT),
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.to_thread(proc.stdout.readline)
+        if "READY" not in line:
+            raise RuntimeError(f"{mode} server did not start: {line!r}")
+        sent: dict[str, float] = {}
+        lat: list[float] = []
+        got = asyncio.Event()
+        conn = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=conn) as session:
+
+            async def client(agent: str) -> None:
+                async with session.ws_connect(f"http://127.0.0.1:{port}/ws?agent={agent}", heartbeat=None) as ws:
+                    async for msg in ws:
+                        t = time.perf_counter()
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        if '"screen_pop"' not in msg.data:
+                            continue
+                        cid = json.loads(msg.data)["call_id"]
+                        t0 = sent.pop(cid, None)
+                        if t0 is not None and not cid.startswith("warm"):
+                            lat.append((t - t0) * 1000)
+                            got.set()
+
+            names = [f"agent{i}" for i in range(agents)]
+            clients = []
+            for i in range(0, agents, 100):  # connect in waves: do not measure the accept backlog
+                clients += [asyncio.create_task(client(a)) for a in names[i : i + 100]]
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            async with session.ws_connect(f"http://127.0.0.1:{port}/control") as ctl:
+
+                async def ring(call_id: str, agent: str, number: str) -> None:
+                    sent[call_id] = time.perf_counter()
+                    await ctl.send_str(json.dumps({"agent": agent, "call_id": call_id, "number": number}))
+
+                # warm-up: every caller looked up once (the cache is warm during the run)
+                for i in range(N_CONTACTS):
+                    await ring(f"warm{i}", names[i % agents], contact_number(i))
+                    if i % 200 == 0:
+                        await asyncio.sleep(0.05)
+                # let the warm-up drain: the measured run starts on an idle server
+                deadline = time.perf_counter() + 120
+                while any(k.startswith("warm") for k in sent) and time.perf_counter() < deadline:
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.5)
+                rnd = random.Random(7)
+                total = int(rate * duration)
+                start = time.perf_counter()
+                for n in range(total):
+                    target = start + n / rate
+                    delay = target - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await ring(f"call{n}", rnd.choice(names), contact_number(rnd.randrange(N_CONTACTS)))
+                deadline = time.perf_counter() + 5
+                while len(lat) < total and time.perf_counter() < deadline:
+                    got.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(got.wait(), 0.5)
+            for c in clients:
+                c.cancel()
+            await asyncio.gather(*clients, return_exceptions=True)
+        lat.sort()
+        q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
+        return {
+            "mode": mode,
+            "agents": agents,
+            "rate_per_s": rate,
+            "calls": total,
+            "received": len(lat),
+            "p50_ms": round(q[49], 3),
+            "p90_ms": round(q[89], 3),
+            "p99_ms": round(q[98], 3),
+            "max_ms": round(lat[-1], 3) if lat else None,
+        }
+    finally:
+        proc.terminate()
+        with contextlib.suppress(Exception):
+            proc.wait(10)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="300 agents, 3 s")
+    ap.add_argument("--agents", type=int, default=None)
+    ap.add_argument("--rate", type=float, default=100.0, help="calls per second")
+    ap.add_argument("--duration", type=float, default=None, help="seconds of load")
+    ap.add_argument("--serve", choices=["pipeline", "floor"], help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        import logging
+
+        import structlog
+
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+        asyncio.run(serve(args.serve, args.port, args.agents or 1000))
+        return 0
+    agents = args.agents or (300 if args.quick else 1000)
+    duration = args.duration or (3.0 if args.quick else 10.0)
+    rows = [asyncio.run(measure(mode, agents, args.rate, duration)) for mode in ("floor", "pipeline")]
+    floor, pipe = rows
+    ratio = pipe["p99_ms"] / floor["p99_ms"] if floor["p99_ms"] else float("nan")
+    print(
+        f"\nscreen pop latency: {agents} agents connected, {args.rate:g} calls/s for {duration:g} s "
+        f"(CRM cache warm; same machine for server and clients)\n"
+    )
+    print(f"{'path':<10}{'calls':>7}{'recv':>7}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for r in rows:
+        print(
+            f"{r['mode']:<10}{r['calls']:>7}{r['received']:>7}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}"
+            f"{r['p99_ms']:>9.2f}{r['max_ms']:>9.2f}"
+        )
+    ok = pipe["p99_ms"] <= 20 and ratio <= 3
+    print(
+        f"\npipeline p99 / floor p99 = {ratio:.2f} (target <= 3); pipeline p99 {pipe['p99_ms']:.2f} ms "
+        f"(target <= 20): {'OK' if ok else 'MISSED'}"
+    )
+    out = ROOT / "bench" / "results" / "screen_pop.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "agents": agents,
+                "rate_per_s": args.rate,
+                "duration_s": duration,
+                "rows": rows,
+                "p99_ratio": round(ratio, 3),
+                "targets_met": ok,
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
+    print(f"written {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
