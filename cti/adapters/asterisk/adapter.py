@@ -41,6 +41,7 @@ from cti.adapters.asterisk import wire
 from cti.adapters.base import (
     AdapterContext,
     AdapterError,
+    AttendedTransfer,
     BlindTransfer,
     CallNotFound,
     Capability,
@@ -74,6 +75,7 @@ class _Monitor:
     pcid: str
     mode: str
     supervisor: str                # supervisor channel id
+    endpoint: str = ""             # the supervisor's endpoint
     snoop: str | None = None
     bridge: str | None = None
     answered: bool = False
@@ -99,7 +101,10 @@ class _Call:
     transfer_target: str | None = None
     voicemail: bool = False
     voicemail_playback: str | None = None
-    takeover: bool = False
+    released: set[str] = field(default_factory=set)   # agent legs we hung up on purpose
+    consult_leg: str | None = None             # attended transfer: the consulted party's channel
+    consult_target: str | None = None
+    consult_answered: bool = False
     customer_cause: int | None = None
     recordings: list[str] = field(default_factory=list)
     live_recording: str | None = None
@@ -113,7 +118,8 @@ class AsteriskAdapter:
     type: ClassVar[str] = "asterisk"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.CONNECT, Capability.ORIGINATE, Capability.HANGUP, Capability.HOLD,
-        Capability.BLIND_TRANSFER, Capability.RECORD, Capability.RECORD_PAUSE, Capability.PLAY,
+        Capability.BLIND_TRANSFER, Capability.ATTENDED_TRANSFER, Capability.RECORD,
+        Capability.RECORD_PAUSE, Capability.PLAY,
         Capability.VOICEMAIL_DROP, Capability.MONITOR_LISTEN, Capability.MONITOR_WHISPER,
         Capability.MONITOR_BARGE, Capability.TAKEOVER, Capability.DTMF,
     })
@@ -386,6 +392,9 @@ class AsteriskAdapter:
             await self._dial_customer(call)
         elif role == "customer" and call.direction is Direction.OUTBOUND:
             await self._rest(wire.add_channel(call.bridge or f"cti-b-{call.pcid}", ch.id))
+        elif role == "consult" and ch.id == call.consult_leg:
+            call.consult_answered = True
+            await self._rest(wire.add_channel(f"cti-x-{call.pcid}", ch.id))
 
     def _new_inbound(self, ch: wire.AriChannel, at: datetime) -> None:
         if ch.id in self._calls:
@@ -502,15 +511,21 @@ class AsteriskAdapter:
         call = self._calls.get(pcid)
         if call is None:
             return
+        if role == "consult":
+            if channel_id == call.consult_leg and not call.ended:
+                await self._consult_back(call, self._now(call))  # the consulted party left
+            return
         if role == "agent":
             agent = call.ringing_legs.pop(channel_id, None)
+            if channel_id in call.released:
+                return
             if channel_id != call.agent_leg:
                 if not call.ended:
                     self._emit(call, EventKind.NO_ANSWER, at, channel_id, agent=agent,
                                data={"reason": wire.end_cause(cause).value})
                 return
-            # the agent hung up a connected call (not for a voicemail drop or a takeover)
-            if not call.ended and not call.voicemail and not call.takeover and call.customer:
+            # the agent hung up a connected call (not for a voicemail drop)
+            if not call.ended and not call.voicemail and call.customer:
                 await self._quiet(wire.hangup(call.customer))
             return
         if call.direction is Direction.INBOUND:  # the customer's channel is gone
@@ -632,9 +647,6 @@ class AsteriskAdapter:
         try:
             if mon.mode in ("barge", "takeover"):
                 await self._rest(wire.add_channel(call.bridge or "", mon.supervisor))
-                if mon.mode == "takeover":
-                    call.takeover = True
-                    await self._quiet(wire.hangup(call.agent_leg))
             else:
                 mon.snoop = f"cti-p-{mon.session_id}-{uuid.uuid4().hex[:6]}"
                 self._legs[mon.snoop] = (call.pcid, "snoop")
@@ -650,6 +662,21 @@ class AsteriskAdapter:
         mon.started = True
         self._emit(call, EventKind.MONITOR_STARTED, at, mon.session_id, mon.mode,
                    data={"mode": mon.mode, "session_id": mon.session_id})
+        if mon.mode == "takeover":
+            # the supervisor becomes the call's agent; the agent's leg is let go
+            old = call.agent_leg
+            call.released.add(old)
+            self._monitors.pop(mon.session_id, None)
+            call.monitors.pop(mon.session_id, None)
+            mon.started = False
+            call.agent_leg = mon.supervisor
+            self._legs[mon.supervisor] = (call.pcid, "agent")
+            new_agent = self._agent_for(mon.endpoint)
+            self._emit(call, EventKind.TRANSFERRED, at, "takeover", mon.session_id, agent=new_agent,
+                       data={"target": mon.endpoint, "takeover": True})
+            if new_agent:
+                call.agent = new_agent
+            await self._quiet(wire.hangup(old))
 
     async def _undo_media(self, mon: _Monitor) -> None:
         if mon.snoop:
@@ -837,6 +864,73 @@ class AsteriskAdapter:
             raise
         return CommandResult(provider_call_id=call.pcid)
 
+    async def _do_attendedtransfer(self, cmd: AttendedTransfer) -> CommandResult:
+        """consult: the customer waits with music while the agent talks to `target` in a side
+        bridge; complete: the target takes the agent's place; cancel: the agent goes back."""
+        call = self._call(cmd.provider_call_id)
+        if call.agent_leg is None or call.bridge is None or not call.answered:
+            raise AdapterError(f"call {call.pcid} is not connected to an agent")
+        side = f"cti-x-{call.pcid}"
+        if cmd.step == "consult":
+            if call.consult_leg is not None:
+                raise AdapterError(f"call {call.pcid} already has a consultation in progress")
+            leg = f"cti-t-{uuid.uuid4().hex[:10]}"
+            endpoint = cmd.target if "/" in cmd.target else self.dial_template.format(number=cmd.target)
+            self._legs[leg] = (call.pcid, "consult")
+            call.consult_leg, call.consult_target, call.consult_answered = leg, cmd.target, False
+            try:
+                await self._rest(wire.create_bridge(side))
+                await self._rest(wire.add_channel(side, call.agent_leg))  # leaves the customer's bridge
+                await self._rest(wire.bridge_moh(call.bridge, True))
+                self._emit(call, EventKind.HELD, self._now(call), "consult", leg,
+                           data={"reason": "consult", "target": cmd.target})
+                await self._rest(wire.originate(endpoint, self.app, "consult", leg, caller_id=call.from_number))
+            except AdapterError:
+                self._legs.pop(leg, None)
+                await self._consult_back(call, self._now(call))
+                raise
+            return CommandResult(provider_call_id=call.pcid, detail={"consult_leg": leg})
+        if call.consult_leg is None:
+            raise AdapterError(f"call {call.pcid} has no consultation to {cmd.step}")
+        if cmd.step == "cancel":
+            leg = call.consult_leg
+            await self._consult_back(call, self._now(call))
+            self._legs.pop(leg, None)
+            await self._quiet(wire.hangup(leg))
+            return CommandResult(provider_call_id=call.pcid)
+        if cmd.step != "complete":
+            raise AdapterError(f"unknown attended transfer step {cmd.step!r} (consult|complete|cancel)")
+        if not call.consult_answered:
+            raise AdapterError(f"{call.consult_target} has not answered yet")
+        leg, old = call.consult_leg, call.agent_leg
+        await self._rest(wire.add_channel(call.bridge, leg))  # the target joins the customer
+        await self._quiet(wire.bridge_moh(call.bridge, False))
+        now = self._now(call)
+        self._emit(call, EventKind.RESUMED, now, "consult", leg, data={"reason": "consult"})
+        call.released.add(old)
+        new_agent = self._agent_for(call.consult_target or "") or None
+        call.agent_leg, call.consult_leg, call.consult_answered = leg, None, False
+        self._legs[leg] = (call.pcid, "agent")
+        self._emit(call, EventKind.TRANSFERRED, now, "attended", leg, agent=new_agent,
+                   data={"target": call.consult_target, "attended": True})
+        if new_agent:
+            call.agent = new_agent
+        await self._quiet(wire.hangup(old))
+        await self._quiet(wire.destroy_bridge(side))
+        return CommandResult(provider_call_id=call.pcid)
+
+    async def _consult_back(self, call: _Call, at: datetime) -> None:
+        """End a consultation: the agent returns to the customer, the music stops."""
+        leg = call.consult_leg
+        call.consult_leg, call.consult_answered = None, False
+        if leg is None:
+            return
+        if call.bridge and call.agent_leg:
+            await self._quiet(wire.add_channel(call.bridge, call.agent_leg))
+            await self._quiet(wire.bridge_moh(call.bridge, False))
+        self._emit(call, EventKind.RESUMED, at, "consult", leg, data={"reason": "consult"})
+        await self._quiet(wire.destroy_bridge(f"cti-x-{call.pcid}"))
+
     async def _do_record(self, cmd: Record) -> CommandResult:
         call = self._call(cmd.provider_call_id)
         now = self._now(call)
@@ -920,7 +1014,8 @@ class AsteriskAdapter:
             raise AdapterError(f"call {call.pcid} is not connected to an agent; nothing to monitor")
         session = uuid.uuid4().hex[:12]
         sup = f"cti-s-{session}"
-        mon = _Monitor(session_id=session, pcid=call.pcid, mode=cmd.mode, supervisor=sup)
+        mon = _Monitor(session_id=session, pcid=call.pcid, mode=cmd.mode, supervisor=sup,
+                       endpoint=cmd.supervisor_endpoint)
         self._monitors[session] = mon
         call.monitors[session] = mon
         self._legs[sup] = (call.pcid, "supervisor")

@@ -254,6 +254,12 @@ def hold(channel_id: str, on: bool = True) -> Request:
     return Request("POST" if on else "DELETE", f"/channels/{_p(channel_id)}/hold")
 
 
+def bridge_moh(bridge_id: str, on: bool, moh_class: str = "default") -> Request:
+    if on:
+        return Request("POST", f"/bridges/{_p(bridge_id)}/moh", {"mohClass": moh_class})
+    return Request("DELETE", f"/bridges/{_p(bridge_id)}/moh")
+
+
 def snoop(channel_id: str, app: str, app_args: str, snoop_id: str, *, spy: str = "both",
           whisper: str = "none") -> Request:
     return Request("POST", f"/channels/{_p(channel_id)}/snoop",

@@ -420,6 +420,8 @@ class FakeARI:
                 self.bridges[bid].append(cid)
                 self.emit("ChannelEnteredBridge", bridge=self._bj(bid), channel=self._cj(ch))
             return web.Response(status=204)
+        if op == "moh":
+            return web.Response(status=204)
         if op == "removeChannel":
             ch = self.channels.get(q.get("channel", ""))
             if ch is None or ch.bridge != bid:

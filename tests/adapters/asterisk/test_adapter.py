@@ -23,6 +23,7 @@ from cti.metrics import Metrics
 from cti.model import EventKind
 from tests.adapters.asterisk.fake_ari import Behaviour
 from tests.adapters.asterisk.harness import eventually, make_adapter, running
+from tests.conformance.scenarios import normalize
 
 pytestmark = pytest.mark.timeout(30)
 FIX = Path(__file__).parent / "fixtures"
@@ -74,8 +75,6 @@ async def test_unsupported_commands_raise_instead_of_doing_nothing() -> None:
     adapter = make_adapter("http://127.0.0.1:9")
     with pytest.raises(Unsupported, match="answer"):
         await adapter.execute(Answer("x", "alice"))
-    with pytest.raises(Unsupported, match="attended_transfer"):
-        await adapter.execute(AttendedTransfer("x", "+33612345678"))
 
 
 async def _answered(fake, adapter, col):  # type: ignore[no-untyped-def]
@@ -165,3 +164,48 @@ async def test_ended_calls_are_forgotten_past_keep_ended() -> None:
         for line in (FIX / "caller_hangup_while_queued.jsonl").read_text().splitlines():
             await adapter.handle_message(line.replace(first, f"{first}{n}"))
     assert len(adapter._calls) == 2 and first not in adapter._calls and not adapter._legs
+
+
+async def test_attended_transfer_consults_then_hands_the_customer_to_the_target() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        fake.endpoints["PJSIP/bob"] = Behaviour("answer", 0.02)  # (bob is 'noanswer' in the harness)
+        await adapter.execute(AttendedTransfer(ch, "PJSIP/bob", "consult"))
+        await col.kind(EventKind.HELD, call_id)
+        assert await eventually(lambda: len(fake.bridges.get(f"cti-x-{ch}", [])) == 2)
+        await adapter.execute(AttendedTransfer(ch, "PJSIP/bob", "complete"))
+        moved = await col.kind(EventKind.TRANSFERRED, call_id)
+        assert moved.agent == "bob" and moved.data["attended"] is True
+        assert await eventually(lambda: not [c for c in fake.channels if c.startswith("cti-a-")])
+        fake.hangup(ch)
+        ended = await col.kind(EventKind.ENDED, call_id)
+        assert ended.data["cause"] == "normal" and ended.agent == "bob"
+        assert [s[0] for s in normalize(col.of(call_id))] == [
+            "created", "queued", "ringing", "answered", "held", "resumed", "transferred", "ended"]
+        assert await eventually(lambda: not fake.channels and not fake.bridges)
+
+
+async def test_attended_transfer_cancel_returns_the_agent_to_the_customer() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        fake.endpoints["PJSIP/bob"] = Behaviour("answer", 0.02)
+        res = await adapter.execute(AttendedTransfer(ch, "PJSIP/bob", "consult"))
+        assert await eventually(lambda: len(fake.bridges.get(f"cti-x-{ch}", [])) == 2)
+        await adapter.execute(AttendedTransfer(ch, "PJSIP/bob", "cancel"))
+        await col.kind(EventKind.RESUMED, call_id)
+        assert await eventually(lambda: res.detail["consult_leg"] not in fake.channels)
+        assert len(fake.bridges[f"cti-b-{ch}"]) == 2 and f"cti-x-{ch}" not in fake.bridges
+        assert not [e for e in col.of(call_id) if e.kind in (EventKind.TRANSFERRED, EventKind.ENDED)]
+
+
+async def test_takeover_makes_the_supervisor_the_agent_and_releases_the_agent() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        await adapter.execute(Monitor(ch, "PJSIP/sam", "takeover"))
+        moved = await col.kind(EventKind.TRANSFERRED, call_id)
+        assert moved.agent == "sam"
+        assert await eventually(lambda: not [c for c in fake.channels if c.startswith("cti-a-")])
+        assert ch in fake.channels, "the customer stays on the line"
+        fake.hangup(ch)
+        assert (await col.kind(EventKind.ENDED, call_id)).data["cause"] == "normal"
+        assert await eventually(lambda: not fake.channels)
