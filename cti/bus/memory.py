@@ -136,40 +136,54 @@ class MemoryBus:
             p = g.pending.get(i)
             deliveries = (p.deliveries + 1) if p else 1
             g.pending[i] = _Pending(consumer, deliveries, now)
+            if deliveries > self.max_deliveries:
+                # already failed (or was in flight when its consumer died) max_deliveries times
+                await self._dead(stream, g, i, s.entries[i], deliveries - 1, "delivery limit reached")
+                continue
             msgs.append(Message(f"{i}-0", stream, s.entries[i], deliveries))
+        if not msgs:
+            return
         try:
             await handler(msgs)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:  # isolate the poison entry below
+            error = f"{type(exc).__name__}: {exc}"
             # retry one by one so a poison entry cannot block its neighbours
             for m in msgs:
-                await self._deliver_one(stream, s, g, consumer, m, handler)
+                await self._deliver_one(stream, s, g, consumer, m, handler, error)
             return
-        for i in ids:
-            g.pending.pop(i, None)
+        for m in msgs:
+            g.pending.pop(int(m.id.split("-")[0]), None)
 
     async def _deliver_one(
-        self, stream: str, s: _Stream, g: _Group, consumer: str, m: Message, handler: Handler
+        self, stream: str, s: _Stream, g: _Group, consumer: str, m: Message, handler: Handler, error: str
     ) -> None:
+        """Retry one entry; every delivery (the failed batch included) counts toward max_deliveries."""
         i = int(m.id.split("-")[0])
-        error = ""
-        deliveries = g.pending[i].deliveries if i in g.pending else m.deliveries
-        while deliveries <= self.max_deliveries:
+        deliveries = m.deliveries
+        while deliveries < self.max_deliveries:
+            if i not in g.pending:
+                return  # claimed and finished by another consumer meanwhile
+            deliveries += 1
+            g.pending[i] = _Pending(consumer, deliveries, time.monotonic())
             try:
                 await handler([Message(m.id, stream, m.data, deliveries)])
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any handler failure is a retry
+            except Exception as exc:  # any handler failure is a retry
                 error = f"{type(exc).__name__}: {exc}"
-                deliveries += 1
-                g.pending[i] = _Pending(consumer, deliveries, time.monotonic())
                 continue
             g.pending.pop(i, None)
             return
-        log.warning("bus_dead_letter", stream=stream, entry=m.id, deliveries=deliveries - 1, error=error)
+        await self._dead(stream, g, i, m.data, deliveries, error)
+
+    async def _dead(self, stream: str, g: _Group, i: int, data: dict[str, Any], n: int, error: str) -> None:
+        group = next((name for name, gg in self._stream(stream).groups.items() if gg is g), "")
+        log.warning("bus_dead_letter", stream=stream, group=group, entry=f"{i}-0", deliveries=n, error=error)
         await self.publish(
-            stream + DEAD_SUFFIX, {"entry": m.id, "data": m.data, "error": error, "deliveries": deliveries - 1}
+            stream + DEAD_SUFFIX,
+            {"entry": f"{i}-0", "group": group, "data": data, "error": error, "deliveries": n},
         )
         g.pending.pop(i, None)
 
