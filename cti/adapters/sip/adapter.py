@@ -183,11 +183,14 @@ class SipAdapter:
         self._supervisor = asyncio.create_task(self._supervise(), name=f"sip-line-{self.name}")
 
     async def stop(self) -> None:
-        self._running = False
+        self._running = False  # media loops end and close their WAV files
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        self._end_all(EndCause.NORMAL)  # pyVoIP hangs up what is answered; we report every call's end
+        if self._tasks:  # let recording_ready reports finish
+            await asyncio.wait(list(self._tasks), timeout=self._stop_timeout)
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):

@@ -410,6 +410,10 @@ class TwilioAdapter:
 
     async def _hold(self, cmd: Hold | Unhold) -> CommandResult:
         sid = cmd.provider_call_id
+        info = self._calls.get(sid)
+        if info is not None and info.call_id and not info.agent_legs:
+            # a click-to-call is a plain <Dial>, not a conference: nothing to put on hold
+            raise AdapterError(f"call {sid} is not in a conference; twilio holds only connected inbound calls")
         form = {"Hold": "true" if isinstance(cmd, Hold) else "false"}
         if isinstance(cmd, Hold) and self._hold_music:
             form["HoldUrl"] = self._hold_music

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,15 @@ from tests.adapters.sip.harness import sip_env
 from tests.adapters.sip.peers import AUDIO, Kamailio, free_udp_port, kamailio, needs_sip_peers, sipp
 from tests.conformance.scenarios import AGENT, CUSTOMER
 
-sip_peers = [needs_sip_peers, pytest.mark.sip, pytest.mark.timeout(60)]
+
+def _wav_seconds(path: str) -> float:
+    with wave.open(path) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def peer_test(fn):
+    """A test that runs Kamailio + sipp (skipped where they are not installed)."""
+    return pytest.mark.sip(needs_sip_peers(pytest.mark.timeout(60)(fn)))
 
 
 @pytest.fixture
@@ -86,6 +95,7 @@ async def test_without_registrar_stays_not_ready_and_stops(tmp_path: Path) -> No
     await asyncio.wait_for(adapter.stop(), 10)
 
 
+@peer_test
 async def test_line_reregisters_after_the_registrar_restarts(kam: Kamailio, tmp_path: Path) -> None:
     async with sip_env(kam, tmp_path, register_interval=1, register_timeout=0.3, start_timeout=2) as env:
         kam.stop()
@@ -103,6 +113,7 @@ async def test_line_reregisters_after_the_registrar_restarts(kam: Kamailio, tmp_
         await env.wait_for(EventKind.ENDED, ring.provider_call_id)
 
 
+@peer_test
 async def test_garbage_datagrams_do_not_stop_the_line(kam: Kamailio, tmp_path: Path) -> None:
     async with sip_env(kam, tmp_path, auto_answer=True) as env:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -117,6 +128,7 @@ async def test_garbage_datagrams_do_not_stop_the_line(kam: Kamailio, tmp_path: P
         assert ended.data["cause"] == "normal"
 
 
+@peer_test
 async def test_voicemail_drop_plays_then_hangs_up(kam: Kamailio, tmp_path: Path) -> None:
     clip = tmp_path / "vm.wav"
     tone = (np.sin(np.arange(4000) * 2 * np.pi * 440 / 8000) * 8000).astype(np.int16)
@@ -135,6 +147,7 @@ async def test_voicemail_drop_plays_then_hangs_up(kam: Kamailio, tmp_path: Path)
         assert (await run.wait()).rc == 0  # the far end got our BYE
 
 
+@peer_test
 async def test_play_of_a_missing_file_is_an_adapter_error(kam: Kamailio, tmp_path: Path) -> None:
     async with sip_env(kam, tmp_path) as env, \
             sipp("uas_answer.xml", "", tmp_path=tmp_path, local_port=kam.gateway_port) as run:
@@ -147,7 +160,17 @@ async def test_play_of_a_missing_file_is_an_adapter_error(kam: Kamailio, tmp_pat
         assert (await run.wait()).rc == 0
 
 
-for _name in ("test_line_reregisters_after_the_registrar_restarts", "test_garbage_datagrams_do_not_stop_the_line",
-              "test_voicemail_drop_plays_then_hangs_up", "test_play_of_a_missing_file_is_an_adapter_error"):
-    for _mark in sip_peers:
-        globals()[_name] = _mark(globals()[_name])
+
+@peer_test
+async def test_stop_during_a_call_reports_its_end_and_recording(kam: Kamailio, tmp_path: Path) -> None:
+    async with sip_env(kam, tmp_path, auto_answer=True, auto_record=True) as env:
+        async with sipp("uac_media.xml", env.target, tmp_path=tmp_path, keys=env.customer_keys(),
+                        subst={"AUDIO": str(AUDIO), "TALK_MS": "8000"}):
+            started = await env.wait_for(EventKind.RECORDING_STARTED)
+            await asyncio.sleep(1)
+            await env.adapter.stop()
+    kinds = [e.kind for e in env.of_call(started.provider_call_id)]
+    assert kinds[-3:] == [EventKind.ENDED, EventKind.RECORDING_STOPPED, EventKind.RECORDING_READY]
+    ready = env.of_call(started.provider_call_id)[-1]
+    assert _wav_seconds(ready.data["path"]) >= 0.5  # the second or so before stop was recorded
+

@@ -184,3 +184,12 @@ async def test_routes_mount_inside_another_app() -> None:
         app.add_routes(env.adapter.routes())
         paths = sorted(r.resource.canonical for r in app.router.routes())
         assert paths == [f"/webhooks/twilio/tw1/{k}" for k in ("conference", "recording", "status", "voice")]
+
+
+async def test_hold_of_a_click_to_call_says_why_it_cannot() -> None:
+    from cti.adapters.base import Hold, Originate
+
+    async with twilio_env() as env:
+        res = await env.adapter.execute(Originate("client:alice", CUSTOMER, call_id="c2c-9", agent="alice"))
+        with pytest.raises(AdapterError, match="not in a conference"):
+            await env.adapter.execute(Hold(res.provider_call_id))
