@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,6 +215,7 @@ class Engine:
         self.cfg = cfg
         self.pools: dict[tuple[str, int], Pool] = {}
         self.queues: dict[str, QueueConfig] = {}
+        self.observer: Callable[[Item, list[AgentRt], float], None] | None = None
         self._install(cfg)
 
     # ---- configuration -----------------------------------------------------------
@@ -459,7 +460,7 @@ class Engine:
             return out
         return out + self._enter_queue(item, q, now)
 
-    def _enter_queue(self, item: Item, q: QueueConfig, now: float) -> list[Action]:
+    def _enter_queue(self, item: Item, q: QueueConfig, now: float, try_now: bool = True) -> list[Action]:
         if not is_open(q.hours, now, self.cfg.tz):
             return self._overflow(item, q, now, "closed", f"queue {q.name} is closed (hours/holiday)")
         if q.max_length is not None and self.queue_length(q.name) >= q.max_length:
@@ -470,7 +471,7 @@ class Engine:
         if q.then_after_s is not None:
             self._timer(item.entered + q.then_after_s, "then", item.call_id)
         owner = self.agents.get(item.owner) if item.owner else None
-        if owner is not None and not owner.retired and q.preferred_agent_s > 0:
+        if owner is not None and not owner.retired and q.preferred_agent_s > 0 and item.hops == 0:
             item.status = PREFERRED
             item.preferred_until = now + q.preferred_agent_s
             self.preferred.setdefault(owner.id, {})[item.call_id] = item
@@ -481,7 +482,7 @@ class Engine:
                                    timeout=min(q.ring_timeout_s, max(1.0, q.preferred_agent_s)))
             return []
         self._push_item(item)
-        return self._try_call(item, now)
+        return self._try_call(item, now) if try_now else []
 
     def queue_length(self, queue: str) -> int:
         return sum(1 for it in self.items.values() if it.queue == queue and it.status in (QUEUED, PREFERRED))
@@ -540,11 +541,11 @@ class Engine:
             text += f" (skipped {', '.join(skipped)}: already rang for this call)"
         return text
 
-    def _try_agent(self, rt: AgentRt, now: float) -> list[Action]:
+    def _try_agent(self, rt: AgentRt, now: float, allow_retry: bool = True) -> list[Action]:
         """An agent became free: give them the best waiting call they can take (their CRM calls first)."""
         out: list[Action] = []
         while self._free(rt, now):
-            item, why = self._best_call_for(rt, now)
+            item, why = self._best_call_for(rt, now, allow_retry)
             if item is None:
                 break
             pool = self._pool_of(item)
@@ -555,7 +556,7 @@ class Engine:
             out += self._offer(item, [rt], now, why, (cand,))
         return out
 
-    def _best_call_for(self, rt: AgentRt, now: float) -> tuple[Item | None, str]:
+    def _best_call_for(self, rt: AgentRt, now: float, allow_retry: bool = True) -> tuple[Item | None, str]:
         pref = self.preferred.get(rt.id)
         if pref:
             waiting = [it for it in pref.values() if it.status == PREFERRED and it.preferred_until > now]
@@ -584,7 +585,7 @@ class Engine:
                 heapq.heappush(heap, e)
             if found is not None and (best_item is None or found.key() < best_item.key()):
                 best_item = found
-        if best_item is None and fallback is not None:
+        if best_item is None and fallback is not None and allow_retry:
             fallback.tried.clear()
             best_item = fallback
         if best_item is None:
@@ -594,6 +595,8 @@ class Engine:
 
     def _offer(self, item: Item, targets: list[AgentRt], now: float, why: str,
                cands: tuple[Candidate, ...], timeout: float | None = None) -> list[Action]:
+        if self.observer is not None:
+            self.observer(item, targets, now)  # tests check invariants at the instant of the decision
         q = self.queues[item.queue]
         out: list[Action] = []
         if item.status == PREFERRED and item.owner in self.preferred:
@@ -666,20 +669,21 @@ class Engine:
                 item.overflow_due = False
                 item.status = QUEUED
                 self._push_item(item)
-                out += self._overflow(item, q, now, "wait", f"waited {now - item.entered:.0f}s in {q.name}")
+                out += self._overflow(item, q, now, "wait", f"waited {now - item.entered:.0f}s in {q.name}",
+                                      try_now=False)
                 requeued = item.status == QUEUED
             else:
                 out += self._requeue(item, now, try_now=False)
                 requeued = True
-        # another free agent who has not rung for this call gets it; otherwise the freed agent picks
-        # (the oldest call they have not let ring), so a call that just rang out does not jump ahead
-        # of older callers by going round to the same agent again
-        if requeued and item.status == QUEUED:
-            out += self._try_call(item, now, allow_retry=False)
+        # order matters for FIFO: the freed agent first takes the oldest call they have not let ring;
+        # then the call that rang out goes to a free agent who has not rung for it; only then may
+        # anyone go round again (same agent, same call)
         if settle and self._free(rt, now):
-            out += self._try_agent(rt, now)
+            out += self._try_agent(rt, now, allow_retry=False)
         if requeued and item.status == QUEUED:
             out += self._try_call(item, now)
+        if settle and self._free(rt, now):
+            out += self._try_agent(rt, now)
         return out
 
     def _requeue(self, item: Item, now: float, try_now: bool = True) -> list[Action]:
@@ -855,7 +859,8 @@ class Engine:
 
     # ---- overflow ----------------------------------------------------------------
 
-    def _overflow(self, item: Item, q: QueueConfig, now: float, why: str, text: str) -> list[Action]:
+    def _overflow(self, item: Item, q: QueueConfig, now: float, why: str, text: str,
+                  try_now: bool = True) -> list[Action]:
         then = q.then
         if then and then.startswith("queue:"):
             target = self.queues.get(then[len("queue:"):])
@@ -870,7 +875,7 @@ class Engine:
                 out: list[Action] = [Overflow(item.call_id, q.name, item.provider, item.provider_call_id,
                                               "queue", target.name, d)]
                 # the caller keeps their place (position) in the new queue
-                return out + self._enter_queue(item, target, now)
+                return out + self._enter_queue(item, target, now, try_now)
         if then == "callback" and why == "wait":
             item.callback_offered = True
             d = self._decision(item, now, "callback_offer", None, text + ": callback offered")

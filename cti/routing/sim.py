@@ -21,7 +21,19 @@ from typing import Any
 from cti.config import Settings
 from cti.model import AgentState
 from cti.routing.decision import Decision
-from cti.routing.engine import OFFERED, PREFERRED, QUEUED, Action, CallIn, Engine, Offer, Overflow, StateChange
+from cti.routing.engine import (
+    OFFERED,
+    PREFERRED,
+    QUEUED,
+    Action,
+    AgentRt,
+    CallIn,
+    Engine,
+    Item,
+    Offer,
+    Overflow,
+    StateChange,
+)
 from cti.routing.queues import compile_routing
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC).timestamp()  # a Monday, 09:00 in Paris
@@ -88,6 +100,8 @@ class Simulation:
         self.p = params
         self.rng = random.Random(params.seed)
         self.engine = Engine(compile_routing(settings), ring_grace_s=0.0)
+        if check:
+            self.engine.observer = self._check_fifo
         self.check = check
         self.events: list[tuple[float, int, str, tuple[Any, ...]]] = []
         self._seq = itertools.count()
@@ -167,8 +181,6 @@ class Simulation:
                 self._on_overflow(act)
 
     def _on_offer(self, o: Offer) -> None:
-        if self.check:
-            self._check_fifo(o)
         call = o.dial_call_id or o.call_id
         # each target answers after a delay, or lets it ring out (the engine's ring timer handles it)
         answers = [(self.rng.uniform(*self.p.answer_delay_s), a) for a, _ in o.targets
@@ -253,18 +265,16 @@ class Simulation:
     def _check(self) -> None:
         self.violations += invariant_violations(self.engine, self.now)
 
-    def _check_fifo(self, o: Offer) -> None:
-        e = self.engine
-        it = e.resolve(o.dial_call_id or o.call_id)
-        if it is None or it.status != OFFERED or len(o.targets) != 1 or it.owner:
+    def _check_fifo(self, it: Item, targets: list[AgentRt], now: float) -> None:
+        """At the instant of an offer: no older call of the same priority in the same pool was passed over."""
+        if len(targets) != 1 or it.owner or it.tried or it.callback is not None:
             return
-        agent = o.targets[0][0]
-        for other in e.items.values():
+        agent = targets[0].id
+        for other in self.engine.items.values():
             if other is it or other.status != QUEUED or other.queue != it.queue or other.tier != it.tier:
                 continue
-            if other.priority == it.priority and other.key() < it.key() and agent not in other.tried \
-                    and not it.tried:
-                self.violations.append(f"{self.now}: FIFO: {it.call_id} offered before older {other.call_id}")
+            if other.priority == it.priority and other.key() < it.key() and agent not in other.tried:
+                self.violations.append(f"{now}: FIFO: {it.call_id} offered before older {other.call_id}")
 
     def _result(self, end: float) -> SimResult:
         occ: dict[str, float] = {}
