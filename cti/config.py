@@ -178,6 +178,8 @@ class TranscribeSettings(_Base):
     storage: str = "./recordings"
     redact_emails: bool = False
     max_attempts: int = 3
+    cpu_threads: int = 2             # per transcription worker (start more workers to go faster)
+    allow_download: bool = False     # let a hub model name be fetched (never by default)
     # openai-compatible summary backend
     base_url: str | None = None
     summary_model: str | None = None

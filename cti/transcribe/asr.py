@@ -287,9 +287,10 @@ class OpenAIWhisperRecognizer:
         return out
 
 
-def load_recognizer(settings: Any, *, cpu_threads: int = 2, cache_dir: Path | None = None) -> Recognizer:
+def load_recognizer(settings: Any, *, cpu_threads: int | None = None, cache_dir: Path | None = None) -> Recognizer:
     """Build the recognizer named by `TranscribeSettings` (raises ModelError at start-up)."""
     backend = getattr(settings, "backend", "faster-whisper")
+    cpu_threads = cpu_threads or int(getattr(settings, "cpu_threads", 2) or 2)
     if backend == "faster-whisper":
         return FasterWhisperRecognizer(
             settings.model, language=settings.language, beam_size=settings.beam_size,

@@ -206,7 +206,7 @@ class TranscriptionWorker:
         metrics: Any = None,
         recognizer: Recognizer | None = None,
         retry_base_s: float = 2.0,
-        cpu_threads: int = 2,
+        cpu_threads: int | None = None,
     ) -> None:
         self.bus = bus
         self.engine = _engine(db)
