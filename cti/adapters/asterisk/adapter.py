@@ -509,7 +509,7 @@ class AsteriskAdapter:
         if role == "snoop":
             return
         call = self._calls.get(pcid)
-        if call is None:
+        if call is None or (channel_id in call.released and role != "agent"):
             return
         if role == "consult":
             if channel_id == call.consult_leg and not call.ended:

@@ -35,6 +35,7 @@ import structlog
 from cti.adapters.base import (
     AdapterContext,
     AdapterError,
+    AttendedTransfer,
     BlindTransfer,
     CallNotFound,
     Capability,
@@ -96,6 +97,10 @@ class _Call:
     ended_at: datetime | None = None
     voicemail: bool = False
     voicemail_media: str | None = None
+    released: set[str] = field(default_factory=set)   # our legs we hung up on purpose
+    consult_leg: str | None = None             # attended transfer: the consulted party's channel
+    consult_target: str | None = None
+    consult_answered: bool = False
     recordings: list[str] = field(default_factory=list)
     live_recording: str | None = None
     monitors: dict[str, _Monitor] = field(default_factory=dict)
@@ -137,7 +142,7 @@ class FreeSwitchAdapter:
     type: ClassVar[str] = "freeswitch"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.CONNECT, Capability.ORIGINATE, Capability.HANGUP, Capability.HOLD,
-        Capability.BLIND_TRANSFER, Capability.RECORD, Capability.RECORD_PAUSE, Capability.PLAY,
+        Capability.BLIND_TRANSFER, Capability.ATTENDED_TRANSFER, Capability.RECORD, Capability.RECORD_PAUSE, Capability.PLAY,
         Capability.VOICEMAIL_DROP, Capability.MONITOR_LISTEN, Capability.MONITOR_WHISPER,
         Capability.MONITOR_BARGE, Capability.DTMF,
     })
@@ -504,6 +509,9 @@ class FreeSwitchAdapter:
                 await self._teardown(call)
         elif role == "customer" and call.direction is Direction.OUTBOUND:
             await self._api_ok(f"uuid_bridge {call.pcid} {u}")
+        elif role == "consult" and u == call.consult_leg and call.agent_leg:
+            call.consult_answered = True
+            await self._api_ok(f"uuid_bridge {call.agent_leg} {u}")  # the customer waits, parked on hold
 
     def _on_bridge(self, a: str, b: str, at: datetime, seq: int) -> None:
         call = self._call_of(a) or self._call_of(b)
@@ -534,7 +542,11 @@ class FreeSwitchAdapter:
                 await self._teardown_monitor(mon, at)
             return
         call = self._calls.get(pcid)
-        if call is None:
+        if call is None or u in call.released:
+            return
+        if role == "consult":
+            if u == call.consult_leg and not call.ended:
+                await self._consult_back(call)  # the consulted party left: back to the customer
             return
         if role == "agent":
             agent = call.ringing_legs.pop(u, None)
@@ -774,6 +786,65 @@ class FreeSwitchAdapter:
         self._end(call, EndCause.TRANSFERRED, now)
         await self._teardown(call)
         return CommandResult(provider_call_id=call.pcid)
+
+    async def _do_attendedtransfer(self, cmd: AttendedTransfer) -> CommandResult:
+        """consult: the customer is put on hold (parked) and the agent bridged to `target`;
+        complete: the customer is bridged to the target and the agent's leg let go;
+        cancel: the target is hung up and the agent bridged back."""
+        call = self._call(cmd.provider_call_id)
+        if call.agent_leg is None or call.customer is None or not call.answered:
+            raise AdapterError(f"call {call.pcid} is not connected to an agent")
+        if cmd.step == "consult":
+            if call.consult_leg is not None:
+                raise AdapterError(f"call {call.pcid} already has a consultation in progress")
+            leg = f"cti-t-{uuid.uuid4().hex[:12]}"
+            endpoint = cmd.target if "/" in cmd.target else self.dial_template.format(number=cmd.target)
+            # without park_after_bridge the customer would be hung up when the agent leaves
+            await self._api_ok(f"uuid_setvar {call.customer} park_after_bridge true")
+            await self._api_ok(f"uuid_hold {call.customer}")
+            self._legs[leg] = (call.pcid, "consult")
+            call.consult_leg, call.consult_target, call.consult_answered = leg, cmd.target, False
+            variables = {"origination_uuid": leg, "originate_timeout": 30, "cti_call_id": call.call_id,
+                         "cti_agent": self.ctx.agent_endpoints.get(cmd.target, ""),
+                         "origination_caller_id_number": call.from_number or ""}
+            try:
+                await self._bgapi(wire.originate(endpoint, "&park()", variables), leg)
+            except AdapterError:
+                self._legs.pop(leg, None)
+                await self._consult_back(call)
+                raise
+            return CommandResult(provider_call_id=call.pcid, detail={"consult_leg": leg})
+        if call.consult_leg is None:
+            raise AdapterError(f"call {call.pcid} has no consultation to {cmd.step}")
+        if cmd.step == "cancel":
+            leg = call.consult_leg
+            call.released.add(leg)
+            await self._quiet(f"uuid_kill {leg}")
+            await self._consult_back(call)
+            return CommandResult(provider_call_id=call.pcid)
+        if cmd.step != "complete":
+            raise AdapterError(f"unknown attended transfer step {cmd.step!r} (consult|complete|cancel)")
+        if not call.consult_answered:
+            raise AdapterError(f"{call.consult_target} has not answered yet")
+        leg, old = call.consult_leg, call.agent_leg
+        await self._api_ok(f"uuid_bridge {call.customer} {leg}")
+        await self._quiet(f"uuid_hold off {call.customer}")
+        call.released.add(old)
+        new_agent = self.ctx.agent_endpoints.get(call.consult_target or "")
+        call.agent_leg, call.consult_leg, call.consult_answered = leg, None, False
+        self._legs[leg] = (call.pcid, "agent")
+        self._emit(call, EventKind.TRANSFERRED, self._now(call), "attended", leg, agent=new_agent,
+                   data={"target": call.consult_target, "attended": True})
+        if new_agent:
+            call.agent = new_agent
+        await self._quiet(f"uuid_kill {old}")
+        return CommandResult(provider_call_id=call.pcid)
+
+    async def _consult_back(self, call: _Call) -> None:
+        call.consult_leg, call.consult_answered = None, False
+        if call.customer and call.agent_leg:
+            await self._quiet(f"uuid_bridge {call.customer} {call.agent_leg}")
+            await self._quiet(f"uuid_hold off {call.customer}")
 
     async def _do_record(self, cmd: Record) -> CommandResult:
         call = self._call(cmd.provider_call_id)

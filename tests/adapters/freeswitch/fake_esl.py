@@ -355,6 +355,12 @@ class FakeESL:
             a, b = self.channels.get(args[0]), self.channels.get(args[1])
             if a is None or b is None:
                 return f"-ERR Invalid uuid {args[0] if a is None else args[1]}\n"
+            for x, y in ((a, b), (b, a)):  # a leg bridged elsewhere leaves its old partner first
+                old = self.channels.get(x.bridged or "")
+                if old is not None and old is not y:
+                    self.emit("CHANNEL_UNBRIDGE", x, **{"Other-Leg-Unique-ID": old.uuid})
+                    old.bridged = None
+                    old.app = "park"
             a.bridged, b.bridged = b.uuid, a.uuid
             a.app = b.app = "bridge"
             self.emit("CHANNEL_BRIDGE", a, **{"Bridge-A-Unique-ID": a.uuid, "Bridge-B-Unique-ID": b.uuid,
@@ -402,6 +408,9 @@ class FakeESL:
             return f"+OK Message queued ({uuid.uuid4()})\n"
         if name == "uuid_getvar":
             return ch.variables.get(args[1], "_undef_") if ch is not None else "-ERR No such channel!\n"
+        if name == "uuid_setvar":
+            ch.variables[args[1]] = args[2] if len(args) > 2 else ""  # type: ignore[union-attr]
+            return "+OK\n"
         if name == "uuid_send_dtmf":
             return "+OK Success\n"
         if name == "uuid_recv_dtmf":

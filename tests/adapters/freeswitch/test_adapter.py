@@ -9,12 +9,22 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from cti.adapters.base import AdapterError, Answer, CallNotFound, Connect, Monitor, Unsupported, VoicemailDrop
+from cti.adapters.base import (
+    AdapterError,
+    Answer,
+    AttendedTransfer,
+    CallNotFound,
+    Connect,
+    Monitor,
+    Unsupported,
+    VoicemailDrop,
+)
 from cti.adapters.freeswitch import wire
 from cti.metrics import Metrics
 from cti.model import EventKind
-from tests.adapters.freeswitch.fake_esl import FakeESL
+from tests.adapters.freeswitch.fake_esl import Behaviour, FakeESL
 from tests.adapters.freeswitch.harness import eventually, make_adapter, running
+from tests.conformance.scenarios import normalize
 
 pytestmark = pytest.mark.timeout(30)
 FIX = Path(__file__).parent / "fixtures"
@@ -132,3 +142,38 @@ async def test_commands_fail_clearly_for_unknown_calls_and_while_disconnected() 
         with pytest.raises(AdapterError, match="not connected"):
             await adapter.execute(Connect("nope", (("alice", "user/alice"),)))
         await asyncio.sleep(0)
+
+
+async def test_attended_transfer_consults_then_hands_the_customer_to_the_target() -> None:
+    async with running() as (fake, adapter, col):
+        u, call_id = await _answered(fake, adapter, col)
+        fake.endpoints["user/bob"] = Behaviour("answer", 0.02)
+        res = await adapter.execute(AttendedTransfer(u, "user/bob", "consult"))
+        leg = res.detail["consult_leg"]
+        await col.kind(EventKind.HELD, call_id)
+        assert await eventually(lambda: leg in fake.channels and fake.channels[leg].bridged is not None)
+        assert fake.channels[u].variables["park_after_bridge"] == "true"
+        await adapter.execute(AttendedTransfer(u, "user/bob", "complete"))
+        moved = await col.kind(EventKind.TRANSFERRED, call_id)
+        assert moved.agent == "bob" and fake.channels[u].bridged == leg
+        assert await eventually(lambda: not [c for c in fake.channels if c.startswith("cti-a-")])
+        fake.hangup(u)
+        ended = await col.kind(EventKind.ENDED, call_id)
+        assert ended.data["cause"] == "normal" and ended.agent == "bob"
+        assert [s[0] for s in normalize(col.of(call_id))] == [
+            "created", "queued", "ringing", "answered", "held", "resumed", "transferred", "ended"]
+        assert await eventually(lambda: not fake.channels)
+
+
+async def test_attended_transfer_cancel_bridges_the_agent_back() -> None:
+    async with running() as (fake, adapter, col):
+        u, call_id = await _answered(fake, adapter, col)
+        fake.endpoints["user/bob"] = Behaviour("answer", 0.02)
+        res = await adapter.execute(AttendedTransfer(u, "user/bob", "consult"))
+        leg = res.detail["consult_leg"]
+        assert await eventually(lambda: leg in fake.channels and fake.channels[leg].bridged is not None)
+        agent_leg = next(c for c in fake.channels if c.startswith("cti-a-"))
+        await adapter.execute(AttendedTransfer(u, "user/bob", "cancel"))
+        await col.kind(EventKind.RESUMED, call_id)
+        assert await eventually(lambda: leg not in fake.channels and fake.channels[u].bridged == agent_leg)
+        assert not [e for e in col.of(call_id) if e.kind in (EventKind.TRANSFERRED, EventKind.ENDED)]
