@@ -142,7 +142,8 @@ class FreeSwitchAdapter:
     type: ClassVar[str] = "freeswitch"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.CONNECT, Capability.ORIGINATE, Capability.HANGUP, Capability.HOLD,
-        Capability.BLIND_TRANSFER, Capability.ATTENDED_TRANSFER, Capability.RECORD, Capability.RECORD_PAUSE, Capability.PLAY,
+        Capability.BLIND_TRANSFER, Capability.ATTENDED_TRANSFER, Capability.RECORD,
+        Capability.RECORD_PAUSE, Capability.PLAY,
         Capability.VOICEMAIL_DROP, Capability.MONITOR_LISTEN, Capability.MONITOR_WHISPER,
         Capability.MONITOR_BARGE, Capability.DTMF,
     })
