@@ -6,7 +6,8 @@ number) + ringing(agent); `Answer` (from the agent panel) or `auto_answer` answe
 -> answered(agent). It places outbound calls (`Originate`: the line calls the
 customer), plays audio (`Play`, `VoicemailDrop`) and records the received RTP audio
 to a WAV file (16-bit PCM, 8 kHz) under `storage_dir/<provider>/`, reported by a
-`recording_ready` event (data.path) once the call has ended.
+`recording_ready` event (data.path) once the call has ended. Keys the caller presses
+(RFC 2833 telephone-events) become `dtmf` events.
 
 Options (`[[providers]]` keys): registrar, port (registrar port, 5060), username,
 password, rtp_ports ([low, high]), agent (whose softphone this is), auto_answer,
@@ -112,6 +113,7 @@ class _LineCall:
     answered_at: float | None = None    # monotonic, for the media loop's pacing
     recording: _Recording | None = None
     plays: int = 0
+    digits: int = 0
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -380,6 +382,20 @@ class SipAdapter:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._on_fact, fact, msg)
 
+    def _post_dtmf(self, call: _LineCall, digits: str) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._on_dtmf, call, digits)
+
+    def _on_dtmf(self, call: _LineCall, digits: str) -> None:
+        now = self._clock.now()
+        events = []
+        for d in digits:
+            call.digits += 1
+            events.append(self._ev(call, EventKind.DTMF, now, call.digits, agent=call.agent, data={"digit": d}))
+        self._publish(events)
+
     def _media_loop(self, voip: Any) -> None:
         """pyVoIP's per-call callback thread: record what we hear until the call ends."""
         call = self._calls.get(voip.call_id)
@@ -408,6 +424,9 @@ class SipAdapter:
                                 writer = _open_wav(rec.path)
                             writer.writeframes(wire.u8_to_pcm16(data))
                             rec.frames += len(data)
+                digits = voip.get_dtmf(16)  # RFC 2833 events pyVoIP decoded from the RTP
+                if digits:
+                    self._post_dtmf(call, digits)
                 if rec is not None and rec.state == "stopped" and writer is not None:
                     writer.close()
                     writer = None

@@ -174,3 +174,15 @@ async def test_stop_during_a_call_reports_its_end_and_recording(kam: Kamailio, t
     ready = env.of_call(started.provider_call_id)[-1]
     assert _wav_seconds(ready.data["path"]) >= 0.5  # the second or so before stop was recorded
 
+
+
+@peer_test
+async def test_caller_key_presses_become_dtmf_events(kam: Kamailio, tmp_path: Path) -> None:
+    data = AUDIO.parent
+    async with sip_env(kam, tmp_path, auto_answer=True) as env, \
+            sipp("uac_dtmf.xml", env.target, tmp_path=tmp_path, keys=env.customer_keys(),
+                 subst={"DIGIT1": str(data / "dtmf_2833_1.pcap"), "DIGIT2": str(data / "dtmf_2833_pound.pcap")}) as run:
+        assert (await run.wait()).rc == 0
+        ended = await env.wait_for(EventKind.ENDED)
+    digits = [e.data["digit"] for e in env.of_call(ended.provider_call_id) if e.kind is EventKind.DTMF]
+    assert digits == ["1", "#"]
