@@ -81,6 +81,7 @@ class _CallInfo:
     answered_leg: str | None = None
     recording: str | None = None
     record_ops: int = 0
+    conference: str | None = None      # ConferenceSid (participant updates need the sid)
     ended: bool = False
 
 
@@ -306,7 +307,21 @@ class TwilioAdapter:
         return await self._handle(request, wire.recording_events)
 
     async def _on_conference(self, request: web.Request) -> web.Response:
-        return await self._handle(request, wire.conference_events)
+        got = await self._read(request)
+        if isinstance(got, web.Response):
+            return got
+        params, key = got
+        try:
+            events = wire.conference_events(params, dict(request.query), self._wctx, self._clock.now())
+        except wire.WireError as exc:
+            return self._malformed(request, exc)
+        parent = request.query.get("parent") or params.get("FriendlyName")
+        if parent and params.get("ConferenceSid"):
+            # participant updates address the conference by its sid
+            self._info(parent).conference = params["ConferenceSid"]
+        await self._publish(events)
+        self._remember(key)
+        return web.Response(status=200, text=wire.twiml(), content_type="text/xml")
 
     # ---- REST --------------------------------------------------------------------------
 
@@ -377,7 +392,9 @@ class TwilioAdapter:
                 frm=self._from_number(info), to=endpoint, label=f"agent:{agent}",
                 status_url=self.url("status", role="agent", parent=sid, agent=agent),
                 timeout_s=cmd.timeout_s, end_on_exit=True)
+            # create accepts the conference's friendly name (Twilio creates it if needed)
             part = await self._rest("POST", f"Conferences/{sid}/Participants.json", _multi(form))
+            info.conference = str(part.get("conference_sid") or "") or info.conference
             leg = str(part.get("call_sid") or "")
             if leg:
                 info.agent_legs[leg] = agent
@@ -417,7 +434,8 @@ class TwilioAdapter:
         form = {"Hold": "true" if isinstance(cmd, Hold) else "false"}
         if isinstance(cmd, Hold) and self._hold_music:
             form["HoldUrl"] = self._hold_music
-        await self._rest("POST", f"Conferences/{sid}/Participants/customer.json", form)
+        conf = info.conference if info is not None and info.conference else sid
+        await self._rest("POST", f"Conferences/{conf}/Participants/customer.json", form)
         return CommandResult(provider_call_id=sid)
 
     async def _transfer(self, cmd: BlindTransfer) -> CommandResult:
@@ -490,7 +508,7 @@ class TwilioAdapter:
         if cmd.mode == "whisper" and not coach:
             raise AdapterError(f"call {sid} has no agent leg to whisper to")
         if cmd.session_id:  # switch mode of a running session
-            await self._rest("POST", f"Conferences/{sid}/Participants/{cmd.session_id}.json",
+            await self._rest("POST", f"Conferences/{info.conference or sid}/Participants/{cmd.session_id}.json",
                              wire.monitor_form(cmd.mode, coach))
             return CommandResult(provider_call_id=sid, session_id=cmd.session_id)
         supervisor = wire.agent_for(cmd.supervisor_endpoint, self._wctx) or cmd.supervisor_endpoint

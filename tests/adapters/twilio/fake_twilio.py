@@ -277,6 +277,10 @@ class FakeTwilio:
 
     async def _update_participant(self, request: web.Request) -> web.Response:
         conf, who = request.match_info["conf"], request.match_info["who"]
+        by_sid = {v: k for k, v in self.conference_sids.items()}
+        if conf not in by_sid:  # updates name the conference by its sid (CF...), as Twilio's docs show
+            return _error(404, 20404, "The requested resource was not found")
+        conf = by_sid[conf]
         leg = self.participants.get(conf, {}).get(who)
         if leg is None:
             return _error(404, 20404, "The requested resource was not found")
