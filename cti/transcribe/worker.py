@@ -82,11 +82,15 @@ def backoff_s(deliveries: int, *, base: float, cap: float = 60.0) -> float:
 class RecordingIngest:
     def __init__(self, bus: Bus, db: Any, settings: Any, *, consumer: str = "ingest", session: Any = None) -> None:
         self.bus = bus
-        self.engine = _engine(db)
+        self._db = db
         self.settings = settings
         self.tsettings = _transcribe_settings(settings)
         self.consumer = consumer
         self._session = session  # aiohttp session for downloads (tests inject one)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return _engine(self._db)  # resolved late: a Database may connect after we are built
 
     async def run(self) -> None:
         await self.bus.consume(streams.EVENTS, "recordings", self.consumer, self.handle)
@@ -209,7 +213,7 @@ class TranscriptionWorker:
         cpu_threads: int | None = None,
     ) -> None:
         self.bus = bus
-        self.engine = _engine(db)
+        self._db = db
         self.settings = settings
         self.tsettings = _transcribe_settings(settings)
         self.consumer = consumer
@@ -220,6 +224,10 @@ class TranscriptionWorker:
         self.cpu_threads = cpu_threads
         self.max_attempts = max(1, int(getattr(self.tsettings, "max_attempts", 3)))
         self._key = getattr(getattr(settings, "security", None), "encryption_key", None)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return _engine(self._db)
 
     async def load(self) -> Recognizer:
         """Load the model once (raises ModelError naming what to install)."""
