@@ -201,11 +201,9 @@ class CtiApp:
         from cti.store.db import Database
 
         if self.migrate:
-            from cti.store.migrate import upgrade
+            from cti.store.migrate import upgrade_async
 
-            res = upgrade(self.settings.store.url)
-            if asyncio.iscoroutine(res):
-                await res
+            await upgrade_async(self.settings.store.url)
         self.db = Database(self.settings.store.url)
         await self.db.connect()
 
