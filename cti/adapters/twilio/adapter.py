@@ -18,7 +18,8 @@ gap (restart) `resync()` lists in-progress calls and closes those that ended mea
 
 Options (`[[providers]]` keys): account_sid, auth_token, api_url
 (default https://api.twilio.com), caller_id (From of agent/supervisor legs),
-hold_music (URL), wait_url (Enqueue waitUrl), default_queue, max_retries.
+hold_music (URL), wait_url (Enqueue waitUrl), default_queue, max_retries (REST retries
+on 429/5xx/connection errors, with backoff + jitter), rest_timeout (s, per request).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class TwilioAdapter:
         self._wait_url: str | None = opts.get("wait_url")
         self._default_queue = str(opts.get("default_queue") or "default")
         self._max_retries = int(opts.get("max_retries", 3))
+        self._rest_timeout = float(opts.get("rest_timeout", 10))
         self._public = ctx.public_url.rstrip("/")
         self._base = f"/webhooks/twilio/{self.name}"
         self._clock = ctx.clock or SystemClock()
@@ -138,7 +140,7 @@ class TwilioAdapter:
             return
         self._session = aiohttp.ClientSession(
             auth=aiohttp.BasicAuth(self._account, self._token),
-            timeout=aiohttp.ClientTimeout(total=10),
+            timeout=aiohttp.ClientTimeout(total=self._rest_timeout),
         )
         self._running = True
         self._spawn(self._resync_quietly())
@@ -328,11 +330,19 @@ class TwilioAdapter:
     async def _rest(self, method: str, path: str,
                     form: list[tuple[str, str]] | Mapping[str, str] | None = None,
                     query: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """One REST call with retries on 429/5xx; 404 -> CallNotFound, other errors AdapterError."""
+        """One REST call with retries; 404 -> CallNotFound, other errors AdapterError.
+
+        Retried: 429 (Twilio did nothing), connection failures before the request left,
+        and, for requests that are safe to repeat (GET, updates of an existing
+        resource), 5xx and lost answers. A create (`POST .../Calls.json`, Participants,
+        Recordings) whose answer is lost is not repeated: it may have happened, and a
+        second one would ring the customer twice.
+        """
         if self._session is None:
             raise AdapterError(f"twilio adapter {self.name} is not started")
         url = f"{self._api}/{API_VERSION}/Accounts/{self._account}/{path}"
         data = list(form.items()) if isinstance(form, Mapping) else form
+        repeatable = method == "GET" or not path.endswith(("Calls.json", "Participants.json", "Recordings.json"))
         delay = 0.2
         for attempt in range(self._max_retries + 1):
             try:
@@ -344,7 +354,7 @@ class TwilioAdapter:
                     if resp.status < 300:
                         return body if isinstance(body, dict) else {}
                     code, message = wire.error_message(resp.status, body)
-                    retry = resp.status == 429 or resp.status >= 500
+                    retry = resp.status == 429 or (resp.status >= 500 and repeatable)
                     if not retry or attempt == self._max_retries:
                         if resp.status == 404:
                             raise CallNotFound(f"twilio {path}: {message} (code {code})")
@@ -352,7 +362,8 @@ class TwilioAdapter:
                                            f" (code {code})")
                     wait = _retry_after(resp.headers.get("Retry-After"), delay)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                if attempt == self._max_retries:
+                unsent = isinstance(exc, aiohttp.ClientConnectorError)
+                if attempt == self._max_retries or not (unsent or repeatable):
                     raise AdapterError(f"twilio {method} {path} failed: {exc!r}") from exc
                 wait = delay
             self.counters["rest_retry"] += 1

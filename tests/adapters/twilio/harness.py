@@ -16,6 +16,7 @@ from cti.config import ProviderSettings
 from cti.model import CallEvent, EventKind
 from tests.adapters.twilio.fake_twilio import FakeTwilio
 from tests.conformance.scenarios import AGENT, QUEUE, QUEUE_NUMBER, SUPERVISOR
+from tests.faults.proxy import TcpProxy
 
 PROVIDER = "tw1"
 
@@ -26,6 +27,7 @@ class TwilioEnv:
     adapter: TwilioAdapter
     public_url: str
     events: list[CallEvent] = field(default_factory=list)
+    proxy: TcpProxy | None = None  # between the adapter and the fake REST API, when asked for
 
     def hook(self, kind: str) -> str:
         return f"{self.public_url}/webhooks/twilio/{PROVIDER}/{kind}"
@@ -51,9 +53,13 @@ class TwilioEnv:
 
 
 @contextlib.asynccontextmanager
-async def twilio_env(**options: object) -> AsyncIterator[TwilioEnv]:
+async def twilio_env(*, via_proxy: bool = False, **options: object) -> AsyncIterator[TwilioEnv]:
     fake = FakeTwilio()
     api_url = await fake.start()
+    proxy = None
+    if via_proxy:
+        proxy = TcpProxy("127.0.0.1", int(api_url.rsplit(":", 1)[1]))
+        api_url = f"http://127.0.0.1:{await proxy.start()}"
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -71,7 +77,7 @@ async def twilio_env(**options: object) -> AsyncIterator[TwilioEnv]:
     fake.status_url = f"{public_url}/webhooks/twilio/{PROVIDER}/status"
     await adapter.start()
     await asyncio.wait_for(adapter.synced.wait(), 5)
-    env = TwilioEnv(fake=fake, adapter=adapter, public_url=public_url)
+    env = TwilioEnv(fake=fake, adapter=adapter, public_url=public_url, proxy=proxy)
 
     async def collect() -> None:
         async for ev in adapter.events():
@@ -85,4 +91,6 @@ async def twilio_env(**options: object) -> AsyncIterator[TwilioEnv]:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 2)
         await runner.cleanup()
+        if proxy is not None:
+            await proxy.close()
         await fake.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from cti.adapters.base import (
@@ -13,6 +15,7 @@ from cti.adapters.base import (
     Connect,
     Hangup,
     Monitor,
+    Originate,
     Play,
     Unsupported,
     adapter_class,
@@ -193,3 +196,30 @@ async def test_hold_of_a_click_to_call_says_why_it_cannot() -> None:
         res = await env.adapter.execute(Originate("client:alice", CUSTOMER, call_id="c2c-9", agent="alice"))
         with pytest.raises(AdapterError, match="not in a conference"):
             await env.adapter.execute(Hold(res.provider_call_id))
+
+
+async def test_rest_connection_refused_is_retried_until_twilio_is_back() -> None:
+    async with twilio_env(via_proxy=True) as env:
+        sid, _, _ = await env.fake.inbound(CUSTOMER, QUEUE_NUMBER)
+        env.proxy.refuse(True)
+        env.proxy.cut()  # the pooled keep-alive connection goes too
+        asyncio.get_running_loop().call_later(0.3, env.proxy.refuse, False)
+        await env.adapter.execute(Hangup(sid))
+        assert env.fake.calls[sid].status == "completed"
+        assert env.adapter.counters["rest_retry"] >= 1
+
+
+async def test_rest_silent_hang_times_out_with_a_clear_error() -> None:
+    async with twilio_env(via_proxy=True, rest_timeout=0.3, max_retries=1) as env:
+        env.proxy.blackhole(True)
+        with pytest.raises(AdapterError, match=r"twilio POST Calls/CA5+\.json failed"):
+            await env.adapter.execute(Hangup("CA" + "5" * 32))
+
+
+async def test_a_create_whose_answer_is_lost_is_not_repeated() -> None:
+    """Originate must not ring the customer twice: a 5xx on create is reported, not retried."""
+    async with twilio_env() as env:
+        env.fake.fail_next = [(503, 20500)]
+        with pytest.raises(AdapterError, match="503"):
+            await env.adapter.execute(Originate("client:alice", CUSTOMER, call_id="c2c-x", agent="alice"))
+        assert len([p for m, p, _ in env.fake.requests if m == "POST" and p.endswith("/Calls.json")]) == 1
