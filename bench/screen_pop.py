@@ -258,7 +258,7 @@ async def measure(mode: str, agents: int, rate: float, duration: float) -> dict[
                         await asyncio.sleep(0.05)
                 # let the warm-up drain: the measured run starts on an idle server
                 deadline = time.perf_counter() + 120
-                while any(k.startswith("warm") for k in sent) and time.perf_counter() < deadline:
+                while any(k.startswith("warm") for k in sent) and time.perf_counter() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
                 await asyncio.sleep(0.5)
                 rnd = random.Random(7)

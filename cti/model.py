@@ -261,3 +261,4 @@ class Activity:
     recording_url: str | None = None
     transcript: str | None = None
     summary: dict[str, Any] | None = None
+    crm_ref: str | None = None  # the CRM's id for it once pushed (lets a connector update without a search)

@@ -268,6 +268,7 @@ class ActivityWriter:
             notes=row.notes,
             recording_url=row.recording_url,
             summary=row.summary,
+            crm_ref=None if (row.crm_ref or "").startswith("local:") else row.crm_ref,
         )
         try:
             ref = await asyncio.wait_for(self.crm.log_activity(act), self.push_timeout_s)

@@ -103,7 +103,5 @@ def open_connector(
 
     factory = _REGISTRY.get(settings.type)
     if factory is None:
-        raise CrmError(
-            f"crm.type: unknown CRM connector {settings.type!r} (known: {', '.join(sorted(_REGISTRY))})"
-        )
+        raise CrmError(f"crm.type: unknown CRM connector {settings.type!r} (known: {', '.join(sorted(_REGISTRY))})")
     return factory(settings, engine=engine, region=region, tenant=tenant, base_url=base_url, session=session)

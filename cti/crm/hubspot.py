@@ -242,6 +242,18 @@ class HubSpotConnector:
 
     async def _upsert_call(self, activity: Activity) -> str:
         props = call_properties(activity, self.id_property, self._now())
+        if activity.crm_ref:
+            # known id: no search (HubSpot's search index lags a few seconds behind writes)
+            try:
+                await self._api(
+                    "PATCH",
+                    f"/crm/v3/objects/calls/{activity.crm_ref}",
+                    json={"properties": {k: v for k, v in props.items() if k != "hs_timestamp"}},
+                )
+                return activity.crm_ref
+            except CrmError as exc:
+                if isinstance(exc, CrmUnavailable) or ": 404 " not in str(exc):
+                    raise
         found = await self._call_id(activity.call_id)
         if found:
             props.pop("hs_timestamp")  # keep when the call happened

@@ -102,9 +102,7 @@ class LocalConnector:
                     if pr.e164 not in phones[pr.contact_id]:
                         phones[pr.contact_id].append(pr.e164)
             acc_rows = (
-                await conn.execute(
-                    sa.select(a).where(a.c.phone == e164, a.c.tenant == self.tenant).order_by(a.c.name)
-                )
+                await conn.execute(sa.select(a).where(a.c.phone == e164, a.c.tenant == self.tenant).order_by(a.c.name))
             ).all()
         out: list[Contact] = []
         seen: set[str] = set()
@@ -159,9 +157,7 @@ class LocalConnector:
             await upsert_activity(conn, activity, self.tenant, self.clock.now())
         return f"local:{activity.call_id}"
 
-    async def log_transcript(
-        self, call_id: str, transcript_text: str, summary: dict[str, Any] | None
-    ) -> str | None:
+    async def log_transcript(self, call_id: str, transcript_text: str, summary: dict[str, Any] | None) -> str | None:
         async with self.engine.begin() as conn:
             await conn.execute(
                 activities.update()
@@ -206,9 +202,7 @@ class LocalConnector:
                     fields={},
                 )
             )
-            await conn.execute(
-                contact_phones.insert().values(contact_id=cid, e164=e164, raw=phone, label="phone")
-            )
+            await conn.execute(contact_phones.insert().values(contact_id=cid, e164=e164, raw=phone, label="phone"))
         return Contact(
             id=cid,
             name=full_name(first_name, last_name, e164),
@@ -229,9 +223,7 @@ class LocalConnector:
 
 @register("local")
 def _factory(settings: Any, *, engine: AsyncEngine, region: str, tenant: str, **_: Any) -> LocalConnector:
-    return LocalConnector(
-        engine, region=region, tenant=tenant, url_template=settings.options.get("url_template")
-    )
+    return LocalConnector(engine, region=region, tenant=tenant, url_template=settings.options.get("url_template"))
 
 
 def _slug(name: str) -> str:
@@ -300,9 +292,7 @@ def _read(path: Path, required: Sequence[str]) -> tuple[list[tuple[int, dict[str
         reader.fieldnames = header
         rows = []
         for row in reader:
-            rows.append(
-                (reader.line_num, {k: (v if isinstance(v, str) else "") for k, v in row.items() if k})
-            )
+            rows.append((reader.line_num, {k: (v if isinstance(v, str) else "") for k, v in row.items() if k}))
         return rows, None
 
 
@@ -418,17 +408,11 @@ async def import_csv(
     async with engine.begin() as conn:
         for acc in acc_rows:
             await conn.execute(
-                upsert_stmt(
-                    conn, accounts, {**acc, "tenant": tenant}, ["id"], ["name", "phone", "owner", "fields"]
-                )
+                upsert_stmt(conn, accounts, {**acc, "tenant": tenant}, ["id"], ["name", "phone", "owner", "fields"])
             )
             report.accounts += 1
         known = set(
-            (
-                await conn.execute(
-                    sa.select(accounts.c.id, accounts.c.name).where(accounts.c.tenant == tenant)
-                )
-            ).scalars()
+            (await conn.execute(sa.select(accounts.c.id, accounts.c.name).where(accounts.c.tenant == tenant))).scalars()
         )
         for values, phones in contact_rows:
             account_id, account_name = values.pop("account_id"), values.pop("account_name")
@@ -469,9 +453,7 @@ async def import_csv(
                 )
                 report.phones += 1
             report.contacts += 1
-    log.info(
-        "crm_import_done", contacts=report.contacts, accounts=report.accounts, rejected=len(report.errors)
-    )
+    log.info("crm_import_done", contacts=report.contacts, accounts=report.accounts, rejected=len(report.errors))
     return report
 
 

@@ -254,6 +254,13 @@ class SalesforceConnector:
 
     async def _upsert_task(self, activity: Activity) -> str:
         fields = task_fields(activity)
+        if activity.crm_ref and activity.crm_ref.startswith("00T"):
+            try:
+                await self._api("PATCH", f"/sobjects/Task/{activity.crm_ref}", json=fields)
+                return activity.crm_ref
+            except CrmError as exc:
+                if isinstance(exc, CrmUnavailable) or ": 404 " not in str(exc):
+                    raise  # a deleted Task (404) is looked up / created again below
         existing = await self._task_id(activity.call_id)
         if existing:
             await self._api("PATCH", f"/sobjects/Task/{existing}", json=fields)

@@ -132,3 +132,19 @@ async def test_missing_custom_property_is_a_clear_error(hs):
             await crm.log_activity(act())
     finally:
         await crm.close()
+
+
+async def test_known_crm_ref_updates_without_searching_and_survives_a_deleted_engagement(hs):
+    from dataclasses import replace
+
+    crm = connector(hs, access_token=hs.give_token())
+    try:
+        ref = await crm.log_activity(act())
+        searches = sum(1 for m, p in hs.requests if p == "/crm/v3/objects/calls/search")
+        assert await crm.log_activity(replace(act(notes="later"), crm_ref=ref)) == ref
+        assert sum(1 for m, p in hs.requests if p == "/crm/v3/objects/calls/search") == searches
+        del hs.calls[ref]  # someone deleted it in HubSpot: recreated, not lost
+        new = await crm.log_activity(replace(act(), crm_ref=ref))
+    finally:
+        await crm.close()
+    assert new != ref and list(hs.calls) == [new]

@@ -207,3 +207,17 @@ def test_factory_needs_credentials():
         open_connector(CrmSettings(type="salesforce", client_id="x", client_secret="y"), engine=None).name
         == "salesforce"
     )
+
+
+async def test_known_task_id_is_patched_directly(sf):
+    from dataclasses import replace
+
+    crm = connector(sf)
+    try:
+        tid = await crm.log_activity(activity())
+        queries = sum(1 for _, p in sf.requests if p.endswith("/query"))
+        assert await crm.log_activity(replace(activity(notes="updated"), crm_ref=tid)) == tid
+    finally:
+        await crm.close()
+    assert sum(1 for _, p in sf.requests if p.endswith("/query")) == queries
+    assert sf.tasks[tid]["Description"].startswith("updated")
