@@ -8,13 +8,31 @@ test-artifacts/.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import screenshot, start_live_app, stop_live_app
 
 pytestmark = pytest.mark.browser
+
+
+def running_live_app(tmp_path):
+    """The conftest's live app, started from a worker thread: Playwright's sync API keeps an
+    event loop running in the test thread, where the app's start-up asyncio.run would fail."""
+    with ThreadPoolExecutor(1) as pool:
+        live = pool.submit(start_live_app, tmp_path).result(120)
+    try:
+        yield live
+    finally:
+        stop_live_app(live)
+
+
+@pytest.fixture
+def live_app(tmp_path, browser):
+    yield from running_live_app(tmp_path)
+
 
 CAMILLE = "+33612345678"  # ct-0001 Camille Dubois (Mistral Énergie), mobile "06 12 34 56 78" in the CSV
 

@@ -10,8 +10,14 @@ import urllib.request
 import pytest
 
 from tests.e2e.conftest import screenshot
+from tests.e2e.test_agent_panel import running_live_app
 
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def live_app(tmp_path, browser):
+    yield from running_live_app(tmp_path)
 
 
 def crm_page(api_base: str, extra_attrs: str = "") -> str:
