@@ -34,6 +34,7 @@ pyVoIP 1.6.8 problems and how this module works around them:
   (host missing); we read numbers with our own tolerant parser (`wire.parse`).
 - `read_audio` returns 8-bit *unsigned linear* audio (not mu-law) and `write_audio`
   takes the same: converted in `wire.u8_to_pcm16` / `wire.pcm16_to_u8`.
+- It accepts an INVITE whose offer has no G.711 and then has no codec: we answer 488.
 - UDP only, PCMU/PCMA/telephone-event only; no re-INVITE hold, REFER, conferencing:
   Connect, Hold, transfers and Monitor raise `Unsupported`.
 - When it stops itself it closes the socket under its own receive thread, which dies
@@ -312,6 +313,9 @@ class SipAdapter:
             return original(message)
         fact: str | None = None
         if msg.method == "INVITE" and sid not in phone.calls:
+            if not wire.offers_g711(msg.body):
+                self._refuse_codecs(phone, msg)
+                return None
             fact = "invite"
         elif msg.method == "CANCEL":
             self._cancelled(phone, msg)
@@ -350,6 +354,13 @@ class SipAdapter:
             phone.sip.out.sendto(ack.encode(), (phone.server, phone.port))
         except (wire.SipParseError, OSError) as exc:
             log.warning("sip_ack_failed", provider=self.name, error=repr(exc))
+
+    def _refuse_codecs(self, phone: Any, invite: wire.SipMessage) -> None:
+        self.counters["refused_codec"] += 1
+        log.warning("sip_invite_without_g711", provider=self.name, call=invite.call_id)
+        with contextlib.suppress(wire.SipParseError, OSError):
+            reply = wire.not_acceptable(invite, phone.sip.gen_tag())
+            phone.sip.out.sendto(reply.encode(), (phone.server, phone.port))
 
     def _cancelled(self, phone: Any, cancel: wire.SipMessage) -> None:
         voip = phone.calls.pop(cancel.call_id, None)

@@ -172,14 +172,41 @@ def ack_for_2xx(response: SipMessage, branch: str) -> str:
     return out + _copy(response, "From", "To", "Call-ID") + f"CSeq: {seq} ACK\r\nContent-Length: 0\r\n\r\n"
 
 
-def request_terminated(invite: SipMessage, to_tag: str) -> str:
-    """487 Request Terminated for an INVITE the caller cancelled (pyVoIP only 200s the CANCEL)."""
+def response_to(invite: SipMessage, code: int, reason: str, to_tag: str) -> str:
+    """A final response to an INVITE, in its transaction (all Vias, From, To + our tag)."""
     seq, _ = invite.cseq
     to = invite.header("to") or ""
     if ";tag=" not in to:
         to += f";tag={to_tag}"
-    return ("SIP/2.0 487 Request Terminated\r\n" + _copy(invite, "Via", "From")
+    return (f"SIP/2.0 {code} {reason}\r\n" + _copy(invite, "Via", "From")
             + f"To: {to}\r\n" + _copy(invite, "Call-ID") + f"CSeq: {seq} INVITE\r\nContent-Length: 0\r\n\r\n")
+
+
+def request_terminated(invite: SipMessage, to_tag: str) -> str:
+    """487 Request Terminated for an INVITE the caller cancelled (pyVoIP only 200s the CANCEL)."""
+    return response_to(invite, 487, "Request Terminated", to_tag)
+
+
+def not_acceptable(invite: SipMessage, to_tag: str) -> str:
+    """488 for an offer without G.711 (pyVoIP would take the call and have no codec)."""
+    return response_to(invite, 488, "Not Acceptable Here", to_tag)
+
+
+_G711 = {"0": "PCMU", "8": "PCMA"}
+
+
+def offers_g711(sdp: str) -> bool:
+    """Whether an SDP offer has an audio stream pyVoIP can carry (PCMU or PCMA)."""
+    formats: list[str] = []
+    names: dict[str, str] = {}
+    for line in sdp.splitlines():
+        line = line.strip()
+        if line.startswith("m=audio "):
+            formats += line.split()[3:]
+        elif line.startswith("a=rtpmap:"):
+            pt, _, rest = line[len("a=rtpmap:"):].partition(" ")
+            names[pt] = rest.split("/")[0].upper()
+    return any(_G711.get(f) or names.get(f) in ("PCMU", "PCMA") for f in formats)
 
 
 def cancel_for(invite: SipMessage) -> str:

@@ -186,3 +186,13 @@ async def test_caller_key_presses_become_dtmf_events(kam: Kamailio, tmp_path: Pa
         ended = await env.wait_for(EventKind.ENDED)
     digits = [e.data["digit"] for e in env.of_call(ended.provider_call_id) if e.kind is EventKind.DTMF]
     assert digits == ["1", "#"]
+
+
+@peer_test
+async def test_offer_without_g711_is_refused_with_488(kam: Kamailio, tmp_path: Path) -> None:
+    async with sip_env(kam, tmp_path, auto_answer=True) as env, \
+            sipp("uac_g729.xml", env.target, tmp_path=tmp_path, keys=env.customer_keys(), limit_s=10) as run:
+        result = await run.wait()
+        assert result.rc == 0, result.output
+        assert env.adapter.counters["refused_codec"] == 1
+        assert env.events == []

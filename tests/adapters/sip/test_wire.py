@@ -128,3 +128,21 @@ def test_audio_conversions_round_trip_pyvoip_unsigned_8bit() -> None:
     assert pcm.tolist() == [-32768, -16384, 0, 16384, 32512]
     assert wire.pcm16_to_u8(pcm) == u8
     assert len(wire.resample(np.zeros(16000, dtype=np.int16), 16000)) == 8000
+
+
+@pytest.mark.parametrize(("sdp", "ok"), [
+    ("v=0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n", True),
+    ("v=0\r\nm=audio 4000 RTP/AVP 8\r\n", True),
+    ("v=0\r\nm=audio 4000 RTP/AVP 96\r\na=rtpmap:96 pcma/8000\r\n", True),
+    ("v=0\r\nm=audio 4000 RTP/AVP 18 101\r\na=rtpmap:18 G729/8000\r\n", False),
+    ("", False),
+])
+def test_g711_offer_detection(sdp: str, ok: bool) -> None:
+    assert wire.offers_g711(sdp) is ok
+
+
+def test_488_answers_the_invite_in_its_transaction() -> None:
+    invite = load("invite_from_customer.sip")
+    resp = wire.parse(wire.not_acceptable(invite, "t1").encode())
+    assert (resp.status, resp.cseq, resp.to_tag) == (488, (1, "INVITE"), "t1")
+    assert resp.headers["via"] == invite.headers["via"]
