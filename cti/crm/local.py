@@ -491,15 +491,19 @@ def crm_import_main(argv: Sequence[str] | None = None) -> int:
     url = args.store_url or settings.store.url
     region = args.region or settings.site.default_region
 
+    from cti.store.migrate import upgrade
+
+    try:
+        upgrade(url)  # the tables exist whatever ran before (idempotent)
+    except Exception as exc:
+        print(f"error: cannot prepare the store at {url}: {exc}")
+        return 2
+
     async def run() -> ImportReport:
         from sqlalchemy.ext.asyncio import create_async_engine
 
-        from cti.store.tables import metadata
-
         engine = create_async_engine(url)
         try:
-            async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all, checkfirst=True)
             return await import_csv(engine, args.contacts, args.accounts, region, tenant=settings.site.tenant)
         finally:
             await engine.dispose()
