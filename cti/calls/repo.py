@@ -1,0 +1,245 @@
+"""Call persistence: idempotent, batched writes of events and call records.
+
+- `insert_events` stores facts once (ON CONFLICT (event_id) DO NOTHING), so a
+  redelivered batch is harmless.
+- `upsert_calls` writes the fold-derived columns of `calls` only; columns that
+  other stages own (contact, priority, disposition, notes, error) are never
+  touched by an update. A row is never replaced by the fold of fewer events,
+  so a stale writer cannot roll a call back.
+Every write is one multi-row statement per chunk of rows (one round trip).
+Datetimes are stored and returned as UTC (SQLite keeps them naive: we re-attach UTC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cti.model import Call, CallEvent, CallState, Direction, Outcome
+from cti.store.db import Database
+from cti.store.tables import call_events, calls
+
+# Columns computed by cti.calls.state.fold: the only ones an upsert may overwrite.
+FOLD_COLUMNS: tuple[str, ...] = (
+    "tenant", "provider", "provider_call_id", "direction", "state", "from_number", "to_number",
+    "queue", "agent", "outcome", "end_cause", "created_at", "queued_at", "ringing_at",
+    "answered_at", "ended_at", "ring_s", "talk_s", "hold_s", "wait_s", "recording",
+    "recording_state", "transferred_to", "agents_rung", "events", "last_event_at",
+)
+
+# list_calls filters: name -> what it matches
+FILTERS = (
+    "tenant", "agent", "agents", "queue", "state", "outcome", "direction", "contact_id",
+    "account_id", "number", "since", "until", "ended", "call_ids",
+)
+
+_EVENT_ROWS_PER_STMT = 1000  # 9 params each: well under SQLite's and asyncpg's parameter limits
+_CALL_ROWS_PER_STMT = 500    # 27 params each
+
+
+def _utc(v: datetime | None) -> datetime | None:
+    if v is None:
+        return None
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+
+def event_row(e: CallEvent) -> dict[str, Any]:
+    return {
+        "event_id": e.event_id,
+        "call_id": e.call_id,
+        "tenant": e.tenant,
+        "provider": e.provider,
+        "kind": str(e.kind),
+        "occurred_at": _utc(e.occurred_at),
+        "seq": e.seq,
+        "payload": e.to_dict(),
+    }
+
+
+def call_row(c: Call) -> dict[str, Any]:
+    row: dict[str, Any] = {"call_id": c.call_id}
+    for name in FOLD_COLUMNS:
+        v = getattr(c, name)
+        if isinstance(v, datetime):
+            v = _utc(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif v is not None and name in ("direction", "state", "outcome"):
+            v = str(v)
+        row[name] = v
+    return row
+
+
+def row_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A `calls` row as a plain dict: UTC-aware datetimes, agents_rung as a list."""
+    out = dict(row)
+    for k, v in out.items():
+        if isinstance(v, datetime):
+            out[k] = _utc(v)
+    out["agents_rung"] = list(out.get("agents_rung") or [])
+    return out
+
+
+def call_from_row(row: Mapping[str, Any]) -> Call:
+    """The fold-derived part of a `calls` row as a `Call`."""
+    d = row_to_dict(row)
+    return Call(
+        call_id=d["call_id"],
+        tenant=d["tenant"],
+        provider=d["provider"],
+        provider_call_id=d["provider_call_id"],
+        direction=Direction(d["direction"]),
+        state=CallState(d["state"]),
+        from_number=d["from_number"],
+        to_number=d["to_number"],
+        queue=d["queue"],
+        agent=d["agent"],
+        outcome=Outcome(d["outcome"]) if d["outcome"] else None,
+        end_cause=d["end_cause"],
+        created_at=d["created_at"],
+        queued_at=d["queued_at"],
+        ringing_at=d["ringing_at"],
+        answered_at=d["answered_at"],
+        ended_at=d["ended_at"],
+        ring_s=d["ring_s"],
+        talk_s=d["talk_s"],
+        hold_s=d["hold_s"],
+        wait_s=d["wait_s"],
+        recording=d["recording"],
+        recording_state=d["recording_state"],
+        transferred_to=d["transferred_to"],
+        agents_rung=tuple(d["agents_rung"]),
+        events=d["events"],
+        last_event_at=d["last_event_at"],
+    )
+
+
+def _chunks(rows: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+class CallRepo:
+    """Reads and writes `calls` and `call_events`. Pass `conn` to join a caller's transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+
+    @asynccontextmanager
+    async def _conn(self, conn: AsyncConnection | None, *, write: bool):
+        if conn is not None:
+            yield conn
+            return
+        if write:
+            async with self.db.engine.begin() as c:
+                yield c
+        else:
+            async with self.db.engine.connect() as c:
+                yield c
+
+    async def insert_events(self, events: Sequence[CallEvent], *, conn: AsyncConnection | None = None) -> None:
+        """Store events; ones already stored (same event_id) are skipped."""
+        unique = {e.event_id: e for e in events}
+        if not unique:
+            return
+        rows = [event_row(e) for e in unique.values()]
+        async with self._conn(conn, write=True) as c:
+            for part in _chunks(rows, _EVENT_ROWS_PER_STMT):
+                stmt = self._insert(call_events).values(part).on_conflict_do_nothing(index_elements=["event_id"])
+                await c.execute(stmt)
+
+    async def load_events(
+        self, call_ids: Iterable[str], *, conn: AsyncConnection | None = None
+    ) -> dict[str, list[CallEvent]]:
+        """Stored events of these calls (every id is a key, possibly with an empty list)."""
+        ids = list(dict.fromkeys(call_ids))
+        out: dict[str, list[CallEvent]] = {cid: [] for cid in ids}
+        if not ids:
+            return out
+        async with self._conn(conn, write=False) as c:
+            for i in range(0, len(ids), 500):
+                q = select(call_events.c.call_id, call_events.c.payload).where(
+                    call_events.c.call_id.in_(ids[i : i + 500])
+                )
+                for cid, payload in (await c.execute(q)).all():
+                    out[cid].append(CallEvent.from_dict(payload))
+        return out
+
+    async def events_for(self, call_id: str) -> list[CallEvent]:
+        return (await self.load_events([call_id]))[call_id]
+
+    async def upsert_calls(self, records: Sequence[Call], *, conn: AsyncConnection | None = None) -> None:
+        """Insert or update call rows from fold results (fold columns only)."""
+        latest: dict[str, Call] = {}
+        for c in records:  # one row per call per statement (PostgreSQL requires it)
+            prev = latest.get(c.call_id)
+            if prev is None or c.events >= prev.events:
+                latest[c.call_id] = c
+        if not latest:
+            return
+        rows = [call_row(c) for c in latest.values()]
+        async with self._conn(conn, write=True) as cx:
+            for part in _chunks(rows, _CALL_ROWS_PER_STMT):
+                stmt = self._insert(calls).values(part)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["call_id"],
+                    set_={name: stmt.excluded[name] for name in FOLD_COLUMNS},
+                    # never replace a row with the fold of fewer events (a stale writer)
+                    where=calls.c.events <= stmt.excluded.events,
+                )
+                await cx.execute(stmt)
+
+    async def get_call(self, call_id: str, *, tenant: str | None = None) -> dict[str, Any] | None:
+        """The full `calls` row (fold columns and the other stages' columns), or None."""
+        q = select(calls).where(calls.c.call_id == call_id)
+        if tenant is not None:
+            q = q.where(calls.c.tenant == tenant)
+        async with self._conn(None, write=False) as c:
+            row = (await c.execute(q)).mappings().first()
+        return row_to_dict(row) if row is not None else None
+
+    async def list_calls(
+        self, filters: Mapping[str, Any] | None = None, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Calls matching `filters` (see FILTERS), newest first."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        q = _filtered(select(calls), filters or {})
+        q = q.order_by(calls.c.created_at.desc(), calls.c.call_id).limit(limit).offset(offset)
+        async with self._conn(None, write=False) as c:
+            return [row_to_dict(r) for r in (await c.execute(q)).mappings().all()]
+
+    async def count_calls(self, filters: Mapping[str, Any] | None = None) -> int:
+        q = _filtered(select(func.count()).select_from(calls), filters or {})
+        async with self._conn(None, write=False) as c:
+            return int((await c.execute(q)).scalar_one())
+
+
+def _filtered(q: Select, filters: Mapping[str, Any]) -> Select:
+    """Apply list filters; an unknown filter name is an error, not silently ignored."""
+    for name, value in filters.items():
+        if name not in FILTERS:
+            raise ValueError(f"unknown call filter {name!r} (known: {', '.join(FILTERS)})")
+        if value is None:
+            continue
+        if name == "agents" or name == "call_ids":
+            col = calls.c.agent if name == "agents" else calls.c.call_id
+            q = q.where(col.in_(list(value)))
+        elif name == "number":
+            q = q.where(or_(calls.c.from_number == value, calls.c.to_number == value))
+        elif name == "since":
+            q = q.where(calls.c.created_at >= _utc(value))
+        elif name == "until":
+            q = q.where(calls.c.created_at < _utc(value))
+        elif name == "ended":
+            q = q.where(calls.c.state == "ended") if value else q.where(calls.c.state != "ended")
+        else:
+            q = q.where(calls.c[name] == str(value))
+    return q
