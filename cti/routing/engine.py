@@ -128,6 +128,7 @@ class AgentRt:
     calls_taken: int = 0
     version: int = 0
     blocked_until: float = 0.0
+    wrap_until: float = 0.0
     retired: bool = False
     pools: list[Pool] = field(default_factory=list)
     last_offer: dict[str, int] = field(default_factory=dict)
@@ -242,13 +243,17 @@ class Engine:
         for rt in self.agents.values():
             self._index_agent(rt)
         for item in self.items.values():
-            if item.queue not in self.queues and item.status in (QUEUED, PREFERRED):
-                # its queue was removed: keep it in the first queue that accepts its entry, if any
-                log.warning("routing_queue_removed_call_kept", call_id=item.call_id, queue=item.queue)
+            if item.queue not in self.queues and item.status in (QUEUED, PREFERRED, "retry"):
+                # its queue was removed: the next tick sends it to voicemail (the caller is not left waiting)
+                log.warning("routing_queue_removed", call_id=item.call_id, queue=item.queue)
+                self._timer(0.0, "orphan", item.call_id)
+                continue
             if item.tier == 1 and (item.queue, 1) not in self.pools:
                 item.tier = 0
             if item.status == QUEUED:
                 self._push_item(item)
+        # requirements may have widened: free agents look for waiting calls at the next tick
+        self._timer(0.0, "rematch", "")
 
     def _index_agent(self, rt: AgentRt) -> None:
         rt.pools = []
@@ -351,7 +356,8 @@ class Engine:
         elif rt.state in (S.ON_CALL, S.RINGING):
             if ended and rt.state is S.ON_CALL and wrap_s > 0:
                 self._set_state(rt, S.WRAP_UP, None, now, out)
-                self._timer(now + wrap_s, "wrap", rt.id, rt.version + 1)
+                rt.wrap_until = now + wrap_s
+                self._timer(rt.wrap_until, "wrap", rt.id)
             else:
                 self._set_state(rt, S.AVAILABLE, None, now, out)
         self._touch(rt, now)
@@ -910,12 +916,18 @@ class Engine:
     def _fire(self, kind: str, key: str, version: int, now: float) -> list[Action]:
         if kind == "wrap":
             rt = self.agents.get(key)
-            if rt is None or rt.state is not S.WRAP_UP or rt.version != version:
+            if rt is None or rt.state is not S.WRAP_UP or rt.wrap_until > now:
                 return []
             out: list[Action] = []
             self._set_state(rt, S.AVAILABLE, None, now, out)
             self._touch(rt, now)
             return out + self._try_agent(rt, now)
+        if kind == "rematch":
+            out = []
+            for rt in self.agents.values():
+                if self._free(rt, now):
+                    out += self._try_agent(rt, now)
+            return out
         if kind == "unblock":
             rt = self.agents.get(key)
             if rt is None or rt.blocked_until > now:
@@ -928,7 +940,14 @@ class Engine:
             return []
         q = self.queues.get(item.queue)
         if q is None:
-            return []
+            if kind != "orphan" or item.status not in (QUEUED, PREFERRED, "retry"):
+                return []
+            item.status = GONE
+            self.items.pop(item.call_id, None)
+            if item.owner in self.preferred:
+                self.preferred[item.owner].pop(item.call_id, None)
+            d = self._decision(item, now, "rejected", None, f"queue {item.queue} was removed by a reconfiguration")
+            return [Overflow(item.call_id, item.queue, item.provider, item.provider_call_id, "voicemail", None, d)]
         if kind == "ring":
             if item.status != OFFERED or item.version != version:
                 return []

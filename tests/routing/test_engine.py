@@ -335,8 +335,8 @@ def test_reconfigure_keeps_agents_and_waiting_calls():
     new = settings(queues=q(requires="fr >= 3", strategy="best_skill"))
     e.reconfigure(compile_routing(new))
     assert e.agents["carol"].state is S.AVAILABLE and "c1" in e.items
-    # the waiting call is routed with the new rules as soon as anything happens
-    assert chosen(e.set_agent_state("carol", "available", None, T0 + 5)) == ["carol"]
+    # the waiting call is routed with the new rules at the next tick
+    assert chosen(e.advance(T0 + 5)) == ["carol"]
 
 
 def test_snapshot_counts_waiting_and_agents():
@@ -348,3 +348,31 @@ def test_snapshot_counts_waiting_and_agents():
     assert sq["name"] == "support" and sq["waiting"] == 2 and sq["oldest_wait_s"] == 30
     assert sq["agents"] == {"offline": 2, "available": 0, "ringing": 0, "on_call": 0, "wrap_up": 0, "away": 0}
     assert snap["agents"]["offline"] == 3
+
+
+def test_reconfigure_during_wrap_up_and_calls_keeps_them_going():
+    s = settings(queues=q(wrap_up_s=30))
+    e = engine(s, available=("alice", "bob"))
+    e.enqueue(CallIn("c1", "support"), T0)
+    e.answered("c1", "alice", T0 + 1)
+    e.enqueue(CallIn("c2", "support"), T0 + 2)
+    e.answered("c2", "bob", T0 + 3)
+    e.ended("c2", T0 + 4)                               # bob wraps up until T0 + 34
+    # alice is removed from the configuration, a new agent appears
+    new = settings(agents=[{"id": "bob", "skills": {"fr": 9}}, {"id": "dan", "skills": {"fr": 9}}],
+                   queues=q(wrap_up_s=30))
+    e.reconfigure(compile_routing(new))
+    assert e.agents["alice"].state is S.ON_CALL and e.agents["dan"].state is S.OFFLINE
+    e.advance(T0 + 34)
+    assert e.agents["bob"].state is S.AVAILABLE           # the wrap-up timer survived the swap
+    e.ended("c1", T0 + 40)
+    assert e.agents["alice"].state is S.WRAP_UP
+    assert chosen(e.enqueue(CallIn("c3", "support"), T0 + 41)) == ["bob"]   # never the retired alice
+
+
+def test_calls_waiting_in_a_removed_queue_go_to_voicemail():
+    e = engine(settings(queues=[{"name": "a", "requires": "fr >= 5"}, {"name": "b"}]), available=())
+    e.enqueue(CallIn("c1", "a"), T0)
+    e.reconfigure(compile_routing(settings(queues=[{"name": "b"}])))
+    [ov] = overflows(e.advance(T0 + 1))
+    assert ov.call_id == "c1" and ov.kind == "voicemail" and "removed" in ov.decision.reason

@@ -70,7 +70,7 @@ def test_simulated_hours_keep_every_invariant(centre, calls, answer_prob, seed):
         assert qs.answered + qs.abandoned + qs.voicemail + qs.rejected <= qs.offered
 
 
-OPS = st.lists(st.tuples(st.sampled_from(["call", "answer", "noans", "end", "state", "tick"]),
+OPS = st.lists(st.tuples(st.sampled_from(["call", "answer", "noans", "end", "state", "tick", "reconf"]),
                          st.integers(0, 50), st.floats(0, 20)), min_size=1, max_size=60)
 
 
@@ -109,6 +109,9 @@ def test_any_event_order_keeps_the_invariants(centre, ops):
                 e.set_agent_state(agent, target, "break", now)
             except Exception as exc:  # InvalidTransition is fine, anything else is a bug
                 assert type(exc).__name__ == "InvalidTransition", exc
+        elif op == "reconf":
+            e.reconfigure(compile_routing(centre))   # a SIGHUP with the same file
+            e.advance(now)                           # the router ticks right after
         else:
             e.advance(now)
         assert invariant_violations(e, now) == []
