@@ -56,6 +56,14 @@ def free_udp_range(n: int) -> tuple[int, int]:
     raise RuntimeError("no free UDP port range")
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this child when the test process dies (a killed pytest leaks no Kamailio)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @dataclass
 class Kamailio:
     port: int
@@ -73,7 +81,7 @@ class Kamailio:
             self.proc = subprocess.Popen(
                 [exe, "-f", str(path), "-DD", "-E", "-w", str(self.workdir),
                  "-P", str(self.workdir / "kam.pid"), "-Y", str(self.workdir)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
             )
         time.sleep(0.3)  # Kamailio binds in about 30 ms; children fork right after
         if self.proc.poll() is not None:
