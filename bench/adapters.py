@@ -181,6 +181,12 @@ try:  # Twilio rows live next to its fixtures (tests/adapters/twilio/bench_entri
     ENTRIES += _twilio_entries(Entry)
 except ImportError:
     pass
+try:  # SIP rows: tests/adapters/sip/bench_entries.py
+    from tests.adapters.sip.bench_entries import entries as _sip_entries
+
+    ENTRIES += _sip_entries(Entry)
+except ImportError:
+    pass
 
 
 def _unsupported() -> Callable[[], int]:
