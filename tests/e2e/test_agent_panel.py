@@ -113,7 +113,9 @@ def test_unknown_caller_gets_the_new_contact_form_in_french(live_app, page):
     page.fill("#new-contact input[name=first_name]", "Zoé")
     page.fill("#new-contact input[name=last_name]", "Petit")
     page.click("#new-contact button[type=submit]")
-    page.wait_for_selector("#contact-card:not([hidden])", timeout=10_000)
+    page.wait_for_selector("#contact-card:not([hidden]), .toast.error", timeout=10_000)
+    errors = page.locator(".toast.error").all_text_contents()
+    assert not errors, f"contact not created: {errors} (is cti.crm.web.routes mounted?)"
     assert page.text_content("#pop-name") == "Zoé Petit"
     screenshot(page, "agent_panel_new_contact_fr")
 
