@@ -136,3 +136,47 @@ def test_bad_token_is_refused(live_app, page):
     page.fill("#token", "not-a-token")
     page.click("#signin-btn")
     page.wait_for_selector("#signin-error:has-text('not valid')")
+
+
+def api_post(live, path: str, body: dict, token: str) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{live.base_url}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_supervisor_whisper_shows_the_coaching_indicator(live_app, page):
+    only_agent_available(live_app, "alice")
+    sign_in(page, live_app.base_url, "demo-agent-alice")
+    call_id = live_app.inject_call(CAMILLE, queue="support")
+    page.wait_for_selector("#btn-answer:not([disabled])", timeout=15_000)
+    page.click("#btn-answer")
+    page.wait_for_selector("#call-state[data-state='answered']", timeout=10_000)
+    status, body = api_post(live_app, f"/api/v1/calls/{call_id}/monitor", {"mode": "whisper"}, "demo-supervisor")
+    assert status == 200, body
+    page.wait_for_selector("#coach:not([hidden])", timeout=10_000)
+    assert page.text_content("#coach") == "Coached by sam"
+    screenshot(page, "agent_panel_coached")
+
+
+def test_dial_pad_places_an_outbound_call(live_app, page):
+    only_agent_available(live_app, "alice")
+    sign_in(page, live_app.base_url, "demo-agent-alice")
+    for key in "0612345678":
+        page.click(f"#dialpad button[data-key='{key}']")
+    assert page.input_value("#dial-number") == "0612345678"
+    page.click("#dial-btn")
+    page.wait_for_selector(".toast:not(.error)", timeout=10_000)
+    page.wait_for_selector("#call:not([hidden])", timeout=15_000)
+    assert page.text_content("#call-dir") == "Outbound"
