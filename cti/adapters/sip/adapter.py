@@ -11,7 +11,8 @@ to a WAV file (16-bit PCM, 8 kHz) under `storage_dir/<provider>/`, reported by a
 
 Options (`[[providers]]` keys): registrar, port (registrar port, 5060), username,
 password, rtp_ports ([low, high]), agent (whose softphone this is), auto_answer,
-auto_record, local_ip (default: the address that reaches the registrar), sip_port
+auto_record, ring_timeout (s; unanswered inbound calls get 480 after it, 0 = ring until
+the caller gives up), local_ip (default: the address that reaches the registrar), sip_port
 (local SIP port, 5060), register_interval (s, 60), register_timeout (s, 5),
 start_timeout (s, 10), stop_timeout (s, 5).
 
@@ -90,6 +91,8 @@ from cti.model import CallEvent, Direction, EndCause, EventKind
 
 log = structlog.get_logger(__name__)
 
+_KEEP_ENDED = 500  # ended calls remembered (late BYE retransmissions, recording reports)
+
 
 @dataclass(eq=False)
 class _Recording:
@@ -143,9 +146,13 @@ class SipAdapter:
         self._rtp = (int(low), int(high))
         self._sip_port = int(opts.get("sip_port", 5060))
         self._local_ip = str(opts.get("local_ip") or _local_ip_for(self._registrar, self._port))
-        self._agent: str | None = opts.get("agent") or ctx.agent_endpoints.get(self._username)
+        self._agent: str | None = opts.get("agent") or next(
+            (ctx.agent_endpoints[ep] for ep in (self._username, f"sip:{self._username}",
+                                                 f"sip:{self._username}@{self._registrar}")
+             if ep in ctx.agent_endpoints), None)
         self._auto_answer = bool(opts.get("auto_answer", False))
         self._auto_record = bool(opts.get("auto_record", False))
+        self._ring_timeout = float(opts.get("ring_timeout", 0))
         self._register_interval = max(1, int(opts.get("register_interval", 60)))
         self._register_timeout = float(opts.get("register_timeout", 5))
         self._start_timeout = float(opts.get("start_timeout", 10))
@@ -485,6 +492,8 @@ class SipAdapter:
             log.info("sip_inbound_call", provider=self.name, call=sid, caller=msg.from_user)
             if self._auto_answer:
                 self._spawn(self.execute(Answer(sid, self._agent or "")))
+            elif self._ring_timeout > 0:
+                self._spawn(self._ring_timer(call))
             return
         if call is None:
             self._orphans.setdefault(sid, []).append((fact, msg))  # an originate not yet registered
@@ -521,11 +530,40 @@ class SipAdapter:
         call.done.set()
         if call.recording is not None:
             self._spawn(self._recording_ready(call))
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget the oldest ended calls (and stray early answers) so a long-running line stays small."""
+        ended = [sid for sid, c in self._calls.items() if c.ended]
+        for sid in ended[: max(0, len(ended) - _KEEP_ENDED)]:
+            del self._calls[sid]
+        while len(self._orphans) > _KEEP_ENDED:
+            self._orphans.pop(next(iter(self._orphans)))
 
     def _end_all(self, cause: str) -> None:
         now = self._clock.now()
         for call in list(self._calls.values()):
             self._end(call, now, cause)
+
+    async def _ring_timer(self, call: _LineCall) -> None:
+        """Nobody answered in `ring_timeout` seconds: 480 to the caller, the agent missed it."""
+        await asyncio.sleep(self._ring_timeout)
+        phone = self._phone
+        if call.answered or call.ended or phone is None or call.invite is None:
+            return
+        from pyVoIP.VoIP import CallState
+
+        voip = phone.calls.pop(call.sid, None)
+        if voip is not None:
+            voip.state = CallState.ENDED
+        tag = phone.sip.tagLibrary.get(call.sid) or phone.sip.gen_tag()
+        reply = wire.response_to(call.invite, 480, "Temporarily Unavailable", tag)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(phone.sip.out.sendto, reply.encode(), (phone.server, phone.port))
+        now = self._clock.now()
+        self._publish([self._ev(call, EventKind.NO_ANSWER, now, call.agent, agent=call.agent,
+                                data={"reason": "timeout"})])
+        self._end(call, now, EndCause.NO_ANSWER)
 
     async def _recording_ready(self, call: _LineCall) -> None:
         rec = call.recording

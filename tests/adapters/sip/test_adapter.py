@@ -196,3 +196,21 @@ async def test_offer_without_g711_is_refused_with_488(kam: Kamailio, tmp_path: P
         assert result.rc == 0, result.output
         assert env.adapter.counters["refused_codec"] == 1
         assert env.events == []
+
+
+@peer_test
+async def test_unanswered_call_stops_ringing_after_ring_timeout(kam: Kamailio, tmp_path: Path) -> None:
+    async with sip_env(kam, tmp_path, ring_timeout=0.8) as env, \
+            sipp("uac_unanswered.xml", env.target, tmp_path=tmp_path, keys=env.customer_keys(), limit_s=10) as run:
+        result = await run.wait()
+        assert result.rc == 0, result.output  # the caller got 480 and ACKed it
+        ended = await env.wait_for(EventKind.ENDED)
+    steps = [(e.kind.value, e.agent or e.data.get("cause", "")) for e in env.of_call(ended.provider_call_id)]
+    assert steps == [("created", ""), ("queued", ""), ("ringing", AGENT), ("no_answer", AGENT),
+                     ("ended", "no_answer")]
+
+
+def test_line_agent_comes_from_the_agents_endpoints(tmp_path: Path) -> None:
+    adapter = SipAdapter(ProviderSettings(name="line1", type="sip", registrar="10.0.0.1", username="1001"),
+                         AdapterContext(agent_endpoints={"sip:1001": "bob"}, storage_dir=str(tmp_path)))
+    assert adapter._agent == "bob"
