@@ -31,8 +31,10 @@ pyVoIP 1.6.8 problems and how this module works around them:
   it cannot CANCEL its own INVITE. The adapter sees every datagram first
   (`sip.parse_message` is wrapped) and sends the ACK, the 487 and the CANCEL itself
   (built in `wire.py`).
-- Its parser trips on some headers and its 200 OK carries `To: <sip:1001@:5060>`
-  (host missing); we read numbers with our own tolerant parser (`wire.parse`).
+- Its parser trips on some headers (compact forms, display names) and its 200 OK has
+  been seen with `To: <sip:1001@:5060>` (host missing) and a BYE-reply To-tag that
+  differs from the 200's: Kamailio and sipp accept both (some PBXs reject such BYEs);
+  we read every datagram with our own tolerant parser (`wire.parse`), never pyVoIP's.
 - `read_audio` returns 8-bit *unsigned linear* audio (not mu-law) and `write_audio`
   takes the same: converted in `wire.u8_to_pcm16` / `wire.pcm16_to_u8`.
 - It accepts an INVITE whose offer has no G.711 and then has no codec: we answer 488.
