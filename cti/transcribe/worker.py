@@ -288,7 +288,7 @@ class TranscriptionWorker:
                 raise JobError(f"gave up after {row.attempts} attempts: {row.error}")
             await conn.execute(transcripts.update().where(transcripts.c.call_id == call_id)
                                .values(attempts=transcripts.c.attempts + 1, updated_at=_now()))
-        if row.text is not None and row.status == "pending":
+        if row.text is not None:
             # transcribed and stored by an earlier attempt; only the CRM push is left
             text, segments, summary = row.text, row.segments, row.summary
         else:
@@ -310,6 +310,7 @@ class TranscriptionWorker:
         result = await asyncio.to_thread(
             transcribe_redacted, recognizer, source, paused=paused,
             redact_emails=bool(getattr(self.tsettings, "redact_emails", False)),
+            diarize=bool(getattr(self.tsettings, "diarize_mono", False)),
         )
         summary_obj = await summarize_for(self.tsettings, result.segments)
         summary = summary_obj.to_dict() if summary_obj is not None else None

@@ -66,6 +66,19 @@ def test_paused_span_is_never_transcribed(recognizer, tmp_path: Path) -> None:
     assert "4719203" not in norm and "47" not in norm
 
 
+def test_mono_diarization_gives_turns_to_agent_and_customer(recognizer) -> None:
+    """Opt-in: voices in a mono recording are told apart (the customer gives the order number)."""
+    audio = load_audio(DATA / "c02_delivery_delay.mono.wav")[:, : int(19 * SAMPLE_RATE)]
+    t = transcribe_audio(recognizer, audio, diarize=True)
+    assert not t.stereo
+    help_turn = next(s for s in t.segments if "how can i help" in normalize(s.text))
+    assert help_turn.speaker == "agent"
+    order_turn = next(s for s in t.segments if "58213" in normalize(s.text))
+    assert order_turn.speaker == "customer"
+    plain = transcribe_audio(recognizer, audio)
+    assert {s.speaker for s in plain.segments} == {"unknown"}
+
+
 def test_words_are_merged_by_time_not_by_segment() -> None:
     words = [
         Word(0.0, 0.4, " Can", "agent"), Word(0.4, 0.8, " you", "agent"), Word(0.8, 1.2, " hear?", "agent"),
