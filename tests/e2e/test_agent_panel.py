@@ -180,3 +180,17 @@ def test_dial_pad_places_an_outbound_call(live_app, page):
     page.wait_for_selector(".toast:not(.error)", timeout=10_000)
     page.wait_for_selector("#call:not([hidden])", timeout=15_000)
     assert page.text_content("#call-dir") == "Outbound"
+
+
+def test_voicemail_drop_frees_the_agent_at_once(live_app, page):
+    only_agent_available(live_app, "alice")
+    sign_in(page, live_app.base_url, "demo-agent-alice")
+    page.fill("#dial-number", "06 12 34 56 78")
+    page.click("#dial-btn")
+    page.wait_for_selector("#vm-form:not([hidden])", timeout=15_000)
+    page.select_option("#vm-message", "callback")
+    page.click("#vm-drop")
+    page.wait_for_selector(".toast:has-text('Message left')", timeout=10_000)
+    page.wait_for_selector("#no-call:not([hidden])", timeout=5_000)
+    time.sleep(1.5)  # later updates of the call (the message still playing) must not bring it back
+    assert page.is_visible("#no-call") and not page.is_visible("#call")

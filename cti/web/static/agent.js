@@ -24,6 +24,7 @@
     current: null,         // call_id shown in the call pane
     ws: null, wsAttempts: 0, wsTimer: null, pingTimer: null, stopped: false,
     dispositions: [], vmMessages: [],
+    dropped: new Set(),    // calls handed to a voicemail drop: no longer the agent's concern
   };
 
   // ------------------------------------------------------------------ helpers
@@ -236,7 +237,7 @@
   function onSnapshot(msg) {
     if (msg.agent) S.agent = msg.agent;
     S.calls.clear();
-    for (const c of msg.calls || []) S.calls.set(c.call_id, c);
+    for (const c of msg.calls || []) if (!S.dropped.has(c.call_id)) S.calls.set(c.call_id, c);
     S.pops.clear();
     for (const p of msg.pops || []) S.pops.set(p.call_id, p);
     S.monitors.clear();
@@ -269,6 +270,10 @@
       if (S.current === call.call_id) S.current = null;
       pickCurrent(); render();
       return;
+    }
+    if (S.dropped.has(call.call_id)) {
+      if (call.state === "ended") S.dropped.delete(call.call_id);
+      return; // the message plays on its own; the agent already moved on
     }
     if (call.state === "ended") {
       S.calls.delete(call.call_id);
@@ -595,6 +600,7 @@
       if (await act(id, "voicemail-drop", { message })) {
         toast(t("voicemail_dropped"));
         // the message plays on its own: the agent is free at once
+        S.dropped.add(id);
         S.calls.delete(id); S.pops.delete(id);
         S.current = null; pickCurrent(); render();
       }
