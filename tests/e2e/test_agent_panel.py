@@ -125,6 +125,10 @@ def test_reconnect_restores_the_pop_from_the_snapshot(live_app, page):
     sign_in(page, live_app.base_url, "demo-agent-alice")
     live_app.inject_call(CAMILLE, queue="support")
     page.wait_for_selector("#contact-card:not([hidden])", timeout=15_000)
+    live_app.run(live_app.app.hub.close_all())  # the server drops every socket (restart, LB failover)
+    page.wait_for_selector("#conn[data-state='wait']", timeout=5_000)
+    page.wait_for_selector("#conn[data-state='on']", timeout=10_000)  # back by itself
+    assert page.text_content("#pop-name") == "Camille Dubois"
     page.reload()  # token from localStorage, state from the snapshot
     page.wait_for_selector("#conn[data-state='on']", timeout=10_000)
     page.wait_for_selector("#contact-card:not([hidden])", timeout=10_000)
