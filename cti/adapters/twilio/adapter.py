@@ -51,6 +51,7 @@ from cti.adapters.base import (
     Hold,
     Monitor,
     Originate,
+    Play,
     Record,
     Unhold,
     Unsupported,
@@ -92,7 +93,7 @@ class TwilioAdapter:
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.CONNECT, Capability.ORIGINATE, Capability.HANGUP, Capability.HOLD,
         Capability.BLIND_TRANSFER, Capability.RECORD, Capability.RECORD_PAUSE,
-        Capability.VOICEMAIL_DROP, Capability.MONITOR_LISTEN, Capability.MONITOR_WHISPER,
+        Capability.VOICEMAIL_DROP, Capability.PLAY, Capability.MONITOR_LISTEN, Capability.MONITOR_WHISPER,
         Capability.MONITOR_BARGE,
     })
 
@@ -383,7 +384,7 @@ class TwilioAdapter:
         handler = {
             Connect: self._connect, Originate: self._originate, Hangup: self._hangup,
             Hold: self._hold, Unhold: self._hold, BlindTransfer: self._transfer, Record: self._record,
-            VoicemailDrop: self._voicemail, Monitor: self._monitor,
+            VoicemailDrop: self._voicemail, Monitor: self._monitor, Play: self._play,
         }.get(type(command))
         if handler is None:
             raise Unsupported(self.type, command.name)
@@ -447,6 +448,19 @@ class TwilioAdapter:
             form["HoldUrl"] = self._hold_music
         conf = info.conference if info is not None and info.conference else sid
         await self._rest("POST", f"Conferences/{conf}/Participants/customer.json", form)
+        return CommandResult(provider_call_id=sid)
+
+    async def _play(self, cmd: Play) -> CommandResult:
+        """Announce `media` (an audio or TwiML URL) to the customer inside the conference."""
+        sid = cmd.provider_call_id
+        info = self._calls.get(sid)
+        if info is not None and info.call_id and not info.agent_legs:
+            raise AdapterError(f"call {sid} is not in a conference; twilio plays only into connected inbound calls")
+        if not cmd.media.startswith(("http://", "https://")):
+            raise AdapterError(f"twilio plays media by URL, not {cmd.media!r}")
+        conf = info.conference if info is not None and info.conference else sid
+        await self._rest("POST", f"Conferences/{conf}/Participants/customer.json",
+                         {"AnnounceUrl": cmd.media, "AnnounceMethod": "GET"})
         return CommandResult(provider_call_id=sid)
 
     async def _transfer(self, cmd: BlindTransfer) -> CommandResult:

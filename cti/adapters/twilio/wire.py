@@ -373,7 +373,7 @@ def recording_command_event(ctx: WireContext, sid: str, rsid: str, status: str, 
 
 def conference_events(params: Mapping[str, str], query: Mapping[str, str], ctx: WireContext,
                       received: datetime) -> list[CallEvent]:
-    """Hold/unhold of the customer and supervisor joins/leaves (from participant labels)."""
+    """Hold/unhold of the customer, announcements played, supervisor joins/leaves (by label)."""
     require(params, "StatusCallbackEvent")
     ev = params["StatusCallbackEvent"]
     sid = query.get("parent") or params.get("FriendlyName")
@@ -387,6 +387,9 @@ def conference_events(params: Mapping[str, str], query: Mapping[str, str], ctx: 
         return [_event(ctx, sid, EventKind.HELD, at, seq, seq=seq)]
     if ev == "participant-unhold" and label == "customer":
         return [_event(ctx, sid, EventKind.RESUMED, at, seq, seq=seq)]
+    if ev in ("announcement-end", "announcement-fail"):
+        data = {"failed": True} if ev == "announcement-fail" else {}
+        return [_event(ctx, sid, EventKind.PLAYBACK_FINISHED, at, seq, seq=seq, data=data)]
     if label.startswith("monitor:") and ev in ("participant-join", "participant-leave"):
         _, mode, supervisor = [*label.split(":", 2), "", ""][:3]
         kind = EventKind.MONITOR_STARTED if ev == "participant-join" else EventKind.MONITOR_STOPPED
@@ -419,7 +422,7 @@ def conference_twiml(name: str, status_url: str, hold_music: str | None = None,
     return twiml("<Dial><Conference" + _attrs(
         participantLabel=label, startConferenceOnEnter="true", endConferenceOnExit="true", beep="false",
         waitUrl=hold_music, statusCallback=status_url,
-        statusCallbackEvent="start end join leave hold",
+        statusCallbackEvent="start end join leave hold announcement",
     ) + f">{escape(name)}</Conference></Dial>")
 
 

@@ -139,7 +139,7 @@ async def test_wrong_credentials_fail_clearly() -> None:
 
 
 @pytest.mark.parametrize("command", [
-    Answer("CA1", "alice"), AttendedTransfer("CA1", "+33100000000"), Play("CA1", "https://x/a.wav"),
+    Answer("CA1", "alice"), AttendedTransfer("CA1", "+33100000000"),
     Monitor("CA1", "client:sam", "takeover"),
 ])
 async def test_unsupported_commands_say_so(command) -> None:
@@ -223,3 +223,17 @@ async def test_a_create_whose_answer_is_lost_is_not_repeated() -> None:
         with pytest.raises(AdapterError, match="503"):
             await env.adapter.execute(Originate("client:alice", CUSTOMER, call_id="c2c-x", agent="alice"))
         assert len([p for m, p, _ in env.fake.requests if m == "POST" and p.endswith("/Calls.json")]) == 1
+
+
+async def test_play_announces_to_the_customer_and_reports_the_end() -> None:
+    from tests.conformance.test_twilio import _inbound_answered
+
+    async with twilio_env() as env:
+        sid, _ = await _inbound_answered(env)
+        await env.adapter.execute(Play(sid, "https://cdn.example.com/prompts/survey.wav"))
+        form = dict(env.fake.last("POST", "/Participants/customer.json"))
+        assert form == {"AnnounceUrl": "https://cdn.example.com/prompts/survey.wav", "AnnounceMethod": "GET"}
+        await env.fake.conference_event(sid, "announcement-end", sid, "customer")
+        await env.wait_for(EventKind.PLAYBACK_FINISHED, sid)
+        with pytest.raises(AdapterError, match="by URL"):
+            await env.adapter.execute(Play(sid, "/var/sounds/local.wav"))
