@@ -145,6 +145,11 @@ class RecordingIngest:
                     "call_id": call_id, "tenant": tenant, "status": "pending", "attempts": 0,
                     "created_at": _now(), "updated_at": _now(),
                 })
+                status = (await conn.execute(sa.select(transcripts.c.status)
+                                             .where(transcripts.c.call_id == call_id))).scalar()
+            if status == "done":
+                log.info("recording_already_transcribed", recording_id=recording_id)
+                return None
             job = {"call_id": call_id, "tenant": tenant, "recording_id": recording_id, "path": stored_path}
             await self.bus.publish(streams.JOBS_TRANSCRIBE, job)
             return job

@@ -117,3 +117,38 @@ async def test_encrypted_recording_is_unreadable_without_the_key(tmp_path: Path)
 async def test_missing_local_recording_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RecordingError, match="no such file"):
         await store_recording(str(tmp_path / "nope.wav"), tmp_path / "x.wav")
+
+
+async def test_twilio_recording_ready_is_fetched_stored_linked_and_queued(fake_twilio, engine, tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from cti.bus import open_bus, streams
+    from cti.store.tables import recordings, transcripts
+    from cti.transcribe.worker import RecordingIngest
+
+    base, body, seen = fake_twilio
+    api = base.split("/2010-04-01")[0]
+    settings = Settings.model_validate({
+        "providers": [{"name": "tw", "type": "twilio", "account_sid": SID, "auth_token": TOKEN, "api_url": api}],
+        "transcribe": {"enabled": True, "storage": str(tmp_path / "rec")},
+    })
+    bus = open_bus("memory://")
+    ingest = RecordingIngest(bus, engine, settings)
+    event = {"event_id": "e1", "provider": "tw", "provider_call_id": "CA1", "call_id": "call-tw", "tenant": "acme",
+             "kind": "recording_ready", "occurred_at": "2026-01-01T10:00:00+00:00",
+             "data": {"recording": "RE1", "url": f"{base}/RE1.wav", "duration_s": 40, "channels": 1}}
+    job = await ingest.ingest(event)
+    assert job is not None and job["call_id"] == "call-tw"
+    assert Path(job["path"]).read_bytes() == body  # noqa: ASYNC240
+    assert Path(job["path"]).is_relative_to(tmp_path / "rec" / "acme" / "call-tw")
+    async with engine.connect() as conn:
+        rec = (await conn.execute(sa.select(recordings))).one()
+        tr = (await conn.execute(sa.select(transcripts))).one()
+    assert rec.call_id == "call-tw" and rec.source == f"{base}/RE1.wav" and rec.duration_s == 40
+    assert tr.status == "pending"
+    queued = await bus.dead_letters(streams.JOBS_TRANSCRIBE)  # nothing dead
+    assert queued == []
+    # redelivered event: no second download, same recording row, job queued again (idempotent downstream)
+    await ingest.ingest(event)
+    assert len(seen) == 1
+    assert await bus.lag(streams.JOBS_TRANSCRIBE, "transcribe") == 2
