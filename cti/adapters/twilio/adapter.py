@@ -29,7 +29,8 @@ import contextlib
 import random
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -84,6 +85,11 @@ class _CallInfo:
     recording: str | None = None
     record_ops: int = 0
     conference: str | None = None      # ConferenceSid (participant updates need the sid)
+    final_legs: set[str] = field(default_factory=set)  # agent legs whose final status arrived
+    last_at: datetime | None = None     # latest fact published for the call
+
+    def legs_pending(self) -> bool:
+        return any(leg not in self.final_legs for leg in self.agent_legs)
     ended: bool = False
 
 
@@ -113,6 +119,7 @@ class TwilioAdapter:
         self._default_queue = str(opts.get("default_queue") or "default")
         self._max_retries = int(opts.get("max_retries", 3))
         self._rest_timeout = float(opts.get("rest_timeout", 10))
+        self._legs_wait_s = float(opts.get("legs_wait_s", 3.0))
         self._public = ctx.public_url.rstrip("/")
         self._base = f"/webhooks/twilio/{self.name}"
         self._clock = ctx.clock or SystemClock()
@@ -148,6 +155,8 @@ class TwilioAdapter:
 
     async def stop(self) -> None:
         self._running = False
+        if self._tasks:  # deferred call ends and leg cancels finish (bounded by legs_wait_s)
+            await asyncio.wait(list(self._tasks), timeout=self._legs_wait_s + 0.5)
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -259,6 +268,8 @@ class TwilioAdapter:
                         self._spawn(self._quiet_hangup(other, "canceled"))
         elif ev.kind is EventKind.ENDED:
             info.ended = True
+        if info.last_at is None or ev.occurred_at > info.last_at:
+            info.last_at = ev.occurred_at
 
     async def _handle(self, request: web.Request, parse: Any, **flags: Any) -> web.Response:
         got = await self._read(request)
@@ -294,17 +305,44 @@ class TwilioAdapter:
         if isinstance(got, web.Response):
             return got
         params, key = got
-        parent = request.query.get("parent") or params.get("ParentCallSid") or params.get("CallSid", "")
+        query = dict(request.query)
+        parent = query.get("parent") or params.get("ParentCallSid") or params.get("CallSid", "")
         info = self._calls.get(parent) or _CallInfo()
+        received = self._clock.now()
         try:
-            events = wire.status_events(params, dict(request.query), self._wctx, self._clock.now(),
-                                        answered=info.answered, transferred=info.transferred,
-                                        voicemail=info.voicemail)
+            events = wire.status_events(params, query, self._wctx, received, answered=info.answered,
+                                        transferred=info.transferred, voicemail=info.voicemail)
         except wire.WireError as exc:
             return self._malformed(request, exc)
-        await self._publish(events)
+        status = params["CallStatus"]
+        if query.get("role") == "agent" and status in wire.TERMINAL:
+            info.final_legs.add(params["CallSid"])
+        if not query.get("role") and status in wire.TERMINAL and not info.answered and info.legs_pending():
+            # Twilio does not order callbacks across calls: the customer's end may arrive
+            # before the agent leg's "answered". Decide the end cause once the legs report;
+            # legs still ringing for a caller who left are cancelled (they report no_answer).
+            # (Status=canceled only stops a queued/ringing call; an answered leg is unaffected.)
+            for leg in info.agent_legs:
+                if leg not in info.final_legs:
+                    self._spawn(self._quiet_hangup(leg, "canceled"))
+            self._spawn(self._end_after_legs(parent, params, query, received))
+        else:
+            await self._publish(events)
         self._remember(key)
         return web.Response(status=200, text=wire.twiml(), content_type="text/xml")
+
+    async def _end_after_legs(self, sid: str, params: dict[str, str], query: dict[str, str],
+                              received: Any) -> None:
+        info = self._info(sid)
+        for _ in range(int(self._legs_wait_s / 0.05)):
+            if not info.legs_pending() or info.answered:
+                break
+            await asyncio.sleep(0.05)
+        events = wire.status_events(params, query, self._wctx, received, answered=info.answered,
+                                    transferred=info.transferred, voicemail=info.voicemail)
+        if info.last_at is not None:  # the call cannot end before its legs' facts
+            events = [replace(e, occurred_at=max(e.occurred_at, info.last_at)) for e in events]
+        await self._publish(events)
 
     async def _on_recording(self, request: web.Request) -> web.Response:
         return await self._handle(request, wire.recording_events)

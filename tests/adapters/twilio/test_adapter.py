@@ -237,3 +237,39 @@ async def test_play_announces_to_the_customer_and_reports_the_end() -> None:
         await env.wait_for(EventKind.PLAYBACK_FINISHED, sid)
         with pytest.raises(AdapterError, match="by URL"):
             await env.adapter.execute(Play(sid, "/var/sounds/local.wav"))
+
+
+async def test_customer_end_arriving_before_the_agent_answer_still_counts_the_answer() -> None:
+    """Twilio does not order callbacks of different calls: the end waits for the agent leg."""
+    from cti.calls.state import fold
+    from cti.model import Outcome
+
+    async with twilio_env() as env:
+        sid, _, _ = await env.fake.inbound(CUSTOMER, QUEUE_NUMBER)
+        (leg,) = (await env.adapter.execute(Connect(sid, (("alice", "client:alice"),)))).detail["legs"]
+        await env.fake.leg_status(leg, "ringing")
+        await env.fake.leg_status(sid, "completed", duration=40)  # delivered early
+        await env.fake.leg_status(leg, "in-progress")
+        await env.fake.leg_status(leg, "completed", duration=30)
+        ended = await env.wait_for(EventKind.ENDED, sid)
+        assert ended.data["cause"] == "normal"
+        call = fold(env.of_call(sid))
+        assert call.outcome is Outcome.ANSWERED and call.agent == "alice"
+
+
+async def test_caller_leaving_while_the_agent_rings_cancels_the_agent_leg() -> None:
+    from tests.conformance.scenarios import check
+
+    async with twilio_env() as env:
+        sid, _, _ = await env.fake.inbound(CUSTOMER, QUEUE_NUMBER)
+        (leg,) = (await env.adapter.execute(Connect(sid, (("alice", "client:alice"),)))).detail["legs"]
+        await env.fake.leg_status(leg, "ringing")
+        await env.fake.leg_status(sid, "completed", duration=12)
+        for _ in range(100):
+            if env.fake.calls[leg].status == "canceled":
+                break
+            await env.settle()
+        assert env.fake.calls[leg].status == "canceled"
+        await env.fake.leg_status(leg, "canceled")  # Twilio reports the cancelled leg
+        await env.wait_for(EventKind.ENDED, sid)
+        check("inbound_not_answered", env.of_call(sid))
