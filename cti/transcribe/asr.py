@@ -21,7 +21,7 @@ import importlib.util
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -383,9 +383,3 @@ def transcribe_audio(
         processing_s=time.perf_counter() - t0,
         words=words,
     )
-
-
-def transcript_to_dict(t: Transcript) -> dict[str, Any]:
-    return {"text": t.text, "segments": t.segments_dicts(), "language": t.language, "model": t.model,
-            "audio_s": round(t.audio_s, 2), "stereo": t.stereo,
-            "words": [asdict(w) for w in t.words]}

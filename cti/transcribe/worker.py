@@ -303,6 +303,11 @@ class TranscriptionWorker:
         async with self.engine.begin() as conn:
             await conn.execute(transcripts.update().where(transcripts.c.call_id == call_id)
                                .values(status="done", error=None, updated_at=_now()))
+            # an error an earlier attempt left on the call is no longer true
+            await conn.execute(calls.update().where(
+                calls.c.call_id == call_id,
+                sa.or_(calls.c.error.like("transcription failed%"), calls.c.error.like("recording fetch failed%")),
+            ).values(error=None))
         self._count("done")
         log.info("transcription_done", segments=len(segments or []))
         return "done"

@@ -218,7 +218,9 @@ async def test_crm_failure_retries_only_the_push(recognizer, engine, tmp_path) -
         await worker.process(job)
     t = await row(engine, transcripts, call_id)
     assert t.status == "pending" and t.text and "CRM down" in t.error
+    assert "CRM down" in (await row(engine, calls, call_id)).error
     assert await worker.process(job) == "done"
+    assert (await row(engine, calls, call_id)).error is None
     assert len(calls_made) == 2  # two channels, transcribed once
     assert len(crm.notes) == 1
 
