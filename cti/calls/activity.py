@@ -160,6 +160,8 @@ class ActivityWriter:
                     calls.update().where(calls.c.call_id == call_id).values(disposition=disposition, notes=notes)
                 )
             if not res.rowcount:
+                if len(self._pending_wrap) >= 10_000:  # wrap-ups of calls that never end: bounded
+                    self._pending_wrap.pop(next(iter(self._pending_wrap)))
                 self._pending_wrap[call_id] = {"disposition": disposition, "notes": notes}
                 return False
             async with self.engine.connect() as conn:

@@ -105,6 +105,7 @@ class ScreenPop:
         rules: Rules | None = None,
         history_limit: int = 5,
         history_ttl_s: float = 30.0,
+        max_calls: int = 100_000,
     ) -> None:
         self.lookup = crm_lookup
         self.engine = engine
@@ -112,6 +113,7 @@ class ScreenPop:
         self.publish = publish
         self.rules = _as_callable(rules) if rules is not None else rules_from_settings(settings)
         self.history_limit = history_limit
+        self.max_calls = max_calls
         # Last calls are cached briefly: the history query is the slowest part of a pop.
         # Entries go when a call with that number ends (and for a while after, until its
         # activity is written) and when the activity writer reports a change.
@@ -153,7 +155,12 @@ class ScreenPop:
             return
         if f"ended:{ev.call_id}" in self._seen:
             return  # a late event of a finished call must not pop it again
-        info = self._calls.setdefault(ev.call_id, _CallInfo())
+        info = self._calls.get(ev.call_id)
+        if info is None:
+            if len(self._calls) >= self.max_calls:
+                # a call whose end we never saw: forget the oldest rather than grow forever
+                self._forget(next(iter(self._calls)))
+            info = self._calls[ev.call_id] = _CallInfo()
         info.tenant = ev.tenant
         info.direction = ev.direction or info.direction
         info.from_number = ev.from_number or info.from_number
