@@ -198,3 +198,21 @@ def test_voicemail_drop_frees_the_agent_at_once(live_app, page):
     page.wait_for_selector("#no-call:not([hidden])", timeout=5_000)
     time.sleep(1.5)  # later updates of the call (the message still playing) must not bring it back
     assert page.is_visible("#no-call") and not page.is_visible("#call")
+
+
+def test_agent_goes_away_with_a_reason_then_back(live_app, page):
+    sign_in(page, live_app.base_url, "demo-agent-alice")
+    page.wait_for_selector("#state-now[data-state='available']")
+    page.select_option("#state", "away")
+    page.wait_for_selector("#away-reason:not([hidden])")
+    page.select_option("#away-reason", "lunch")
+    page.wait_for_selector("#state-now:has-text('Away · Lunch')", timeout=10_000)
+    agents = live_app.run(_agent_state(live_app, "alice"))
+    assert agents == ("away", "lunch")
+    page.select_option("#state", "available")
+    page.wait_for_selector("#state-now[data-state='available']", timeout=10_000)
+
+
+async def _agent_state(live, agent: str) -> tuple[str, str | None]:
+    st = live.app.directory.state_of(agent)
+    return st["state"], st.get("reason")
