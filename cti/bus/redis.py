@@ -47,6 +47,17 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 log = structlog.get_logger(__name__)
 
+# XADD many entries in one command: one reply to parse instead of one per entry
+# (redis-py's per-reply parsing, not Redis, is what limits a pipelined XADD loop).
+_XADD_MANY = """
+local ids = {}
+for i = 1, #ARGV do
+  ids[i] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
+end
+return ids
+"""
+_XADD_CHUNK = 500  # entries per script call: keeps each call short for the server
+
 T = TypeVar("T")
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
 
@@ -94,6 +105,7 @@ class RedisBus:
         self.socket_timeout_s = max(socket_timeout_s, block_ms / 1000 + 2.0)
         self.health_check_interval_s = health_check_interval_s
         self._client: aioredis.Redis | None = None
+        self._xadd_many: Any = None
 
     # -- connection ---------------------------------------------------------
 
@@ -117,6 +129,7 @@ class RedisBus:
     async def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
+            self._xadd_many = None
             await client.aclose()
 
     async def ping(self) -> bool:
@@ -152,13 +165,18 @@ class RedisBus:
             return []
         payloads = [_dumps(d) for d in items]
 
-        async def go() -> list[str]:
-            pipe = self.client.pipeline(transaction=False)
-            for p in payloads:
-                pipe.xadd(stream, {"d": p})
-            return [_s(i) for i in await pipe.execute()]
+        if len(payloads) == 1:
+            return [_s(await self._retrying("publish", lambda: self.client.xadd(stream, {"d": payloads[0]})))]
+        if self._xadd_many is None:
+            self._xadd_many = self.client.register_script(_XADD_MANY)
 
-        return await self._retrying("publish", go)
+        ids: list[str] = []
+        for i in range(0, len(payloads), _XADD_CHUNK):
+            chunk = payloads[i : i + _XADD_CHUNK]
+            # retried per chunk: a retry after a lost reply may add a chunk twice (at-least-once)
+            added = await self._retrying("publish", lambda c=chunk: self._xadd_many(keys=[stream], args=c))
+            ids.extend(_s(x) for x in added)
+        return ids
 
     # -- consuming ----------------------------------------------------------
 

@@ -178,12 +178,10 @@ class EventPipeline:
         by_call: dict[str, list[CallEvent]] = {}
         for e in events:
             by_call.setdefault(e.call_id, []).append(e)
-        # calls the folder knows: fold in memory
+        # calls the folder knows: fold in memory (once per call per batch)
         for cid, evs in by_call.items():
-            if not self.folder.known(cid):
-                continue
-            for e in evs:
-                call = self.folder.add(e)
+            if self.folder.known(cid):
+                call = self.folder.add_many(evs)
                 if call is not None:
                     results[cid] = call
         # the others (and known calls whose events were all seen: a redelivery) come from the store
@@ -196,10 +194,9 @@ class EventPipeline:
                 for cid in reload:
                     batch_ids = {e.event_id for e in by_call[cid]}
                     self.folder.load(cid, [e for e in stored[cid] if e.event_id not in batch_ids])
-                    for e in by_call[cid]:
-                        call = self.folder.add(e)
-                        if call is not None:
-                            results[cid] = call
+                    call = self.folder.add_many(by_call[cid])
+                    if call is not None:
+                        results[cid] = call
             changed = list(results.values())
             await self.repo.upsert_calls(changed, conn=conn)
         self.stats.calls_written += len(changed)

@@ -6,7 +6,8 @@
   other stages own (contact, priority, disposition, notes, error) are never
   touched by an update. A row is never replaced by the fold of fewer events,
   so a stale writer cannot roll a call back.
-Every write is one multi-row statement per chunk of rows (one round trip).
+Every write is one multi-row statement per chunk of rows (SQLAlchemy's
+"insertmanyvalues": one cached compilation, rows paged under the parameter limit).
 Datetimes are stored and returned as UTC (SQLite keeps them naive: we re-attach UTC).
 """
 
@@ -39,14 +40,34 @@ FILTERS = (
     "account_id", "number", "since", "until", "ended", "call_ids",
 )
 
-_EVENT_ROWS_PER_STMT = 1000  # 9 params each: well under SQLite's and asyncpg's parameter limits
-_CALL_ROWS_PER_STMT = 500    # 27 params each
+_EVENT_ROWS_PER_STMT = 1000  # rows per executemany; SQLAlchemy pages them under the parameter limits
+_CALL_ROWS_PER_STMT = 1000
 
 
 def _utc(v: datetime | None) -> datetime | None:
     if v is None:
         return None
     return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+
+def event_payload(e: CallEvent) -> dict[str, Any]:
+    """`CallEvent.to_dict()` without dataclasses.asdict's deep copy (10x faster; same result)."""
+    return {
+        "event_id": e.event_id,
+        "provider": e.provider,
+        "provider_call_id": e.provider_call_id,
+        "call_id": e.call_id,
+        "kind": str(e.kind),
+        "occurred_at": e.occurred_at.isoformat(),
+        "seq": e.seq,
+        "tenant": e.tenant,
+        "agent": e.agent,
+        "queue": e.queue,
+        "direction": str(e.direction) if e.direction else None,
+        "from_number": e.from_number,
+        "to_number": e.to_number,
+        "data": e.data,
+    }
 
 
 def event_row(e: CallEvent) -> dict[str, Any]:
@@ -58,7 +79,7 @@ def event_row(e: CallEvent) -> dict[str, Any]:
         "kind": str(e.kind),
         "occurred_at": _utc(e.occurred_at),
         "seq": e.seq,
-        "payload": e.to_dict(),
+        "payload": event_payload(e),
     }
 
 
@@ -70,7 +91,7 @@ def call_row(c: Call) -> dict[str, Any]:
             v = _utc(v)
         elif isinstance(v, tuple):
             v = list(v)
-        elif v is not None and name in ("direction", "state", "outcome"):
+        elif v is not None and name in ("direction", "state", "outcome", "end_cause"):
             v = str(v)
         row[name] = v
     return row
@@ -130,7 +151,21 @@ class CallRepo:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        # RETURNING makes SQLAlchemy send each chunk of rows as ONE multi-row INSERT
+        # ("insertmanyvalues") compiled once and cached, instead of one statement per row
+        self._insert_events = (
+            insert(call_events)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(call_events.c.event_id)
+        )
+        up = insert(calls)
+        self._upsert_calls = up.on_conflict_do_update(
+            index_elements=["call_id"],
+            set_={name: up.excluded[name] for name in FOLD_COLUMNS},
+            # never replace a row with the fold of fewer events (a stale writer)
+            where=calls.c.events <= up.excluded.events,
+        ).returning(calls.c.call_id)
 
     @asynccontextmanager
     async def _conn(self, conn: AsyncConnection | None, *, write: bool):
@@ -144,16 +179,17 @@ class CallRepo:
             async with self.db.engine.connect() as c:
                 yield c
 
-    async def insert_events(self, events: Sequence[CallEvent], *, conn: AsyncConnection | None = None) -> None:
-        """Store events; ones already stored (same event_id) are skipped."""
+    async def insert_events(self, events: Sequence[CallEvent], *, conn: AsyncConnection | None = None) -> set[str]:
+        """Store events; ones already stored (same event_id) are skipped. Returns the new event ids."""
         unique = {e.event_id: e for e in events}
         if not unique:
-            return
+            return set()
         rows = [event_row(e) for e in unique.values()]
+        new: set[str] = set()
         async with self._conn(conn, write=True) as c:
             for part in _chunks(rows, _EVENT_ROWS_PER_STMT):
-                stmt = self._insert(call_events).values(part).on_conflict_do_nothing(index_elements=["event_id"])
-                await c.execute(stmt)
+                new.update((await c.execute(self._insert_events, part)).scalars().all())
+        return new
 
     async def load_events(
         self, call_ids: Iterable[str], *, conn: AsyncConnection | None = None
@@ -187,14 +223,7 @@ class CallRepo:
         rows = [call_row(c) for c in latest.values()]
         async with self._conn(conn, write=True) as cx:
             for part in _chunks(rows, _CALL_ROWS_PER_STMT):
-                stmt = self._insert(calls).values(part)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["call_id"],
-                    set_={name: stmt.excluded[name] for name in FOLD_COLUMNS},
-                    # never replace a row with the fold of fewer events (a stale writer)
-                    where=calls.c.events <= stmt.excluded.events,
-                )
-                await cx.execute(stmt)
+                (await cx.execute(self._upsert_calls, part)).all()
 
     async def get_call(self, call_id: str, *, tenant: str | None = None) -> dict[str, Any] | None:
         """The full `calls` row (fold columns and the other stages' columns), or None."""
