@@ -47,7 +47,8 @@ pyVoIP 1.6.8 problems and how this module works around them:
 - Its ACK to a 2xx goes to the To URI without the Record-Route set (a proxy drops it):
   we replace its 200 handler and send a routable ACK (`wire.ack_for_2xx`).
 - pyVoIP forgets a call whose callback thread has returned, so each inbound call's
-  callback is the call's media loop and lives until the call ends.
+  callback (started 1 s late) just lives until the call ends; the media loop runs in
+  our own thread from the INVITE on.
 """
 
 from __future__ import annotations
@@ -417,14 +418,19 @@ class SipAdapter:
         self._publish(events)
 
     def _media_loop(self, voip: Any) -> None:
-        """pyVoIP's per-call callback thread: record what we hear until the call ends."""
-        call = self._calls.get(voip.call_id)
+        """pyVoIP's per-call callback thread (started 1 s after the INVITE).
+
+        The media itself runs in our own thread from the first moment (a recording
+        started right after answering must not miss that second); this thread only has
+        to live as long as the call, or pyVoIP forgets the call.
+        """
         deadline = time.monotonic() + 5
+        call = self._calls.get(voip.call_id)
         while call is None and time.monotonic() < deadline and self._running:
             time.sleep(0.01)  # the invite fact is applied on the event loop
             call = self._calls.get(voip.call_id)
-        if call is not None:
-            self._media(call, voip)
+        while call is not None and self._running and not call.done.wait(0.5):
+            pass  # (pyVoIP's Timer threads are not daemons: never block one past stop())
 
     def _media(self, call: _LineCall, voip: Any) -> None:
         from pyVoIP.VoIP import CallState
@@ -459,7 +465,6 @@ class SipAdapter:
                 writer.close()
             if call.recording is not None:
                 call.recording.closed.set()
-            call.done.wait(timeout=1)  # keep pyVoIP's thread alive until the loop saw the end
 
     # ---- facts -> events (event loop) -------------------------------------------------
 
@@ -490,6 +495,9 @@ class SipAdapter:
                                                 agent=self._agent)
             phone = self._phone
             call.voip = phone.calls.get(sid) if phone is not None else None
+            if call.voip is not None:
+                threading.Thread(target=self._media, args=(call, call.voip), name=f"sip-media-{sid}",
+                                 daemon=True).start()
             self._publish(wire.inbound_events(msg, self._lctx, now))
             log.info("sip_inbound_call", provider=self.name, call=sid, caller=msg.from_user)
             if self._auto_answer:

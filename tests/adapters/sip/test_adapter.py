@@ -214,3 +214,27 @@ def test_line_agent_comes_from_the_agents_endpoints(tmp_path: Path) -> None:
     adapter = SipAdapter(ProviderSettings(name="line1", type="sip", registrar="10.0.0.1", username="1001"),
                          AdapterContext(agent_endpoints={"sip:1001": "bob"}, storage_dir=str(tmp_path)))
     assert adapter._agent == "bob"
+
+
+@peer_test
+async def test_paused_audio_is_left_out_of_the_recording(kam: Kamailio, tmp_path: Path) -> None:
+    from cti.adapters.base import Record
+
+    async with sip_env(kam, tmp_path, auto_answer=True) as env, \
+            sipp("uac_media.xml", env.target, tmp_path=tmp_path, keys=env.customer_keys(),
+                 subst={"AUDIO": str(AUDIO), "TALK_MS": "3500"}) as run:
+        answered = await env.wait_for(EventKind.ANSWERED)
+        sid = answered.provider_call_id
+        await env.adapter.execute(Record(sid, "start"))
+        await asyncio.sleep(0.8)
+        await env.adapter.execute(Record(sid, "pause"))
+        await asyncio.sleep(1.2)
+        await env.adapter.execute(Record(sid, "resume"))
+        await asyncio.sleep(0.6)
+        await env.adapter.execute(Record(sid, "stop"))
+        assert (await run.wait()).rc == 0
+        ready = await env.wait_for(EventKind.RECORDING_READY, sid)
+    kinds = [e.kind for e in env.of_call(sid) if e.kind.value.startswith("recording")]
+    assert kinds == [EventKind.RECORDING_STARTED, EventKind.RECORDING_PAUSED, EventKind.RECORDING_RESUMED,
+                     EventKind.RECORDING_STOPPED, EventKind.RECORDING_READY]
+    assert 1.0 <= _wav_seconds(ready.data["path"]) <= 1.9  # 0.8 s + 0.6 s heard, the 1.2 s pause left out

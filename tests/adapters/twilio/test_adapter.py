@@ -273,3 +273,19 @@ async def test_caller_leaving_while_the_agent_rings_cancels_the_agent_leg() -> N
         await env.fake.leg_status(leg, "canceled")  # Twilio reports the cancelled leg
         await env.wait_for(EventKind.ENDED, sid)
         check("inbound_not_answered", env.of_call(sid))
+
+
+async def test_recording_pause_and_resume_update_the_recording() -> None:
+    from cti.adapters.base import Record
+    from tests.conformance.test_twilio import _inbound_answered
+
+    async with twilio_env() as env:
+        sid, _ = await _inbound_answered(env)
+        rsid = (await env.adapter.execute(Record(sid, "start"))).detail["recording"]
+        for action, status in (("pause", "paused"), ("resume", "in-progress"), ("pause", "paused")):
+            await env.adapter.execute(Record(sid, action))
+            assert dict(env.fake.last("POST", f"/Recordings/{rsid}.json")) == {"Status": status}
+        await env.settle()
+        kinds = [e.kind for e in env.of_call(sid) if e.kind.value.startswith("recording")]
+        assert kinds == [EventKind.RECORDING_STARTED, EventKind.RECORDING_PAUSED, EventKind.RECORDING_RESUMED,
+                         EventKind.RECORDING_PAUSED]
