@@ -125,10 +125,20 @@ def test_softphone_inside_salesforce_dials_and_pops(live_app, page):
     page.wait_for_selector("#conn[data-state='on']", timeout=10_000)
     page.wait_for_function("window.openctiLog.some(e => e[0] === 'onClickToDial')", timeout=10_000)
     assert ["enableClickToDial"] in page.evaluate("window.openctiLog")
+    # a click on a phone field in Salesforce
+    page.evaluate("window.sfDial({number: '06 12 34 56 79', recordId: '003000000000001AAA', objectType: 'Contact'})")
+    page.wait_for_selector(".toast:has-text('Calling 06 12 34 56 79')", timeout=10_000)
+    page.wait_for_selector("#call-dir:has-text('Outbound')", timeout=15_000)
+    page.click("#btn-hangup")
+    page.wait_for_selector("#no-call:not([hidden])", timeout=15_000)
 
     live_app.inject_call(CAMILLE, queue="support")
-    page.wait_for_function("window.openctiLog.some(e => e[0] === 'screenPop')", timeout=15_000)
-    pops = [e for e in page.evaluate("window.openctiLog") if e[0] == "screenPop"]
-    assert pops[0][1] == "search" and pops[0][2] == {"searchString": CAMILLE}
+    page.wait_for_function(
+        f"window.openctiLog.some(e => e[0] === 'screenPop' && e[2].searchString === '{CAMILLE}')", timeout=15_000
+    )
+    pops = [e[1:] for e in page.evaluate("window.openctiLog") if e[0] == "screenPop"]
+    # ct-0001 is not a Salesforce id: Salesforce is asked to search the number
+    assert ["search", {"searchString": CAMILLE}] in pops
+    page.wait_for_selector("#contact-card:not([hidden])", timeout=10_000)
     assert page.text_content("#pop-name") == "Camille Dubois"
     screenshot(page, "softphone_opencti")
