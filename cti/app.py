@@ -226,7 +226,7 @@ class CtiApp:
         row = d.to_dict()
         async with self.db.engine.begin() as conn:
             await conn.execute(t.routing_decisions.insert().values(
-                call_id=d.call_id, tenant=d.tenant, queue=d.queue, decided_at=d.decided_at_dt(),
+                call_id=d.call_id, tenant=d.tenant, queue=d.queue, decided_at=d.decided_at_dt,
                 chosen=d.chosen, reason=f"{d.action}: {d.reason}", candidates=row.get("candidates")))
         if d.priority or d.rules:
             async with self.db.engine.begin() as conn:
@@ -324,6 +324,8 @@ class CtiApp:
                                                              self._on_calls_ws, from_start=False))
             self._spawn("ws-pops", lambda: self.bus.consume(S.POPS, f"ws-{self.node_id}", self.node_id,
                                                             self._on_pops_ws, from_start=False))
+            self._spawn("agent-log", lambda: self.bus.consume(S.EVENTS, "agent-log", self.node_id,
+                                                              self._on_agent_log_events))
             self._spawn("router-loop", self._router_loop)
             self._spawn("live", self._live_loop)
             if hasattr(self.activity, "run_retries"):
@@ -441,6 +443,24 @@ class CtiApp:
                 self.hub.to_agent(e.tenant, e.agent or "", msg, watchers=True)
             if self.router is not None and (e.provider in self.adapters or e.kind is EventKind.AGENT_STATE_CHANGED):
                 await self.router.on_event(e)
+
+    async def _on_agent_log_events(self, batch: list[Message]) -> None:
+        """agent_state_log: one row per state spell (time per state, occupancy, logged-in time)."""
+        changes = [e for e in self._events(batch) if e.kind is EventKind.AGENT_STATE_CHANGED and e.agent]
+        if not changes:
+            return
+        c = t.agent_state_log.c
+        async with self.db.engine.begin() as conn:
+            for e in changes:
+                seen = (await conn.execute(sa.select(c.id).where(c.event_id == e.event_id))).first()
+                if seen is not None:
+                    continue  # redelivered: already logged
+                await conn.execute(sa.update(t.agent_state_log)
+                                   .where(c.agent == e.agent, c.ended_at.is_(None), c.started_at <= e.occurred_at)
+                                   .values(ended_at=e.occurred_at))
+                await conn.execute(t.agent_state_log.insert().values(
+                    event_id=e.event_id, tenant=e.tenant, agent=e.agent, state=e.data.get("state") or "offline",
+                    reason=e.data.get("reason"), started_at=e.occurred_at))
 
     async def _on_pop_events(self, batch: list[Message]) -> None:
         for e in self._events(batch):

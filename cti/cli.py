@@ -99,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"{args.config}: " + "; ".join(errors))
     from cti.app import CtiApp
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level or "info")
     migrate = settings.store.url.startswith("sqlite")
     app = CtiApp(settings, migrate=migrate)
     host = args.host or settings.server.host
@@ -115,7 +115,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     from cti.app import CtiApp
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level or "info")
     if not settings.transcribe.enabled:
         return _fail(f"{args.config}: transcribe.enabled is false: nothing for a worker to do")
 
@@ -152,7 +152,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from cti.demo.run import run_demo
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level or "warning")
     return run_demo(port=args.port, duration=args.duration, host=args.host or "127.0.0.1",
                     db_path=args.db, speed=args.speed, transcribe=not args.no_transcribe)
 
@@ -194,7 +194,7 @@ def cmd_crm(args: argparse.Namespace, rest: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cti", description="CTI middleware: phone system <-> CRM")
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default=None, help="debug | info | warning (default: info; demo: warning)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run a gateway node (adapters, routing, web)")

@@ -17,11 +17,20 @@ import sqlalchemy as sa
 
 from cti.config import Settings
 
+# A lively but realistic hour: about 6 calls a minute for 12 agents (~85% occupancy).
+DEMO_TRAFFIC: dict[str, Any] = {
+    "arrival_rate_per_min": {"support": 2.5, "support_en": 0.7, "sales": 1.5, "billing": 1.3},
+    "talk_time_s": [30, 180],
+}
 
-def demo_settings(db_path: str, storage: str, port: int, host: str, transcribe: bool) -> Settings:
+
+def demo_settings(db_path: str, storage: str, port: int, host: str, transcribe: bool,
+                  provider_options: dict[str, Any] | None = None) -> Settings:
     from cti.demo.seed import demo_settings_dict
 
-    d: dict[str, Any] = demo_settings_dict()
+    audio = sorted(str(p) for p in _demo_file("audio").glob("*.wav"))
+    options = {**DEMO_TRAFFIC, "recording_files": audio, **(provider_options or {})}
+    d: dict[str, Any] = demo_settings_dict(provider_options=options)
     d.setdefault("store", {})["url"] = f"sqlite+aiosqlite:///{db_path}"
     d.setdefault("bus", {})["url"] = "memory://"
     server = d.setdefault("server", {})
@@ -107,6 +116,11 @@ def run_demo(*, port: int, duration: float | None, host: str, db_path: str | Non
 
     async def on_ready(a: Any) -> None:
         await agents_log_in(a)
+        # callers already waiting when the doors open, so the panels have something at once
+        sim = a.adapters.get("sim")
+        for q in settings.queues:
+            if sim is not None and hasattr(sim, "inject_call"):
+                sim.inject_call(queue=q.name)
         print_banner(settings)
 
     async def main() -> None:
