@@ -143,6 +143,18 @@ def spec(public_url: str = "http://127.0.0.1:8080") -> dict[str, Any]:
             "get": {"summary": "A call with its events, activity, transcript, summary and routing decisions",
                     "responses": {"200": _resp(CALL), **_errors(401, 404)}},
         },
+        "/api/v1/contacts": {"post": {
+            "summary": "Create a contact from the pop's new-contact form (local CRM, or a CRM that can)",
+            "requestBody": _body({"type": "object", "required": ["phone"], "properties": {
+                "phone": STRING, "first_name": STRING, "last_name": STRING, "email": STRING,
+                "account_name": STRING, "call_id": STRING}}),
+            "responses": {"201": _resp({"type": "object"}, "Created"), **_errors(400, 401, 404, 422)}}},
+        "/api/v1/calls/{call_id}/contact": {
+            "parameters": [_p("call_id")],
+            "put": {"summary": "The contact the agent chose in the pop's chooser",
+                    "requestBody": _body({"type": "object", "required": ["contact_id"], "properties": {
+                        "contact_id": STRING, "account_id": STRING}}),
+                    "responses": {"200": _resp({"type": "object"}), **_errors(400, 401, 404, 422)}}},
         "/api/v1/monitor-sessions": {"get": {"summary": "Supervision audit",
                                              "parameters": [_q("limit", {"type": "integer", "minimum": 1,
                                                                          "maximum": 1000})],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.resources
-import time
 from pathlib import Path
 from typing import Any
 
@@ -156,10 +155,12 @@ def build_web_app(svc: Any, extra_routes: list[Any] | None = None) -> web.Applic
         app.router.add_routes(stats_api.routes())
     except ImportError as exc:  # stats module not installed in this build
         log.warning("stats_api_unavailable", error=str(exc))
+    from cti.crm import web as crm_web
+
+    app.router.add_routes(crm_web.routes)
     app.router.add_routes(api.routes)
     for r in extra_routes or []:
         app.router.add_routes(r)
     app.router.add_route("OPTIONS", "/api/{tail:.*}", lambda r: web.Response(status=204))
     app.router.add_static("/static/", STATIC_DIR, show_index=False, append_version=False)
-    app["started_at"] = time.time()
     return app
