@@ -92,6 +92,8 @@ def test_known_caller_pops_then_wrap_up_saves_the_disposition(live_app, page):
     page.wait_for_selector("#call-state[data-state='answered']", timeout=10_000)
     page.click("#btn-hangup")
     page.wait_for_selector("#wrapup:not([hidden])", timeout=15_000)
+    assert page.text_content("#wrapup-call") == "Camille Dubois"  # the pop stays for the wrap-up
+    assert page.text_content("#pop-name") == "Camille Dubois"
     page.select_option("#disposition", "resolved")
     page.fill("#notes", "Invoice explained")
     screenshot(page, "agent_panel_wrap_up")
@@ -216,3 +218,23 @@ def test_agent_goes_away_with_a_reason_then_back(live_app, page):
 async def _agent_state(live, agent: str) -> tuple[str, str | None]:
     st = live.app.directory.state_of(agent)
     return st["state"], st.get("reason")
+
+
+def test_timed_after_call_work_shows_a_countdown(live_app, page):
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    sign_in(page, live_app.base_url, "demo-agent-alice")
+    until = (datetime.now(UTC) + timedelta(seconds=90)).isoformat()
+    msg = {
+        "type": "wrap_up",
+        "call_id": "call-x",
+        "agent": "alice",
+        "until": until,
+        "dispositions": ["resolved", "sale"],
+    }
+    tenant = live_app.app.settings.site.tenant
+    assert live_app.call_soon(lambda: live_app.app.hub.to_agent(tenant, "alice", msg)) == 1
+    page.wait_for_selector("#wrapup-countdown:not([hidden])", timeout=10_000)
+    assert re.fullmatch(r"1:(2\d|30) left", page.text_content("#wrapup-countdown"))
+    assert page.locator("#disposition option").all_text_contents() == ["— choose —", "Resolved", "Sale"]

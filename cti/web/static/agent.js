@@ -25,6 +25,7 @@
     ws: null, wsAttempts: 0, wsTimer: null, pingTimer: null, stopped: false,
     dispositions: [], vmMessages: [],
     dropped: new Set(),    // calls handed to a voicemail drop: no longer the agent's concern
+    ended: new Set(),      // finished calls whose pop is kept for the wrap-up
   };
 
   // ------------------------------------------------------------------ helpers
@@ -254,6 +255,11 @@
 
   function onPop(msg) {
     if (msg.agent && msg.agent !== myId()) return;
+    if (!msg.update) {
+      for (const id of S.ended) {  // pops of finished calls go once another call rings
+        if (!S.wrap || S.wrap.call_id !== id) { S.pops.delete(id); S.ended.delete(id); }
+      }
+    }
     S.pops.set(msg.call_id, msg);
     if (!msg.update || !S.current) S.current = msg.call_id;
     render();
@@ -278,8 +284,9 @@
     if (call.state === "ended") {
       S.calls.delete(call.call_id);
       S.monitors.delete(call.call_id);
-      if (!S.wrap || S.wrap.call_id !== call.call_id) S.pops.delete(call.call_id);
-      if (S.current === call.call_id && !(S.wrap && S.wrap.call_id === call.call_id)) S.current = null;
+      // keep its pop: the wrap-up (which comes next) shows who the call was with
+      S.ended.add(call.call_id);
+      if (S.current === call.call_id) S.current = null;
       pickCurrent();
     } else {
       S.calls.set(call.call_id, call);
@@ -305,7 +312,9 @@
 
   function onWrapUp(msg) {
     if (msg.agent && msg.agent !== myId()) return;
-    S.wrap = { call_id: msg.call_id, until: msg.until, dispositions: msg.dispositions || S.dispositions };
+    // a deadline already past (or no timed after-call work): no countdown
+    const timed = msg.until && new Date(msg.until).getTime() - Date.now() > 1000;
+    S.wrap = { call_id: msg.call_id, until: timed ? msg.until : null, dispositions: msg.dispositions || S.dispositions };
     const notes = $("#notes");
     if (notes) notes.value = "";
     render();
@@ -549,6 +558,7 @@
       toast(t("wrap_up_saved"));
       S.wrap = null;
       S.pops.delete(id);
+      S.ended.delete(id);
       if (S.current === id) S.current = null;
       pickCurrent();
       render();
