@@ -305,6 +305,25 @@ def load_recognizer(settings: Any, *, cpu_threads: int | None = None, cache_dir:
 # --------------------------------------------------------------------------- merge
 
 
+def fix_segment_starts(words: list[Word], *, max_gap_s: float = 1.0, max_len_s: float = 0.6) -> list[Word]:
+    """Re-time the first word of a segment that Whisper glued to the end of the previous one.
+
+    With VAD, the first word of a segment often gets the previous segment's end as its
+    start and a long duration, then a gap of seconds before the second word ("before." |
+    "Yes," 28.6-29.3 | "please" 32.6). Within one channel the order is right anyway, but
+    merged with the other channel the word lands in the wrong turn. Such a word is moved
+    to just before the next word of its segment.
+    """
+    out = list(words)
+    for i in range(len(out) - 1):
+        w, nxt = out[i], out[i + 1]
+        first = i == 0 or out[i - 1].seg != w.seg or out[i - 1].speaker != w.speaker
+        if first and nxt.seg == w.seg and nxt.speaker == w.speaker and nxt.start - w.end > max_gap_s:
+            length = min(max(w.end - w.start, 0.1), max_len_s)
+            out[i] = Word(nxt.start - length - 0.02, nxt.start - 0.02, w.text, w.speaker, w.probability, w.seg)
+    return out
+
+
 def drop_paused_words(words: list[Word], paused: list[list[float]] | None) -> list[Word]:
     if not paused:
         return words
@@ -318,7 +337,8 @@ def words_to_turns(words: list[Word], *, max_gap_s: float = 3.0, split_segments:
     With one unknown speaker (mono) there are no turns to find, so the model's own
     segments are kept (`split_segments`) rather than one block of text.
     """
-    ordered = sorted(words, key=lambda w: (w.start, w.end))
+    # by midpoint: word edges are the least reliable part of Whisper's word timings
+    ordered = sorted(words, key=lambda w: (w.start + w.end) / 2)
     turns: list[Segment] = []
     cur: list[Word] = []
     for w in ordered:
@@ -364,10 +384,10 @@ def transcribe_audio(
     words: list[Word] = []
     if dual:
         for ch, speaker in enumerate(STEREO_SPEAKERS):
-            words.extend(recognizer.words(np.ascontiguousarray(audio[ch]), speaker=speaker))
+            words.extend(fix_segment_starts(recognizer.words(np.ascontiguousarray(audio[ch]), speaker=speaker)))
     else:
         mono = np.ascontiguousarray(audio.mean(axis=0) if audio.shape[0] > 1 else audio[0])
-        words.extend(recognizer.words(mono, speaker=MONO_SPEAKER))
+        words.extend(fix_segment_starts(recognizer.words(mono, speaker=MONO_SPEAKER)))
         if diarize:
             from cti.transcribe.diarize import label_words
 

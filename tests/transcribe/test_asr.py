@@ -154,3 +154,20 @@ def test_tampered_base_part_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(ModelError, match="sha256 mismatch"):
         asr.assemble_base_model(tmp_path / "cache")
     assert not (tmp_path / "cache" / "whisper-base" / "model.bin").exists()
+
+
+def test_first_word_glued_to_the_previous_segment_is_moved_back_into_its_turn() -> None:
+    from cti.transcribe.asr import fix_segment_starts
+
+    agent = [Word(25.5, 28.58, " before.", "agent", seg=2), Word(28.58, 29.28, " Yes,", "agent", seg=3),
+             Word(32.59, 32.75, " please", "agent", seg=3), Word(32.75, 33.0, " bring.", "agent", seg=3)]
+    customer = [Word(29.35, 29.53, " Great.", "customer", seg=1), Word(29.9, 31.2, " Anything?", "customer", seg=1)]
+    fixed = fix_segment_starts(agent)
+    assert fixed[1].end < 32.59 and fixed[1].start > 31.9
+    assert [w.text for w in fixed] == [w.text for w in agent]
+    turns = words_to_turns(fixed + customer)
+    assert [(t.speaker, t.text) for t in turns] == [
+        ("agent", "before."), ("customer", "Great. Anything?"), ("agent", "Yes, please bring."),
+    ]
+    # a normal segment start is left alone
+    assert fix_segment_starts(agent[2:]) == agent[2:]
