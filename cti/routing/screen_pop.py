@@ -3,11 +3,15 @@
 `ScreenPop.on_event(CallEvent)` is fed every call event. On `ringing` (with an
 agent) it looks the customer's number up in the CRM through `CachedLookup` (bounded
 by a timeout: a slow CRM never delays the pop), builds the `screen_pop` message of
-docs/api.md and hands it to `publish`. If the lookup was still pending it publishes
-the same pop again with `"update": true` once the CRM answers. The same ringing
-event twice pops once. `pops_for(agent)` lists the pops of ringing/active calls for
-the WebSocket snapshot; pops are dropped when the agent's leg stops ringing or the
-call ends.
+docs/api.md and hands it to `publish`. Each pop is built in its own task, so one
+caller's slow lookup or history query never holds up another caller's pop
+(`drain()` waits for them; `close()` cancels them). If the lookup was still pending
+it publishes the same pop again with `"update": true` once the CRM answers. The same
+ringing event twice pops once; a leg answered elsewhere or stopped meanwhile gets no
+stale pop. `pops_for(agent)` lists the pops of ringing/active calls for the WebSocket
+snapshot; pops are dropped when the agent's leg stops ringing or the call ends.
+The last calls shown come from the local store, cached briefly and invalidated when
+a call with that customer ends or its activity changes (`invalidate_history`).
 """
 
 from __future__ import annotations
