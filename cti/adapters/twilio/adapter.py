@@ -5,8 +5,11 @@ queue named after our queue. When our router sends `Connect`, the call is redire
 (REST `Calls/{sid}.json` with TwiML) into a conference named after its CallSid and
 each target agent is added as a conference participant; the conference is what
 lets a supervisor join later (`Coaching` + `CallSidToCoach` = whisper, `Muted` =
-listen, neither = barge) and lets us hold the customer (participant `Hold`).
-Click-to-call creates a call to the agent's endpoint whose TwiML dials the customer.
+listen, neither = barge), hold the customer (participant `Hold`) and play to them
+(participant `AnnounceUrl`). Click-to-call creates a call to the agent's endpoint
+whose TwiML dials the customer; such a plain `<Dial>` cannot be held or played into.
+Twilio does not order callbacks across calls, so the customer's end waits (up to
+`legs_wait_s`) for its agent legs to report before the end cause is decided.
 
 Every webhook must carry a valid `X-Twilio-Signature` over `public_url` + path +
 query (else 403, nothing published); retried deliveries are dropped by
@@ -19,7 +22,8 @@ gap (restart) `resync()` lists in-progress calls and closes those that ended mea
 Options (`[[providers]]` keys): account_sid, auth_token, api_url
 (default https://api.twilio.com), caller_id (From of agent/supervisor legs),
 hold_music (URL), wait_url (Enqueue waitUrl), default_queue, max_retries (REST retries
-on 429/5xx/connection errors, with backoff + jitter), rest_timeout (s, per request).
+on 429 / unsent requests, and on 5xx / lost answers for requests safe to repeat; with
+backoff + jitter), rest_timeout (s, per request), legs_wait_s (s, 3).
 """
 
 from __future__ import annotations
