@@ -21,6 +21,7 @@ import sqlalchemy as sa
 import structlog
 
 from cti import phone
+from cti.crm.base import CrmAuthError, CrmError, CrmUnavailable
 from cti.crm.store import upsert_activity
 from cti.model import Activity, Call, Direction, Outcome
 from cti.routing.screen_pop import customer_number
@@ -69,6 +70,14 @@ def activity_for(call: Call, extras: dict[str, Any] | None = None, region: str =
     )
 
 
+REFUSED = "refused: "
+
+
+def _refused(exc: BaseException) -> bool:
+    """The CRM said no to this data (retrying the same data cannot help)."""
+    return isinstance(exc, CrmError) and not isinstance(exc, (CrmUnavailable, CrmAuthError))
+
+
 def backoff_s(attempts: int, base: float, cap: float, jitter: float = 0.1) -> float:
     """Exponential backoff after `attempts` failures (1 -> base), capped, with +-jitter."""
     delay = min(cap, base * (2 ** max(0, attempts - 1)))
@@ -94,6 +103,7 @@ class ActivityWriter:
         lookup: Any = None,
         retry_base_s: float = 5.0,
         retry_max_s: float = 600.0,
+        max_refusals: int = 8,
         jitter: float = 0.1,
         poll_s: float = 1.0,
         push_timeout_s: float = 15.0,
@@ -107,6 +117,9 @@ class ActivityWriter:
         self.lookup = lookup  # CachedLookup, to find the contact when the call record has none
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
+        # A CRM that *refuses* an activity (bad data) is retried a few times, then left alone
+        # until the activity changes; an unreachable CRM is retried for as long as it takes.
+        self.max_refusals = max_refusals
         self.jitter = jitter
         self.poll_s = poll_s
         self.push_timeout_s = push_timeout_s
@@ -154,7 +167,13 @@ class ActivityWriter:
                 res = await conn.execute(
                     activities.update()
                     .where(activities.c.call_id == call_id)
-                    .values(disposition=disposition, notes=notes, updated_at=self.clock.now(), crm_synced_at=None)
+                    .values(
+                        disposition=disposition,
+                        notes=notes,
+                        updated_at=self.clock.now(),
+                        crm_synced_at=None,
+                        crm_attempts=0,  # changed data: a CRM that refused it gets a fresh chance
+                    )
                 )
                 await conn.execute(
                     calls.update().where(calls.c.call_id == call_id).values(disposition=disposition, notes=notes)
@@ -277,6 +296,8 @@ class ActivityWriter:
         except Exception as exc:
             attempts = (row.crm_attempts or 0) + 1
             err = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if _refused(exc):
+                err = REFUSED + err
             delay = backoff_s(attempts, self.retry_base_s, self.retry_max_s, self.jitter)
             self._next_try[call_id] = self.clock.monotonic() + delay
             async with self.engine.begin() as conn:
@@ -313,7 +334,8 @@ class ActivityWriter:
     async def pending(self) -> list[str]:
         """Call ids whose activity the CRM does not have (in its latest version)."""
         a = activities.c
-        q = sa.select(a.call_id).where(a.tenant == self.tenant, a.crm_synced_at.is_(None))
+        gave_up = sa.and_(a.crm_attempts >= self.max_refusals, a.crm_error.like(REFUSED + "%"))
+        q = sa.select(a.call_id).where(a.tenant == self.tenant, a.crm_synced_at.is_(None), sa.not_(gave_up))
         async with self.engine.connect() as conn:
             return list((await conn.execute(q.order_by(a.updated_at))).scalars())
 

@@ -205,3 +205,30 @@ def test_subject_and_backoff():
     out = replace(ended_call(), direction=Direction.OUTBOUND, to_number="+442079460001")
     assert activity_for(out).subject == "Outbound call to +44 20 7946 0001"
     assert [backoff_s(n, 5, 60, 0) for n in (1, 2, 3, 4, 5)] == [5, 10, 20, 40, 60]
+
+
+async def test_a_refused_activity_is_retried_a_few_times_then_left_until_it_changes(lite_engine):
+    from cti.crm.base import CrmError
+
+    class RefusingCrm(RecordingCrm):
+        refuse = True
+
+        async def log_activity(self, activity):
+            self.pushes += 1
+            if self.refuse:
+                raise CrmError("salesforce: POST /sobjects/Task: 400 FIELD_INTEGRITY_EXCEPTION: WhoId")
+            return await super().log_activity(activity)
+
+    crm = RefusingCrm()
+    clock = ManualClock()
+    writer = ActivityWriter(lite_engine, crm, clock, retry_base_s=1, retry_max_s=1, jitter=0, max_refusals=3)
+    await writer.on_call(ended_call())
+    for _ in range(5):
+        await clock.advance(1)
+        await writer.retry_due()
+    assert crm.pushes == 3 and await writer.pending() == []
+    (row,) = await rows(lite_engine)
+    assert row.crm_error.startswith("refused: CrmError") and row.crm_attempts == 3
+    crm.refuse = False
+    await writer.wrap_up("call-1", "resolved", "fixed")  # new data: a fresh chance
+    assert list(crm.records) == ["call-1"]
