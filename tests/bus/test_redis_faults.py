@@ -1,0 +1,104 @@
+"""The Redis bus through a TCP proxy: cut, refused and silently hanging connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from urllib.parse import urlparse
+
+import pytest
+from structlog.testing import capture_logs
+
+from cti.bus import Message
+from cti.bus.redis import RedisBus
+from tests.faults.proxy import TcpProxy
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def proxied(redis_url: str):
+    u = urlparse(redis_url)
+    proxy = TcpProxy(u.hostname or "127.0.0.1", u.port or 6379)
+    port = await proxy.start()
+    bus = RedisBus(f"redis://127.0.0.1:{port}/0", block_ms=100, claim_idle_ms=60_000, socket_timeout_s=0.5,
+                   health_check_interval_s=1)
+    direct = RedisBus(redis_url)
+    try:
+        yield proxy, bus, direct
+    finally:
+        await bus.close()
+        await direct.close()
+        await proxy.close()
+
+
+async def _wait(cond, within: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not cond():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_consumer_survives_a_cut_and_an_outage_and_loses_nothing(proxied) -> None:
+    proxy, bus, direct = proxied
+    got: list[int] = []
+
+    async def handler(batch: list[Message]) -> None:
+        got.extend(m.data["n"] for m in batch)
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(bus.consume("s", "g", "c1", handler))
+        try:
+            await direct.publish_many("s", [{"n": i} for i in range(10)])
+            await _wait(lambda: len(set(got)) == 10, 5)
+            proxy.refuse(True)
+            proxy.cut()
+            assert await bus.ping() is False
+            await direct.publish_many("s", [{"n": i} for i in range(10, 20)])
+            await asyncio.sleep(0.5)
+            assert not task.done()  # the loop is still alive, retrying
+            proxy.refuse(False)
+            await _wait(lambda: set(got) == set(range(20)), 15)
+            assert await bus.ping() is True
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert any(e["event"] == "bus_connection_lost" for e in logs)
+    assert any(e["event"] == "bus_reconnected" for e in logs)
+    assert await direct.lag("s", "g") == 0
+
+
+async def test_a_silently_hanging_connection_is_detected_by_the_socket_timeout(proxied) -> None:
+    proxy, bus, direct = proxied
+    got: list[int] = []
+
+    async def handler(batch: list[Message]) -> None:
+        got.extend(m.data["n"] for m in batch)
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(bus.consume("s", "g", "c1", handler))
+        try:
+            await direct.publish("s", {"n": 0})
+            await _wait(lambda: got == [0], 5)
+            proxy.blackhole(True)  # no FIN, no RST: only a timeout can notice
+            await direct.publish("s", {"n": 1})
+            await asyncio.sleep(bus.socket_timeout_s + 0.5)
+            assert got == [0]
+            proxy.blackhole(False)
+            await _wait(lambda: 1 in got, 15)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    lost = [e for e in logs if e["event"] == "bus_connection_lost"]
+    assert lost and "Timeout" in lost[0]["error"]
+
+
+async def test_ping_is_false_when_redis_is_unreachable() -> None:
+    from tests.servers import free_port
+
+    bus = RedisBus(f"redis://127.0.0.1:{free_port()}/0", socket_timeout_s=0.5)
+    assert await bus.ping() is False
+    await bus.close()
