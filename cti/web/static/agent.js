@@ -434,7 +434,8 @@
     if (c) {
       const a = $("#pop-name");
       a.textContent = c.name;
-      if (c.url) a.href = c.url; else a.removeAttribute("href");
+      // only web links: a CRM record's url is data, never script (javascript:, data:)
+      if (c.url && /^https?:\/\//i.test(c.url)) a.href = c.url; else a.removeAttribute("href");
       $("#pop-account").textContent = c.account_name || "";
       $("#pop-details").replaceChildren(...contactDetails(c));
     }
