@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
 from cti.transcribe.asr import Recognizer, Segment, Transcript, transcribe_audio
 from cti.transcribe.audio import load_audio
 from cti.transcribe.redact import redact_segments
-from cti.transcribe.summarize import Summary, summarize, summarize_llm
+from cti.transcribe.summarize import Summary, SummaryError, summarize, summarize_llm
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -65,16 +69,25 @@ def summarize_sync(settings: Any, segments: list[Segment]) -> Summary | None:
     return summarize(segments, language=getattr(settings, "language", "en"))
 
 
-async def summarize_for(settings: Any, segments: list[Segment], *, session: Any = None) -> Summary | None:
-    """Summary by the configured backend: `extractive` (offline) or `llm` (OpenAI-compatible)."""
-    if uses_llm(settings):
-        return await summarize_llm(
-            segments,
-            base_url=str(settings.base_url),
-            model=str(getattr(settings, "summary_model", None) or "gpt-4o-mini"),
-            api_key=getattr(settings, "api_key", None),
-            session=session,
-        )
-    import asyncio
+async def summarize_for(
+    settings: Any, segments: list[Segment], *, session: Any = None, fallback: bool = False
+) -> Summary | None:
+    """Summary by the configured backend: `extractive` (offline) or `llm` (OpenAI-compatible).
 
+    `fallback`: when the endpoint fails, use the offline summary instead of raising (the
+    worker does: a transcript should not wait on someone else's server).
+    """
+    if uses_llm(settings):
+        try:
+            return await summarize_llm(
+                segments,
+                base_url=str(settings.base_url),
+                model=str(getattr(settings, "summary_model", None) or "gpt-4o-mini"),
+                api_key=getattr(settings, "api_key", None),
+                session=session,
+            )
+        except SummaryError as exc:
+            if not fallback:
+                raise
+            log.warning("summary_llm_failed_using_extractive", error=str(exc))
     return await asyncio.to_thread(summarize_sync, settings, segments)

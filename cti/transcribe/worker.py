@@ -322,7 +322,7 @@ class TranscriptionWorker:
             redact_emails=bool(getattr(self.tsettings, "redact_emails", False)),
             diarize=bool(getattr(self.tsettings, "diarize_mono", False)),
         )
-        summary_obj = await summarize_for(self.tsettings, result.segments)
+        summary_obj = await summarize_for(self.tsettings, result.segments, fallback=True)
         summary = summary_obj.to_dict() if summary_obj is not None else None
         segments = [s.to_dict() for s in result.segments]
         text = result.text

@@ -92,3 +92,12 @@ async def test_llm_errors_are_clear(fake_llm) -> None:
         await summarize_for(settings, segs)
     with pytest.raises(SummaryError, match="unreachable"):
         await summarize_for(TranscribeSettings(summary="llm", base_url="http://127.0.0.1:9/v1"), segs)
+
+
+async def test_worker_falls_back_to_the_offline_summary(fake_llm) -> None:
+    base_url, seen, mode = fake_llm
+    mode["reply"] = "500"
+    segs = [{"speaker": "agent", "text": "I'll send you the contract by Monday."}]
+    summary = await summarize_for(TranscribeSettings(summary="llm", base_url=base_url), segs, fallback=True)
+    assert summary is not None and len(seen) == 1
+    assert [(a.owner, a.due) for a in summary.action_items] == [("agent", "Monday")]
