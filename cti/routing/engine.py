@@ -908,7 +908,8 @@ class Engine:
         while timers and timers[0][0] <= now:
             when, _, kind, key, version = heapq.heappop(timers)
             try:
-                out += self._fire(kind, key, version, when)
+                # timers fire at their exact time (simulations depend on it); 0.0 means "at the next tick"
+                out += self._fire(kind, key, version, when if when > 0.0 else now)
             except Exception:  # one bad timer must not stop routing
                 log.exception("routing_timer_failed", kind=kind, key=key)
         return out
