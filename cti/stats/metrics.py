@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from cti.model import Call
+
+# stats_hourly rows under this agent hold every call of their (hour, queue, direction), whoever
+# handled it: queue-level reports read only these, so their cost does not grow with the number
+# of agents. Agent-level reports skip them. (No agent id may be "*".)
+ALL_AGENTS = "*"
 
 # The additive columns of stats_hourly, in table order.
 COUNT_FIELDS = ("offered", "answered", "missed", "abandoned", "short_abandoned", "answered_in_sl")
@@ -106,8 +111,9 @@ def call_deltas(call: Call | Mapping[str, Any], service_level_s: float,
                 short_abandon_s: float) -> list[RollupDelta]:
     """The rollup increments of one ended call. Pure; the rollup applies them once per call.
 
-    One main row (offered=1) under the handling agent, plus one `missed=1` row per
-    agent that was rung and did not answer.
+    One main row (offered=1) under the handling agent, one `missed=1` row per agent
+    that was rung and did not answer, and the same call once more in the ALL_AGENTS
+    row (main row values, missed = number of agents who missed it).
     """
     row = row_of(call)
     start = call_start(row)
@@ -138,8 +144,10 @@ def call_deltas(call: Call | Mapping[str, Any], service_level_s: float,
         max_wait_s=wait,
     )
     out = [main]
-    for a in missed_agents(row):
+    missed = missed_agents(row)
+    for a in missed:
         out.append(RollupDelta(hour=hour, queue=queue, agent=a, direction=direction, missed=1))
+    out.append(replace(main, agent=ALL_AGENTS, missed=len(missed)))
     return out
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cti.config import Settings
 from cti.stats.aggregate import thresholds
 from cti.stats.metrics import (
+    ALL_AGENTS,
     COUNT_FIELDS,
     MAX_FIELDS,
     SUM_FIELDS,
@@ -44,11 +45,16 @@ def _sum_columns() -> list[Any]:
     return cols
 
 
-def _rollup_where(q: StatsQuery, agents: Iterable[str] | None = None) -> list[Any]:
+def _rollup_where(q: StatsQuery, agents: Iterable[str] | None = None, per_agent: bool = False) -> list[Any]:
+    """Rollup rows for the query: the ALL_AGENTS rows unless agents are filtered (or per_agent)."""
     cond: list[Any] = [H.tenant == q.tenant, H.hour >= q.start, H.hour < q.end]
     scope = q.agents if agents is None else frozenset(agents)
     if scope is not None:
-        cond.append(H.agent.in_(sorted(scope)))
+        cond.append(H.agent.in_(sorted(scope - {ALL_AGENTS})))
+    elif per_agent:
+        cond.append(H.agent.not_in(["", ALL_AGENTS]))
+    else:
+        cond.append(H.agent == ALL_AGENTS)
     if q.queue is not None:
         cond.append(H.queue == q.queue)
     if q.direction is not None:
@@ -93,7 +99,7 @@ async def agents_report(engine: AsyncEngine, settings: Settings, q: StatsQuery, 
     async with engine.connect() as conn:
         rows = (await conn.execute(
             sa.select(H.agent, H.direction, *_sum_columns())
-            .where(*_rollup_where(q, scope), H.agent != "")
+            .where(*_rollup_where(q, scope, per_agent=True))
             .group_by(H.agent, H.direction)
         )).mappings().all()
         medians = await _talk_medians(conn, q, scope) if with_median else {}

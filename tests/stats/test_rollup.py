@@ -8,7 +8,7 @@ from collections import Counter
 import sqlalchemy as sa
 
 from cti.stats.aggregate import StatsRollup, thresholds
-from cti.stats.metrics import call_deltas
+from cti.stats.metrics import ALL_AGENTS, call_deltas
 from cti.store import tables as t
 from tests.stats import history
 
@@ -16,13 +16,15 @@ FIELDS = ("offered", "answered", "missed", "abandoned", "short_abandoned", "answ
           "talk_s", "hold_s", "ring_s", "wait_s", "wait_answered_s")
 
 
-async def _rollup_totals(engine, group=()):
+async def _rollup_totals(engine, group=(), all_agents=False):
+    """Sums over the per-agent rows (or, all_agents=True, over the ALL_AGENTS rows)."""
     h = t.stats_hourly.c
     cols = [h[g] for g in group]
+    which = h.agent == ALL_AGENTS if all_agents else h.agent != ALL_AGENTS
     async with engine.connect() as conn:
         rows = (await conn.execute(
             sa.select(*cols, *[sa.func.sum(h[f]).label(f) for f in FIELDS], sa.func.max(h.max_wait_s).label("mx"))
-            .group_by(*cols)
+            .where(which).group_by(*cols)
         )).mappings().all()
     return {tuple(r[g] for g in group): dict(r) for r in rows}
 
@@ -61,10 +63,13 @@ async def test_rollup_totals_equal_raw_call_records(engine, settings):
             sa.select(c.agent, sa.func.count()).where(c.outcome == "answered").group_by(c.agent))).all())
         rung = (await conn.execute(sa.select(c.direction, c.outcome, c.agent, c.agents_rung))).all()
     total = (await _rollup_totals(engine))[()]
+    everyone = (await _rollup_totals(engine, all_agents=True))[()]
     for f in FIELDS:
         if f != "missed":
             assert total[f] == raw[f], f
-    assert total["mx"] == raw["mx"]
+            assert everyone[f] == raw[f], f
+    assert total["mx"] == raw["mx"] == everyone["mx"]
+    assert everyone["missed"] == total["missed"]
     # missed: every (call, rung agent) pair where that agent did not answer, inbound/internal only
     missed = Counter()
     for direction, outcome, agent, agents_rung in rung:
@@ -116,4 +121,4 @@ def test_deltas_of_a_ring_all_call():
     sl, short = thresholds(history.settings(), "support")
     deltas = call_deltas(row, sl, short)
     assert [(d.agent, d.offered, d.answered, d.missed) for d in deltas] == [
-        ("bob", 1, 1, 0), ("alice", 0, 0, 1), ("carol", 0, 0, 1)]
+        ("bob", 1, 1, 0), ("alice", 0, 0, 1), ("carol", 0, 0, 1), ("*", 1, 1, 2)]
