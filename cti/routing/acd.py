@@ -54,7 +54,8 @@ Lookup = Callable[[CallEvent], Awaitable[Any]]
 SEEN_EVENTS_MAX = 100_000
 DECISIONS_CALLS_MAX = 10_000
 RESERVE_GRACE_S = 10.0      # reservation TTL beyond the ring timeout
-ON_CALL_TTL_S = 4 * 3600.0  # reservation TTL while the agent talks (released when the leg ends)
+ON_CALL_TTL_S = 300.0       # reservation TTL while the agent talks: refreshed every REFRESH_S, released
+REFRESH_S = 60.0            # when the leg ends, so a crashed node frees its agents within minutes
 BLOCK_S = 5.0               # an agent another node holds is not offered again for this long
 
 
@@ -84,6 +85,7 @@ class Router:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._decisions: OrderedDict[str, list[Decision]] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._refreshed_at = 0.0
 
     # ---- time --------------------------------------------------------------------
 
@@ -239,9 +241,25 @@ class Router:
     async def tick(self) -> None:
         """Fire due timers: ring timeouts, widening, overflow, wrap-up ends, callback retries."""
         async with self._lock:
-            actions = self.engine.advance(self._now())
+            now = self._now()
+            actions = self.engine.advance(now)
             commands = await self._carry_out(actions)
+            if now - self._refreshed_at >= REFRESH_S:
+                self._refreshed_at = now
+                await self._refresh_reservations()
         await self._send(commands)
+
+    async def _refresh_reservations(self) -> None:
+        """Keep the reservations of agents on calls alive (they expire if this node dies)."""
+        for rt in self.engine.agents.values():
+            for call_id, kind in list(rt.legs.items()):
+                if kind == "connected":
+                    try:
+                        await self.reservations.reserve(rt.id, call_id, capacity=rt.cfg.capacity,
+                                                        ttl_s=ON_CALL_TTL_S)
+                    except Exception:
+                        log.warning("routing_reservation_refresh_failed", agent=rt.id, exc_info=True)
+                        return
 
     async def run(self) -> None:
         """Timer loop for an owned task (cancel it to stop)."""

@@ -715,7 +715,9 @@ class Engine:
             return out
         if item.status in (CONNECTED, GONE):
             return out
-        if rt is None and len(item.offered) == 1:
+        if rt is None:
+            if len(item.offered) != 1:
+                return out  # answered by an IVR / the queue itself, or ring-all without a name: not an agent
             rt = self.agents.get(next(iter(item.offered)))
         for other in list(item.offered):
             if rt is None or other != rt.id:

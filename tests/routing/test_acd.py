@@ -284,3 +284,21 @@ async def test_crm_lookup_helper_uses_the_first_match():
     await h.login("alice")
     [d] = h.router.decisions_for(e.call_id)
     assert d.rules == ("vip",)
+
+
+async def test_reservation_of_a_long_call_is_refreshed_and_an_ivr_answer_is_not_an_agent():
+    h = Harness()
+    await h.login("alice")
+    await h.router.on_event(h.ev("answered", pcid="ivr"))          # IVR answers an unrelated call: nothing
+    assert h.router.agent_state("alice")["state"] == "available"
+    e = h.ev("queued", queue="support")
+    await h.router.on_event(e)
+    await h.router.on_event(h.ev("answered", agent="alice"))
+    for _ in range(60):                                           # an hour-long call, ticking every minute
+        await h.clock.advance(60)
+        await h.router.tick()
+        # another node trying to grab alice is refused all along
+        assert not await h.resv.reserve("alice", "other-node-call", ttl_s=1)
+    assert await h.resv.held("alice") == [e.call_id]
+    await h.router.on_event(h.ev("ended"))
+    assert await h.resv.held("alice") == []
