@@ -19,6 +19,12 @@ Failure handling:
 Redelivery is harmless: inserts are idempotent and the call row is recomputed
 from all stored events; its `call_update` is published again (consumers are
 idempotent).
+
+Several nodes may share the group (events of one call then reach different
+nodes): each batch locks its calls (PostgreSQL advisory transaction locks, in a
+fixed order; SQLite has a single writer anyway) and trusts its in-memory fold
+only when it covers exactly as many events as the store holds for the call;
+otherwise it reloads the call from the store.
 """
 
 from __future__ import annotations
@@ -187,16 +193,20 @@ class EventPipeline:
         by_call: dict[str, list[CallEvent]] = {}
         for e in events:
             by_call.setdefault(e.call_id, []).append(e)
-        # calls the folder knows: fold in memory (once per call per batch)
-        for cid, evs in by_call.items():
-            if self.folder.known(cid):
-                call = self.folder.add_many(evs)
-                if call is not None:
-                    results[cid] = call
-        # the others (and known calls whose events were all seen: a redelivery) come from the store
-        reload = [cid for cid in by_call if cid not in results]
         async with self.db.engine.begin() as conn:
+            # several nodes may consume the same group: serialize work on the same call
+            await self.repo.lock_calls(by_call, conn=conn)
             await self.repo.insert_events(events, conn=conn)
+            stored_counts = await self.repo.count_events(by_call, conn=conn)
+            # calls the folder knows: fold in memory (once per call per batch), trusted only
+            # if it folded exactly the events the store has (another node may have added some)
+            for cid, evs in by_call.items():
+                if self.folder.known(cid):
+                    call = self.folder.add_many(evs)
+                    if call is not None and call.events == stored_counts.get(cid):
+                        results[cid] = call
+            # the others (unknown, stale, or a redelivery whose events were all seen) from the store
+            reload = [cid for cid in by_call if cid not in results]
             if reload:
                 self.stats.reloads += len(reload)
                 stored = await self.repo.load_events(reload, conn=conn)

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,6 +38,13 @@ FOLD_COLUMNS: tuple[str, ...] = (
 FILTERS = (
     "tenant", "agent", "agents", "queue", "state", "outcome", "direction", "contact_id",
     "account_id", "number", "since", "until", "ended", "call_ids",
+)
+
+# advisory lock keys: (namespace, hashtext(call_id)); the namespace keeps clear of other users
+_LOCK_NAMESPACE = 0x4354  # "CT"
+_LOCK_CALLS = text(
+    "SELECT count(pg_advisory_xact_lock(:ns, k)) FROM "
+    "(SELECT DISTINCT hashtext(c) AS k FROM unnest(CAST(:ids AS text[])) AS c ORDER BY k) AS keys"
 )
 
 _EVENT_ROWS_PER_STMT = 1000  # rows per executemany; SQLAlchemy pages them under the parameter limits
@@ -207,6 +214,34 @@ class CallRepo:
                 for cid, payload in (await c.execute(q)).all():
                     out[cid].append(CallEvent.from_dict(payload))
         return out
+
+    async def count_events(
+        self, call_ids: Iterable[str], *, conn: AsyncConnection | None = None
+    ) -> dict[str, int]:
+        """Stored events per call (calls without any are absent)."""
+        ids = list(dict.fromkeys(call_ids))
+        out: dict[str, int] = {}
+        async with self._conn(conn, write=False) as c:
+            for i in range(0, len(ids), 500):
+                q = (
+                    select(call_events.c.call_id, func.count())
+                    .where(call_events.c.call_id.in_(ids[i : i + 500]))
+                    .group_by(call_events.c.call_id)
+                )
+                out.update({cid: int(n) for cid, n in (await c.execute(q)).all()})
+        return out
+
+    async def lock_calls(self, call_ids: Iterable[str], *, conn: AsyncConnection) -> None:
+        """Hold a per-call lock until `conn`'s transaction ends (PostgreSQL advisory locks).
+
+        Taken in one fixed order (by key) so two writers cannot deadlock. SQLite needs
+        none: a write transaction there already excludes every other writer.
+        """
+        if self.db.dialect != "postgresql":
+            return
+        ids = list(dict.fromkeys(call_ids))
+        if ids:
+            await conn.execute(_LOCK_CALLS, {"ns": _LOCK_NAMESPACE, "ids": ids})
 
     async def events_for(self, call_id: str) -> list[CallEvent]:
         return (await self.load_events([call_id]))[call_id]

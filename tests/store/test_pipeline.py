@@ -181,3 +181,39 @@ def test_parse_and_transient_classification() -> None:
     assert is_transient(ConnectionRefusedError())
     assert not is_transient(sa_exc.IntegrityError("x", {}, Exception()))
     assert not is_transient(ValueError())
+
+
+async def test_a_node_whose_cached_fold_is_stale_reloads_the_call(db: Database) -> None:
+    """Events of one call reaching two nodes in turn: neither writes a fold that misses one."""
+    bus = open_bus("memory://")
+    c = many_calls(1, seed=5)[0]
+    a = EventPipeline(bus, db, consumer="a")
+    b = EventPipeline(bus, db, consumer="b")
+    for i, e in enumerate(c):
+        node = a if i % 2 == 0 else b
+        await node.handle([Message(f"{i}-0", streams.EVENTS, e.to_dict())])
+        row = await node.repo.get_call(c[0].call_id)
+        assert call_from_row(row) == fold(c[: i + 1])
+
+
+async def test_two_nodes_consuming_one_group_concurrently_agree_with_the_fold(db: Database) -> None:
+    bus = open_bus("memory://", batch=8)
+    calls = many_calls(80, seed=11)
+    await bus.publish_many(streams.EVENTS, [e.to_dict() for e in interleaved(calls, seed=11, window=10)])
+    a = EventPipeline(bus, db, consumer="a")
+    b = EventPipeline(bus, db, consumer="b")
+    tasks = [asyncio.create_task(a.run()), asyncio.create_task(b.run())]
+    try:
+        for _ in range(2000):
+            await asyncio.sleep(0.01)
+            if await bus.lag(streams.EVENTS, "store") == 0:
+                break
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+    assert a.stats.events and b.stats.events  # both nodes did part of the work
+    for evs in calls:
+        assert call_from_row(await a.repo.get_call(evs[0].call_id)) == fold(evs)
