@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from cti.adapters.base import AdapterContext, Command, CommandResult, adapter_class
+from cti.adapters.base import AdapterContext, Capability, Command, CommandResult, adapter_class
 from cti.bus import Message, open_bus
 from cti.bus import streams as S
 from cti.calls.control import CallControl, ControlError, MonitorSession, RateLimiter
@@ -441,7 +441,15 @@ class CtiApp:
             msg = self.directory.on_event(e)
             if msg is not None:
                 self.hub.to_agent(e.tenant, e.agent or "", msg, watchers=True)
-            if self.router is not None and (e.provider in self.adapters or e.kind is EventKind.AGENT_STATE_CHANGED):
+            if self.router is None:
+                continue
+            if e.kind is EventKind.AGENT_STATE_CHANGED:
+                await self.router.on_event(e)
+            elif e.provider in self.adapters:
+                # providers that ring their agent themselves (a SIP line) are not queued by us,
+                # but their ringing/answered/ended facts still keep agent states right
+                if e.kind is EventKind.QUEUED and Capability.CONNECT not in self.adapters[e.provider].capabilities:
+                    continue
                 await self.router.on_event(e)
 
     async def _on_agent_log_events(self, batch: list[Message]) -> None:

@@ -79,22 +79,21 @@ def build_live_settings(tmp: Path, port: int, **sim_overrides: Any) -> Any:
 
 def start_live_app(tmp: Path, **sim_overrides: Any) -> LiveApp:
     from aiohttp import web
-    from cti.store.migrate import upgrade
 
     from cti.app import CtiApp
     from cti.demo.run import agents_log_in, seed_directory
+    from cti.store.migrate import upgrade_async
 
     port = free_port()
     settings = build_live_settings(tmp, port, **sim_overrides)
-    res = upgrade(settings.store.url)
-    if asyncio.iscoroutine(res):
-        asyncio.run(res)
-    asyncio.run(seed_directory(settings))
+    # everything async runs on the app's own loop: Playwright's sync API may own this thread's
     loop = asyncio.new_event_loop()
     started: Future[Any] = Future()
     stop_event: dict[str, Any] = {}
 
     async def main() -> None:
+        await upgrade_async(settings.store.url)
+        await seed_directory(settings)
         app = CtiApp(settings, node_id="e2e")
         await app.start()
         runner = web.AppRunner(app.web_app, handle_signals=False)
