@@ -561,9 +561,22 @@ class CtiApp:
         snap.setdefault("queues", [])
         snap["agent_states"] = snap.get("agents") if isinstance(snap.get("agents"), dict) else {}
         snap["agents"] = agents
-        snap["calls"] = sorted(self.active_calls.values(), key=lambda c: c.get("created_at") or "")
+        snap["calls"] = [self._with_contact(c) for c in
+                         sorted(self.active_calls.values(), key=lambda c: c.get("created_at") or "")]
         snap["at"] = self.clock.now().isoformat()
         return snap
+
+    def _with_contact(self, call: dict[str, Any]) -> dict[str, Any]:
+        """The CRM name the agent's pop shows, for the supervisors' call wall."""
+        agent = call.get("agent")
+        if not agent or self.screen_pop is None:
+            return call
+        for pop in self.screen_pop.pops_for(agent):
+            if pop.get("call_id") == call.get("call_id") and pop.get("contact"):
+                c = pop["contact"]
+                return {**call, "contact": {"id": c.get("id"), "name": c.get("name"),
+                                            "account_name": c.get("account_name")}}
+        return call
 
     async def _live_loop(self) -> None:
         import json
