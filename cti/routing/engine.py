@@ -240,8 +240,7 @@ class Engine:
         for aid, rt in self.agents.items():
             if aid not in configured:
                 rt.retired = True  # keeps its calls; never offered another
-        for rt in self.agents.values():
-            self._index_agent(rt)
+        self._index_agents()
         for item in self.items.values():
             if item.queue not in self.queues and item.status in (QUEUED, PREFERRED, "retry"):
                 # its queue was removed: the next tick sends it to voicemail (the caller is not left waiting)
@@ -255,18 +254,42 @@ class Engine:
         # requirements may have widened: free agents look for waiting calls at the next tick
         self._timer(0.0, "rematch", "")
 
-    def _index_agent(self, rt: AgentRt) -> None:
-        rt.pools = []
-        if rt.retired:
-            return
+    def _index_agents(self) -> None:
+        """Eligibility of every agent for every pool, evaluated once per configuration.
+
+        A requirement false for an agent with no skills ({}) can only match agents holding one of
+        the skills it names (a missing skill reads as 0, exactly like {}), so only those are tested:
+        with 10,000 agents and 100 skills this is several times fewer evaluations than all pairs.
+        """
+        active = [rt for rt in self.agents.values() if not rt.retired]
+        by_skill: dict[str, list[AgentRt]] = {}
+        for rt in self.agents.values():
+            rt.pools = []
+        for rt in active:
+            for sk in rt.cfg.skills:
+                by_skill.setdefault(sk, []).append(rt)
         for pool in self.pools.values():
-            if pool.expr is not None and pool.expr.test(rt.cfg.skills):
-                pool.eligible.add(rt.id)
-                pool.skill[rt.id] = skill_score(rt.cfg.skills, pool.queue.skill_names)
-                pool.counts[rt.state] += 1
-                rt.pools.append(pool)
-        rt.version += 1
-        self._push_agent(rt, 0.0)
+            expr = pool.expr
+            if expr is None:
+                continue
+            if expr.test({}):
+                cands: Iterable[AgentRt] = active
+            else:
+                seen: dict[str, AgentRt] = {}
+                for name in expr.names:
+                    for rt in by_skill.get(name, ()):
+                        seen[rt.id] = rt
+                cands = seen.values()
+            names = pool.queue.skill_names
+            for rt in cands:
+                if expr.test(rt.cfg.skills):
+                    pool.eligible.add(rt.id)
+                    pool.skill[rt.id] = skill_score(rt.cfg.skills, names)
+                    pool.counts[rt.state] += 1
+                    rt.pools.append(pool)
+        for rt in self.agents.values():
+            rt.version += 1
+            self._push_agent(rt, 0.0)
 
     def reconfigure(self, cfg: RoutingConfig) -> None:
         """Swap to a new compiled configuration; calls in progress and agent states carry over."""
