@@ -49,10 +49,16 @@ log = structlog.get_logger(__name__)
 
 # XADD many entries in one command: one reply to parse instead of one per entry
 # (redis-py's per-reply parsing, not Redis, is what limits a pipelined XADD loop).
+# ARGV[1] is the approximate MAXLEN (0: unbounded), the rest are payloads.
 _XADD_MANY = """
 local ids = {}
-for i = 1, #ARGV do
-  ids[i] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
+local maxlen = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  if maxlen > 0 then
+    ids[i - 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'd', ARGV[i])
+  else
+    ids[i - 1] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
+  end
 end
 return ids
 """
@@ -92,8 +98,12 @@ class RedisBus:
         block_ms: int = 1_000,
         socket_timeout_s: float = 5.0,
         health_check_interval_s: int = 10,
+        maxlen: int = 1_000_000,
         **_: Any,
     ) -> None:
+        """`maxlen`: each stream keeps about this many newest entries (0: unbounded), a
+        safety cap so Redis memory cannot grow forever; size it well above what consumers
+        can fall behind by, since trimmed entries are gone even if a group never read them."""
         if max_deliveries < 1:
             raise ValueError("bus max_deliveries must be >= 1")
         self.url = url
@@ -104,6 +114,7 @@ class RedisBus:
         # a blocking XREADGROUP must never outlive the socket timeout
         self.socket_timeout_s = max(socket_timeout_s, block_ms / 1000 + 2.0)
         self.health_check_interval_s = health_check_interval_s
+        self.maxlen = max(0, int(maxlen))
         self._client: aioredis.Redis | None = None
         self._xadd_many: Any = None
 
@@ -166,7 +177,12 @@ class RedisBus:
         payloads = [_dumps(d) for d in items]
 
         if len(payloads) == 1:
-            return [_s(await self._retrying("publish", lambda: self.client.xadd(stream, {"d": payloads[0]})))]
+            one = payloads[0]
+            added = await self._retrying(
+                "publish",
+                lambda: self.client.xadd(stream, {"d": one}, maxlen=self.maxlen or None, approximate=True),
+            )
+            return [_s(added)]
         if self._xadd_many is None:
             self._xadd_many = self.client.register_script(_XADD_MANY)
 
@@ -174,7 +190,8 @@ class RedisBus:
         for i in range(0, len(payloads), _XADD_CHUNK):
             chunk = payloads[i : i + _XADD_CHUNK]
             # retried per chunk: a retry after a lost reply may add a chunk twice (at-least-once)
-            added = await self._retrying("publish", lambda c=chunk: self._xadd_many(keys=[stream], args=c))
+            args = [self.maxlen, *chunk]
+            added = await self._retrying("publish", lambda a=args: self._xadd_many(keys=[stream], args=a))
             ids.extend(_s(x) for x in added)
         return ids
 

@@ -52,8 +52,8 @@ _CALL_ROWS_PER_STMT = 1000
 
 
 def _utc(v: datetime | None) -> datetime | None:
-    if v is None:
-        return None
+    if v is None or v.tzinfo is UTC:
+        return v
     return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
 
 

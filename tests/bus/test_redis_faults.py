@@ -102,3 +102,13 @@ async def test_ping_is_false_when_redis_is_unreachable() -> None:
     bus = RedisBus(f"redis://127.0.0.1:{free_port()}/0", socket_timeout_s=0.5)
     assert await bus.ping() is False
     await bus.close()
+
+
+async def test_streams_are_capped_at_about_maxlen(redis_url: str) -> None:
+    bus = RedisBus(redis_url, maxlen=100)
+    await bus.publish_many("s", [{"n": i} for i in range(1000)])
+    for i in range(300):
+        await bus.publish("s", {"n": i})
+    n = await bus.client.xlen("s")
+    assert 100 <= n < 400  # approximate trimming keeps whole radix-tree nodes
+    await bus.close()
