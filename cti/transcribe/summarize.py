@@ -189,8 +189,10 @@ _PROGRESSIVE = re.compile(
     r"\b(?:I|we)\s*(?:'m|\s+am|'re|\s+are)\s+(?P<verb>[a-z]+ing)(?P<rest>[^.!?;]*)", re.IGNORECASE
 )
 _REQUEST = re.compile(
-    r"^(?:\w+,\s+)?(?:(?:can|could|would|will)\s+you(?:\s+please)?|please|make\s+sure|don't\s+forget\s+to"
-    r"|remember\s+to)\s+(?P<verb>[a-z]+)(?P<rest>[^.!?]*)",
+    # a short lead-in is allowed: "Yes, please ...", "Thanks, could you ...", and ASR's run-ons
+    # ("Will do, could you ..." heard as "We'll do could you ...")
+    r"^(?:[\w']+,?\s+){0,3}?(?:(?:can|could|would|will)\s+you(?:\s+please)?|(?P<imperative>please|make\s+sure"
+    r"|don't\s+forget\s+to|remember\s+to))\s+(?P<verb>[a-z]+)(?P<rest>[^.!?]*)",
     re.IGNORECASE,
 )
 _ACCEPT = re.compile(
@@ -306,7 +308,7 @@ def extract_action_items(sentences: list[Sentence]) -> list[ActionItem]:
             continue
         owner = _other(s.speaker)
         reply = _reply(sentences, i)
-        is_imperative = s.text.lower().lstrip().startswith(("please", "make sure", "don't forget", "remember"))
+        is_imperative = m.group("imperative") is not None
         if reply is not None and _DONE.search(reply.text):
             continue  # done during the call: not an action item
         if (reply is not None and _ACCEPT.match(reply.text)) or (is_imperative and reply is not None):

@@ -139,3 +139,15 @@ def test_key_points_pick_informative_sentences() -> None:
     assert 1 <= len(s.key_points) <= 3
     assert all(len(p.split()) >= 4 for p in s.key_points)
     assert any("seal" in p for p in s.key_points)
+
+
+def test_requests_after_a_short_lead_in_are_found() -> None:
+    s = summarize(turns(
+        ("agent", "Right, thanks, could you send us the serial number from the label?"),
+        ("customer", "Sure."),
+        ("agent", "Okay, please fill in the claim form online."),
+        ("customer", "I'm on it."),
+    ))
+    assert [a.owner for a in s.action_items] == ["customer", "customer"]
+    assert "serial number" in s.action_items[0].text
+    assert s.action_items[1].text.lower().startswith("fill in the claim form")
