@@ -28,10 +28,16 @@ SEED = 42
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 
-def _spawn(module: str, *args: str) -> subprocess.Popen:
+def _spawn(module: str, *args: str, log: Path) -> subprocess.Popen:
+    """Output goes to a file, never a pipe: a full pipe would stall the child."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:]
 
 
 async def _count(db: Database, table) -> int:
@@ -39,7 +45,9 @@ async def _count(db: Database, table) -> int:
         return (await c.execute(select(func.count()).select_from(table))).scalar_one()
 
 
-async def test_sigkilled_consumer_restarts_without_loss_or_duplicates(redis_url: str, pg_url: str) -> None:
+async def test_sigkilled_consumer_restarts_without_loss_or_duplicates(
+    redis_url: str, pg_url: str, tmp_path: Path
+) -> None:
     await migrate.upgrade_async(pg_url)
     expected = many_calls(CALLS, seed=SEED)
     total_events = sum(len(c) for c in expected)
@@ -47,15 +55,16 @@ async def test_sigkilled_consumer_restarts_without_loss_or_duplicates(redis_url:
     await db.connect()
     procs: list[subprocess.Popen] = []
     try:
-        consumer = _spawn("tests.integration.pipeline_consumer", redis_url, pg_url, "node-1")
+        clog, plog = tmp_path / "consumer.log", tmp_path / "publisher.log"
+        consumer = _spawn("tests.integration.pipeline_consumer", redis_url, pg_url, "node-1", log=clog)
         procs.append(consumer)
-        publisher = _spawn("tests.integration.pipeline_publisher", redis_url, str(CALLS), str(SEED))
+        publisher = _spawn("tests.integration.pipeline_publisher", redis_url, str(CALLS), str(SEED), log=plog)
         procs.append(publisher)
 
         # kill the consumer once it is well into the load (it has stored some, not all)
         deadline = time.monotonic() + 60
         while await _count(db, call_events) < total_events // 4:
-            assert consumer.poll() is None, consumer.stderr.read().decode()[-2000:]
+            assert consumer.poll() is None, _tail(clog)
             assert time.monotonic() < deadline, "the consumer made no progress"
             await asyncio.sleep(0.02)
         consumer.send_signal(signal.SIGKILL)
@@ -63,9 +72,9 @@ async def test_sigkilled_consumer_restarts_without_loss_or_duplicates(redis_url:
         stored_at_kill = await _count(db, call_events)
         assert stored_at_kill < total_events
 
-        consumer = _spawn("tests.integration.pipeline_consumer", redis_url, pg_url, "node-1")
+        consumer = _spawn("tests.integration.pipeline_consumer", redis_url, pg_url, "node-1", log=clog)
         procs.append(consumer)
-        assert publisher.wait(60) == 0, publisher.stderr.read().decode()[-2000:]
+        assert publisher.wait(60) == 0, _tail(plog)
 
         r = redis.Redis.from_url(redis_url)
         deadline = time.monotonic() + 90
@@ -74,7 +83,7 @@ async def test_sigkilled_consumer_restarts_without_loss_or_duplicates(redis_url:
             g = groups.get("store")
             if g and g["lag"] == 0 and g["pending"] == 0:
                 break
-            assert consumer.poll() is None, consumer.stderr.read().decode()[-2000:]
+            assert consumer.poll() is None, _tail(clog)
             assert time.monotonic() < deadline, f"consumer did not catch up: {g}"
             await asyncio.sleep(0.05)
         assert r.xlen("events:dead") == 0
