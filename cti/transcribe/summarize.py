@@ -206,7 +206,7 @@ _PRONOUN_OBJECT = re.compile(r"^\s*(?:it|that|this|them|so|those|these)(?:\s+(?:
 _NOT_ACTION = {
     "be", "have", "need", "want", "like", "love", "see", "think", "hope", "guess", "try", "wait", "take",
     "miss", "bet", "say", "tell", "admit", "pass", "hold", "stay", "go", "let", "get", "do", "manage", "wish",
-    "look", "sit", "keep_calm",
+    "look", "sit",
 }
 _PROGRESSIVE_NOT_ACTION = {"calling", "looking", "sorry", "having", "getting", "going", "trying", "seeing",
                            "speaking", "waiting", "wondering", "thinking", "hoping", "glad", "afraid",
@@ -265,16 +265,33 @@ def _commitments(sent: Sentence) -> list[tuple[str, str, str | None]]:
     return out
 
 
+# verbs a call's follow-up is made of; used to undo "-ing" without a dictionary download
+_VERBS = set("""
+activate add arrange ask book bring call cancel change charge chase check close collect confirm contact copy
+create credit deactivate deliver discuss dispatch email escalate fill fix follow forward get give install
+investigate issue keep leave look mail make move note notify open order organise organize pay phone pick place
+post prepare process put raise refund register reissue remove renew replace reply reschedule reset resend restart
+return review ring schedule send set ship sign submit switch talk text track transfer update upgrade upload
+verify visit waive write
+""".split())
+
+
 def _base_verb(verb: str) -> str:
-    # raising -> raise, sending -> send, emailing -> email, adding -> add
-    if verb.endswith("ing"):
-        stem = verb[:-3]
-        if len(stem) >= 2 and stem[-1] == stem[-2]:
-            return stem[:-1]
-        if stem.endswith(("is", "as", "iz", "ak", "at", "ut", "ag", "uc", "ir", "ar", "ov", "iv", "ag")):
-            return stem + "e"
-        return stem
-    return verb
+    """raising -> raise, adding -> add, shipping -> ship, emailing -> email."""
+    if not verb.endswith("ing") or len(verb) < 5:
+        return verb
+    stem = verb[:-3]
+    candidates = [stem, stem + "e"]
+    if len(stem) >= 2 and stem[-1] == stem[-2]:
+        candidates.append(stem[:-1])
+    for c in candidates:
+        if c in _VERBS:
+            return c
+    if len(stem) >= 2 and stem[-1] == stem[-2] and stem[-1] not in "lsz":
+        return stem[:-1]
+    if re.search(r"[^aeiou][aeiou][bcdgkmnprstvz]$", stem) and not re.search(r"(?:en|er|on|it|et)$", stem):
+        return stem + "e"
+    return stem
 
 
 def extract_action_items(sentences: list[Sentence]) -> list[ActionItem]:
