@@ -362,7 +362,8 @@ class Router:
         at = datetime.fromtimestamp(sc.at, UTC)
         ev = CallEvent(
             event_id=make_event_id("cti", "agent_state", sc.agent, repr(sc.at), sc.previous, sc.state),
-            provider="cti", provider_call_id="", call_id="", kind=EventKind.AGENT_STATE_CHANGED,
+            # an agent-scoped id (not ""): stream consumers that require a call_id accept it
+            provider="cti", provider_call_id="", call_id=f"agent:{sc.agent}", kind=EventKind.AGENT_STATE_CHANGED,
             occurred_at=at, tenant=self.engine.cfg.tenant, agent=sc.agent,
             data={"state": sc.state.value, "reason": sc.reason, "previous": sc.previous.value,
                   "node": self.node_id},

@@ -69,7 +69,7 @@ async def test_queued_call_rings_the_best_agent_and_publishes_states():
     assert c.targets == (("alice", "PJSIP/alice"),) and c.provider_call_id == "p1" and c.timeout_s == 15
     ringing = [p for p in h.published if p.data["state"] == "ringing"]
     assert ringing[0].agent == "alice" and ringing[0].data["previous"] == "available"
-    assert all(p.kind is EventKind.AGENT_STATE_CHANGED and p.provider == "cti" and p.call_id == ""
+    assert all(p.kind is EventKind.AGENT_STATE_CHANGED and p.provider == "cti" and p.call_id == f"agent:{p.agent}"
                for p in h.published)
     [d] = h.router.decisions_for(e.call_id)
     assert d.chosen == "alice" and h.recorded == [d]
