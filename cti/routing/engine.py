@@ -436,6 +436,8 @@ class Engine:
             raise InvalidTransition(rt.state, target, "wrap_up follows a call")
         if manual and "connected" in rt.legs.values() and target is not rt.state:
             raise InvalidTransition(rt.state, target, "the agent is on a call")
+        if manual and rt.legs and target is S.AVAILABLE:
+            raise InvalidTransition(rt.state, target, "a call is ringing for the agent")
         new = transition(rt.state, target, reason)
         out: list[Action] = []
         self._set_state(rt, new, reason if new is S.AWAY else None, now, out)

@@ -190,8 +190,8 @@ async def test_reconfigure_is_atomic():
     assert h.router.engine.cfg.queues[0].requires.source == "fr >= 5"
     h.router.reconfigure(settings(queues=[{"name": "support", "requires": "fr >= 3"}, {"name": "sales"}]))
     await h.clock.advance(1)
-    await h.router.tick()
-    await h.router.set_agent_state("carol", "available")   # any nudge routes with the new rules
+    await h.router.tick()                                   # the waiting call is routed with the new rules
+    assert [c.targets[0][0] for c in h.connects()] == ["carol"]
     assert [q["name"] for q in h.router.snapshot()["queues"]] == ["support", "sales"]
 
 

@@ -285,6 +285,14 @@ def test_wrap_up_timer_then_next_call():
     assert states(acts)[0] == ("alice", "available") and chosen(acts) == ["alice"]
 
 
+def test_available_while_ringing_is_refused():
+    e = engine()
+    e.enqueue(CallIn("c1", "support"), T0 + 1)
+    with pytest.raises(InvalidTransition) as info:
+        e.set_agent_state("alice", "available", None, T0 + 2)
+    assert info.value.current is S.RINGING and e.agents["alice"].legs == {"c1": "ringing"}
+
+
 def test_agent_going_away_while_ringing_passes_the_call_on():
     e = engine()
     e.enqueue(CallIn("c1", "support"), T0 + 1)
