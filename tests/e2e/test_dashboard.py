@@ -9,6 +9,7 @@ first, so the charts have the same data to draw.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -34,13 +35,25 @@ class Dash:
 
 
 async def seed_history(engine: Any, settings: Any, agents: list[str], queues: list[str | None]) -> int:
-    from cti.stats.aggregate import StatsRollup
+    """300 calls over the last 6 days; a third of them from CRM contacts, some escalated or unresolved."""
+    import random
 
+    import sqlalchemy as sa
+
+    from cti.stats.aggregate import StatsRollup
+    from cti.store import tables as t
+
+    async with engine.connect() as conn:
+        crm = (await conn.execute(sa.select(t.contacts.c.id, t.contacts.c.account_id).limit(12))).all()
+    rnd = random.Random(5)
     start = datetime.now(UTC) - timedelta(days=6)
     rows = history.random_calls(300, seed=11, start=start, days=6, agents=agents, queues=queues, prefix="e2e")
     for r in rows:
         r["provider"] = "e2e-history"
         r["tenant"] = settings.site.tenant
+        if crm and rnd.random() < 0.35:
+            r["contact_id"], r["account_id"] = rnd.choice(crm)
+            r["disposition"] = rnd.choice(["resolved", "resolved", "escalated", "follow_up"])
     await history.insert_calls(engine, rows)
     return await StatsRollup(engine, settings).apply_batch(rows)
 
@@ -76,6 +89,7 @@ def _own_app(tmp: Path) -> tuple[Dash, Callable[[], None]]:
 
     async def main() -> None:
         engine = await make_engine(f"sqlite+aiosqlite:///{tmp}/dash.db")
+        await history.load_crm(engine)
         await seed_history(engine, settings, ["alice", "bob", "carol"], ["support", "sales", None])
         hub = Hub()
         admin = Principal("root", Role.ADMIN, token_hash=hash_token("demo-admin"))
@@ -121,7 +135,7 @@ def _own_app(tmp: Path) -> tuple[Dash, Callable[[], None]]:
 
 @pytest.fixture
 def dash(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Dash]:
-    if _lead_app_ready():
+    if _lead_app_ready() and not os.environ.get("CTI_DASHBOARD_OWN_APP"):
         live = request.getfixturevalue("live_app")
         app = live.app
         agents = [a.id for a in app.settings.agents]
@@ -167,6 +181,8 @@ def test_dashboard_loads_draws_charts_and_goes_live(dash: Dash, page: Any) -> No
     assert heat.count() > 10
     assert int(page.locator("#kpi-calls").inner_text().replace(",", "").replace("\u202f", "")) == 300
     assert page.locator("#queue-table tbody tr").count() >= 2
+    assert page.locator("#risk-table tbody tr").count() > 0          # accounts at risk, with reasons
+    assert page.locator("#callback-table tbody tr").count() > 0      # calls to call back
 
     page.wait_for_selector("#live-status.on", timeout=15_000)
     before = int(page.evaluate("window.ctiDashboard.liveUpdates"))
