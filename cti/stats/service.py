@@ -148,7 +148,20 @@ async def run_report(kind: str, params: Mapping[str, str], engine: AsyncEngine, 
         snap = router.snapshot()
     if not (isinstance(snap, Mapping) and "queues" in snap and "agents" in snap):
         snap = await live_from_store(engine, settings, now)
-    return meta, snap
+    return meta, scope_live(dict(snap), viewer, directory)
+
+
+def scope_live(snap: dict[str, Any], viewer: Viewer, directory: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A supervisor sees their teams' agents and calls (plus calls no agent holds yet: queue-wide)."""
+    if viewer.role == "admin":
+        return snap
+
+    def visible(agent: str | None) -> bool:
+        return agent == viewer.user or (directory.get(agent or "", {}).get("team") in viewer.teams)
+
+    snap["agents"] = [a for a in snap.get("agents", []) if visible(a.get("id"))]
+    snap["calls"] = [c for c in snap.get("calls", []) if not c.get("agent") or visible(c.get("agent"))]
+    return snap
 
 
 def _contacted_since(params: Mapping[str, str], q: StatsQuery) -> tuple[datetime, bool]:
