@@ -84,7 +84,8 @@ class StatsRollup:
         return applied
 
     async def _apply_chunk(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
-        by_id = {r["call_id"]: r for r in rows}
+        # sorted: concurrent batches take their row locks in the same order (no deadlocks)
+        by_id = {r["call_id"]: r for r in sorted(rows, key=lambda r: r["call_id"])}
         ins = _insert(conn, stats_applied).values(
             [{"call_id": cid, "hour": hour_of(call_start(r))} for cid, r in by_id.items()]  # type: ignore[arg-type]
         ).on_conflict_do_nothing(index_elements=["call_id"]).returning(stats_applied.c.call_id)
@@ -102,7 +103,7 @@ class StatsRollup:
         return len(new_ids)
 
     async def _upsert(self, conn: AsyncConnection, sums: dict[tuple, dict[str, float]]) -> None:
-        values = [dict(zip(_KEY, k, strict=True), **v) for k, v in sums.items()]
+        values = [dict(zip(_KEY, k, strict=True), **v) for k, v in sorted(sums.items())]
         greatest = sa.func.greatest if conn.dialect.name == "postgresql" else sa.func.max
         for chunk in _chunks(values, 1000):
             stmt = _insert(conn, stats_hourly).values(chunk)

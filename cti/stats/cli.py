@@ -98,6 +98,8 @@ def render_table(kind: str, meta: dict[str, Any], rows: Any, console: Any) -> No
     for c in cols:
         t.add_column(c, justify="left" if c in ("agent", "name", "queue", "bucket", "kind", "id") else "right")
     for r in flat:
+        if kind == "queues" and r.get("queue") is None:
+            r = {**r, "queue": "total"}
         t.add_row(*[_cell(r.get(c)) for c in cols])
     console.print(t)
 
