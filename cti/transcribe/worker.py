@@ -9,8 +9,9 @@
 
 Delivery is at least once, so both are idempotent: the recording id is derived from the
 call and the source, the transcript row is keyed by call id, and a transcript row goes
-`pending` -> (text stored, still `pending`) -> `done` only after the CRM note, so a
-retried job neither transcribes twice nor adds a second note. A failing job raises:
+`pending` -> `running` (a lease with a heartbeat: one worker at a time, even when the bus
+hands a slow job to a second consumer) -> text stored -> `done` only after the CRM note,
+so a retried or duplicated job neither transcribes twice nor adds a second note. A failing job raises:
 the bus retries it (we back off first) and dead-letters it after `max_deliveries`; its
 error is written on the call (`calls.error`) and the transcript (`transcripts.error`).
 """
@@ -18,9 +19,10 @@ error is written on the call (`calls.error`) and the transcript (`transcripts.er
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +218,7 @@ class TranscriptionWorker:
         recognizer: Recognizer | None = None,
         retry_base_s: float = 2.0,
         cpu_threads: int | None = None,
+        lease_s: float = 60.0,
     ) -> None:
         self.bus = bus
         self._db = db
@@ -227,6 +230,7 @@ class TranscriptionWorker:
         self.recognizer = recognizer  # loaded once, in run() (or injected, shared by tests)
         self.retry_base_s = retry_base_s
         self.cpu_threads = cpu_threads
+        self.lease_s = lease_s
         self.max_attempts = max(1, int(getattr(self.tsettings, "max_attempts", 3)))
         self._key = getattr(getattr(settings, "security", None), "encryption_key", None)
 
@@ -285,21 +289,26 @@ class TranscriptionWorker:
             })
             row = (await conn.execute(sa.select(transcripts).where(transcripts.c.call_id == call_id))).first()
             assert row is not None
-            if row.status == "done":
-                self._count("skipped")
-                log.info("transcription_skipped_done")
-                return "skipped"
             if row.status == "failed" and row.attempts >= self.max_attempts:
                 raise JobError(f"gave up after {row.attempts} attempts: {row.error}")
-            await conn.execute(transcripts.update().where(transcripts.c.call_id == call_id)
-                               .values(attempts=transcripts.c.attempts + 1, updated_at=_now()))
-        if row.text is not None:
-            # transcribed and stored by an earlier attempt; only the CRM push is left
-            text, segments, summary = row.text, row.segments, row.summary
-        else:
-            text, segments, summary = await self._transcribe(call_id, tenant, job)
-        if self.crm is not None and hasattr(self.crm, "log_transcript"):
-            await self.crm.log_transcript(call_id, text, summary)
+        row = await self._acquire(call_id)
+        if row is None:
+            self._count("skipped")
+            log.info("transcription_skipped_done")
+            return "skipped"
+        heartbeat = asyncio.create_task(self._heartbeat(call_id))
+        try:
+            if row.text is not None:
+                # transcribed and stored by an earlier attempt; only the CRM push is left
+                text, segments, summary = row.text, row.segments, row.summary
+            else:
+                text, segments, summary = await self._transcribe(call_id, tenant, job)
+            if self.crm is not None and hasattr(self.crm, "log_transcript"):
+                await self.crm.log_transcript(call_id, text, summary)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
         async with self.engine.begin() as conn:
             await conn.execute(transcripts.update().where(transcripts.c.call_id == call_id)
                                .values(status="done", error=None, updated_at=_now()))
@@ -311,6 +320,42 @@ class TranscriptionWorker:
         self._count("done")
         log.info("transcription_done", segments=len(segments or []))
         return "done"
+
+    async def _acquire(self, call_id: str) -> Any | None:
+        """Take the job's lease (status 'running'); None once another worker has finished it.
+
+        A job can be delivered to two workers at once (the bus hands an entry idle longer
+        than claim_idle_ms to another consumer, and a long recording takes longer than
+        that). Only the lease holder transcribes and writes the CRM note; the other waits
+        for it to finish, or takes over once its heartbeat stops (it crashed).
+        """
+        while True:
+            now = _now()
+            async with self.engine.begin() as conn:
+                res = await conn.execute(
+                    transcripts.update()
+                    .where(
+                        transcripts.c.call_id == call_id,
+                        transcripts.c.status != "done",
+                        sa.or_(transcripts.c.status != "running",
+                               transcripts.c.updated_at < now - timedelta(seconds=self.lease_s)),
+                    )
+                    .values(status="running", attempts=transcripts.c.attempts + 1, updated_at=now)
+                )
+                row = (await conn.execute(sa.select(transcripts).where(transcripts.c.call_id == call_id))).first()
+            if res.rowcount == 1:
+                return row
+            if row is None or row.status == "done":
+                return None
+            log.info("transcription_busy_elsewhere")
+            await asyncio.sleep(self.lease_s / 6)
+
+    async def _heartbeat(self, call_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            async with self.engine.begin() as conn:
+                await conn.execute(transcripts.update().where(
+                    transcripts.c.call_id == call_id, transcripts.c.status == "running").values(updated_at=_now()))
 
     async def _transcribe(self, call_id: str, tenant: str, job: dict[str, Any]) -> tuple[str, list, dict | None]:
         recognizer = await self.load()
@@ -329,7 +374,7 @@ class TranscriptionWorker:
         elapsed = time.perf_counter() - t0
         async with self.engine.begin() as conn:
             await conn.execute(transcripts.update().where(transcripts.c.call_id == call_id).values(
-                status="pending", error=None, model=result.transcript.model,
+                error=None, model=result.transcript.model,
                 language=result.transcript.language, text=text, segments=segments, summary=summary,
                 audio_s=round(result.transcript.audio_s, 3), processing_s=round(elapsed, 3), updated_at=_now(),
             ))

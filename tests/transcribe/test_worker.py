@@ -225,6 +225,39 @@ async def test_crm_failure_retries_only_the_push(recognizer, engine, tmp_path) -
     assert len(crm.notes) == 1
 
 
+async def test_same_job_on_two_workers_at_once_transcribes_once_and_notes_once(recognizer, engine, tmp_path) -> None:
+    """The bus may hand a slow job to a second consumer: the lease keeps it to one worker."""
+
+    class SlowCrm(FakeCrm):
+        async def log_transcript(self, call_id: str, text: str, summary: dict | None) -> str:
+            await asyncio.sleep(0.6)
+            return await super().log_transcript(call_id, text, summary)
+
+    asr_calls: list[str] = []
+
+    class CountingRecognizer:
+        name, language = recognizer.name, recognizer.language
+
+        def words(self, audio, *, speaker):
+            asr_calls.append(speaker)
+            return recognizer.words(audio, speaker=speaker)
+
+    settings = settings_for(tmp_path)
+    wav = clip(DATA / "c05_sales_quote_followup.stereo.wav", tmp_path / "c.wav", 23.0, 26.2)
+    call_id = make_call_id("default", "sim", "twice")
+    await add_call(engine, call_id)
+    crm = SlowCrm()
+    bus = open_bus("memory://")
+    w1, w2 = (TranscriptionWorker(bus, engine, settings, consumer=name, crm=crm, recognizer=CountingRecognizer(),
+                                  lease_s=3.0) for name in ("w1", "w2"))
+    job = {"call_id": call_id, "tenant": "default", "path": str(wav)}
+    results = await asyncio.gather(w1.process(job), w2.process(job))
+    assert sorted(results) == ["done", "skipped"]
+    assert len(crm.notes) == 1
+    assert len(asr_calls) == 2  # one transcription: two channels
+    assert (await row(engine, transcripts, call_id)).status == "done"
+
+
 def test_paused_spans_from_recording_events() -> None:
     t0 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
 
