@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/routing_sim.py            # 500 agents, 20 queues, 30,000 calls in one hour
     .venv/bin/python bench/routing_sim.py --quick    # 100 agents, 5 queues, 3,000 calls
+    .venv/bin/python bench/routing_sim.py --calls 38000   # overload: queues back up, overflow kicks in
 
 Talk time is exponential (mean 45 s) plus 5 s wrap-up, so the offered load is
 about 420 Erlang on 500 agents (~85% occupancy); callers hang up after an

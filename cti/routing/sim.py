@@ -330,10 +330,12 @@ def busy_hour_settings(agents: int = 500, queues: int = 20, seed: int = 7, *, st
         primary, backup = skills[i], skills[(i + 7) % queues]
         queue_rows.append({
             "name": f"q{i}", "numbers": [f"+3317000{i:04d}"], "requires": f"{primary} >= 3 or {backup} >= 6",
-            "strategy": strategies[i % len(strategies)], "ring_timeout_s": 12, "max_wait_s": 300,
+            "strategy": strategies[i % len(strategies)], "ring_timeout_s": 12, "max_wait_s": 40,
             "service_level_s": 20, "wrap_up_s": wrap_up_s,
-            "overflow": {"after_s": 60, "widen": f"{primary} >= 1", "then": "callback"} if i % 3 == 0 else
-                        ({"after_s": 240, "then": "voicemail"} if i % 3 == 1 else None),
+            # a third of the queues widen after 20 s then offer a callback at 40 s, a third go to
+            # voicemail after 45 s, a third keep callers until they hang up
+            "overflow": {"after_s": 20, "widen": f"{primary} >= 1", "then": "callback"} if i % 3 == 0 else
+                        ({"after_s": 45, "then": "voicemail"} if i % 3 == 1 else None),
         })
     return Settings.model_validate({
         "agents": agent_rows, "queues": queue_rows,
