@@ -21,6 +21,9 @@ from cti.model import Call
 # handled it: queue-level reports read only these, so their cost does not grow with the number
 # of agents. Agent-level reports skip them. (No agent id may be "*".)
 ALL_AGENTS = "*"
+# Likewise, rows under this queue hold each agent's calls across all queues: the agents
+# report reads only these, so its cost does not grow with the number of queues.
+ALL_QUEUES = "*"
 
 # The additive columns of stats_hourly, in table order.
 COUNT_FIELDS = ("offered", "answered", "missed", "abandoned", "short_abandoned", "answered_in_sl")
@@ -112,8 +115,9 @@ def call_deltas(call: Call | Mapping[str, Any], service_level_s: float,
     """The rollup increments of one ended call. Pure; the rollup applies them once per call.
 
     One main row (offered=1) under the handling agent, one `missed=1` row per agent
-    that was rung and did not answer, and the same call once more in the ALL_AGENTS
-    row (main row values, missed = number of agents who missed it).
+    that was rung and did not answer, the same call once more in the ALL_AGENTS row
+    (main row values, missed = number of agents who missed it), and each agent row
+    once more under ALL_QUEUES.
     """
     row = row_of(call)
     start = call_start(row)
@@ -148,6 +152,7 @@ def call_deltas(call: Call | Mapping[str, Any], service_level_s: float,
     for a in missed:
         out.append(RollupDelta(hour=hour, queue=queue, agent=a, direction=direction, missed=1))
     out.append(replace(main, agent=ALL_AGENTS, missed=len(missed)))
+    out += [replace(d, queue=ALL_QUEUES) for d in out if d.agent and d.agent != ALL_AGENTS]
     return out
 
 

@@ -108,5 +108,7 @@ def parse_query(params: Mapping[str, str], settings: Settings, now: datetime) ->
     for field, val in (("agent", params.get("agent")), ("team", team), ("queue", queue)):
         if val is not None and len(val) > 512:
             raise ParamError(field, "is too long")
+    if queue == "*" or (agents is not None and "*" in agents):
+        raise ParamError("queue" if queue == "*" else "agent", "'*' is reserved (the rollups' all-rows marker)")
     return StatsQuery(start=start, end=end, tz=tz, tenant=settings.site.tenant, bucket=bucket,
                       agents=agents, team=team, queue=queue, direction=direction)

@@ -19,6 +19,7 @@ from cti.config import Settings
 from cti.stats.aggregate import thresholds
 from cti.stats.metrics import (
     ALL_AGENTS,
+    ALL_QUEUES,
     COUNT_FIELDS,
     MAX_FIELDS,
     SUM_FIELDS,
@@ -46,17 +47,25 @@ def _sum_columns() -> list[Any]:
 
 
 def _rollup_where(q: StatsQuery, agents: Iterable[str] | None = None, per_agent: bool = False) -> list[Any]:
-    """Rollup rows for the query: the ALL_AGENTS rows unless agents are filtered (or per_agent)."""
+    """Which rollup rows answer the query (docs/metrics.md, "Rollup").
+
+    per_agent (the agents report): each agent's ALL_QUEUES rows, or its rows of q.queue.
+    Otherwise: the ALL_AGENTS rows, or - agents filtered - those agents' per-queue rows.
+    """
     cond: list[Any] = [H.tenant == q.tenant, H.hour >= q.start, H.hour < q.end]
     scope = q.agents if agents is None else frozenset(agents)
     if scope is not None:
-        cond.append(H.agent.in_(sorted(scope - {ALL_AGENTS})))
+        cond.append(H.agent.in_(sorted(scope - {ALL_AGENTS, ""})))
     elif per_agent:
         cond.append(H.agent.not_in(["", ALL_AGENTS]))
     else:
         cond.append(H.agent == ALL_AGENTS)
-    if q.queue is not None:
-        cond.append(H.queue == q.queue)
+    if per_agent:
+        cond.append(H.queue == (q.queue if q.queue is not None else ALL_QUEUES))
+    else:
+        cond.append(H.queue != ALL_QUEUES)
+        if q.queue is not None:
+            cond.append(H.queue == q.queue)
     if q.direction is not None:
         cond.append(H.direction == q.direction)
     return cond

@@ -55,6 +55,8 @@ async def get(client, path, token="adm", **params):
     ({"from": "2020-01-01", "to": "2026-01-01"}, "from"),
     ({"kind": "lost"}, "kind"),
     ({"limit": "lots"}, "limit"),
+    ({"queue": "*"}, "queue"),
+    ({"agent": "alice,*"}, "agent"),
 ])
 async def test_bad_parameter_is_422_naming_it(client, params, field):
     r = await get(client, "calls-list", **params)

@@ -124,3 +124,17 @@ async def test_contacted_since_and_not_since(hand_db, settings):
     assert [r["contact_id"] for r in silent] == ["ct3"]
     later = await report(hand_db, settings, "contacted", not_since="2026-03-03")
     assert {r["contact_id"] for r in later} == {"ct1", "ct2", "ct3"}
+
+
+async def test_filters_by_queue_agent_and_direction(hand_db, settings):
+    rows = {r["agent"]: r for r in await report(hand_db, settings, "agents", queue="support")}
+    assert (rows["alice"]["handled_inbound"], rows["alice"]["handled_outbound"], rows["bob"]["missed"]) == (2, 0, 2)
+    rows = {r["agent"]: r for r in await report(hand_db, settings, "agents", direction="outbound")}
+    assert (rows["alice"]["handled"], rows["carol"]["outbound_attempts"], rows["bob"]["missed"]) == (1, 1, 0)
+    # queue figures under an agent filter: the calls that agent handled (unanswered ones belong to nobody)
+    support = next(r for r in await report(hand_db, settings, "queues", agent="alice") if r["queue"] == "support")
+    assert (support["offered"], support["answered"], support["answered_in_sl"]) == (2, 2, 1)
+    series = await report(hand_db, settings, "hourly", team="A")
+    assert sum(r["answered"] for r in series) == 4 and sum(r["missed"] for r in series) == 2
+    cells = await report(hand_db, settings, "typology", direction="outbound")
+    assert sum(c["calls"] for c in cells) == 2

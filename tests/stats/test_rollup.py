@@ -8,7 +8,7 @@ from collections import Counter
 import sqlalchemy as sa
 
 from cti.stats.aggregate import StatsRollup, thresholds
-from cti.stats.metrics import ALL_AGENTS, call_deltas
+from cti.stats.metrics import ALL_AGENTS, ALL_QUEUES, call_deltas
 from cti.store import tables as t
 from tests.stats import history
 
@@ -20,7 +20,7 @@ async def _rollup_totals(engine, group=(), all_agents=False):
     """Sums over the per-agent rows (or, all_agents=True, over the ALL_AGENTS rows)."""
     h = t.stats_hourly.c
     cols = [h[g] for g in group]
-    which = h.agent == ALL_AGENTS if all_agents else h.agent != ALL_AGENTS
+    which = h.agent == ALL_AGENTS if all_agents else sa.and_(h.agent != ALL_AGENTS, h.queue != ALL_QUEUES)
     async with engine.connect() as conn:
         rows = (await conn.execute(
             sa.select(*cols, *[sa.func.sum(h[f]).label(f) for f in FIELDS], sa.func.max(h.max_wait_s).label("mx"))
@@ -79,6 +79,13 @@ async def test_rollup_totals_equal_raw_call_records(engine, settings):
             if not (outcome == "answered" and a == agent):
                 missed[a] += 1
     by_agent = await _rollup_totals(engine, ("agent",))
+    # each agent's all-queues rows hold exactly its per-queue rows
+    h = t.stats_hourly.c
+    async with engine.connect() as conn:
+        star = {r[0]: tuple(r[1:]) for r in (await conn.execute(
+            sa.select(h.agent, *[sa.func.sum(h[f]) for f in FIELDS]).where(h.queue == ALL_QUEUES)
+            .group_by(h.agent))).all()}
+    assert star == {k[0]: tuple(v[f] for f in FIELDS) for k, v in by_agent.items() if k[0]}
     assert {k[0]: int(v["missed"]) for k, v in by_agent.items() if v["missed"]} == dict(missed)
     assert {k[0]: int(v["answered"]) for k, v in by_agent.items() if v["answered"]} == per_agent
 
@@ -121,4 +128,6 @@ def test_deltas_of_a_ring_all_call():
     sl, short = thresholds(history.settings(), "support")
     deltas = call_deltas(row, sl, short)
     assert [(d.agent, d.offered, d.answered, d.missed) for d in deltas] == [
-        ("bob", 1, 1, 0), ("alice", 0, 0, 1), ("carol", 0, 0, 1), ("*", 1, 1, 2)]
+        ("bob", 1, 1, 0), ("alice", 0, 0, 1), ("carol", 0, 0, 1), ("*", 1, 1, 2),
+        ("bob", 1, 1, 0), ("alice", 0, 0, 1), ("carol", 0, 0, 1)]
+    assert [d.queue for d in deltas] == ["support"] * 4 + ["*"] * 3
