@@ -208,8 +208,16 @@ class EventPipeline:
             # the others (unknown, stale, or a redelivery whose events were all seen) from the store
             reload = [cid for cid in by_call if cid not in results]
             if reload:
-                self.stats.reloads += len(reload)
-                stored = await self.repo.load_events(reload, conn=conn)
+                # every batch event is stored now, so when the store holds as many events of
+                # the call as the batch does, they are the same events: no need to read them
+                first_seen = {
+                    cid for cid in reload if stored_counts.get(cid) == len({e.event_id for e in by_call[cid]})
+                }
+                to_load = [cid for cid in reload if cid not in first_seen]
+                self.stats.reloads += len(to_load)
+                stored = await self.repo.load_events(to_load, conn=conn) if to_load else {}
+                for cid in first_seen:
+                    stored[cid] = []
                 for cid in reload:
                     batch_ids = {e.event_id for e in by_call[cid]}
                     self.folder.load(cid, [e for e in stored[cid] if e.event_id not in batch_ids])
