@@ -110,6 +110,7 @@ class ScreenPop:
         history_limit: int = 5,
         history_ttl_s: float = 30.0,
         max_calls: int = 100_000,
+        history_timeout_s: float = 0.5,
     ) -> None:
         self.lookup = crm_lookup
         self.engine = engine
@@ -118,6 +119,7 @@ class ScreenPop:
         self.rules = _as_callable(rules) if rules is not None else rules_from_settings(settings)
         self.history_limit = history_limit
         self.max_calls = max_calls
+        self.history_timeout_s = history_timeout_s
         # Last calls are cached briefly: the history query is the slowest part of a pop.
         # Entries go when a call with that number ends (and for a while after, until its
         # activity is written) and when the activity writer reports a change.
@@ -310,7 +312,13 @@ class ScreenPop:
                 )
                 if k
             ]
-            return await self._cached_history(tuple(sorted(keys)), call_id, tenant)
+            # the last calls are a nicety: a busy store never holds the pop back
+            return await asyncio.wait_for(
+                self._cached_history(tuple(sorted(keys)), call_id, tenant), self.history_timeout_s
+            )
+        except TimeoutError:
+            log.warning("screen_pop_history_slow", call_id=call_id, timeout_s=self.history_timeout_s)
+            return [], None
         except Exception:
             log.exception("screen_pop_history_failed", call_id=call_id)
             return [], None

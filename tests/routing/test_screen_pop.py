@@ -381,3 +381,25 @@ class FakeLogCrm:
 
     async def log_activity(self, activity: Activity) -> str:
         return activity.call_id
+
+
+async def test_a_slow_history_query_does_not_hold_the_pop_back(engine):
+    sent: list[dict] = []
+
+    async def publish(msg: dict) -> None:
+        sent.append(msg)
+
+    pop = ScreenPop(
+        CachedLookup(FakeCrm({"+33612345678": [CLAIRE]}), ManualClock()),
+        engine,
+        SETTINGS,
+        publish=publish,
+        history_timeout_s=0.05,
+    )
+
+    async def slow(*_a, **_k):
+        await asyncio.sleep(5)
+
+    pop._cached_history = slow  # a store stuck behind a long transaction
+    await asyncio.wait_for(fire(pop, ringing("call-1", "alice")), 2)
+    assert sent[0]["contact"]["id"] == "c-1" and sent[0]["history"] == []
