@@ -166,7 +166,7 @@ def test_supervisor_whisper_shows_the_coaching_indicator(live_app, page):
     only_agent_available(live_app, "alice")
     sign_in(page, live_app.base_url, "demo-agent-alice")
     call_id = live_app.inject_call(CAMILLE, queue="support")
-    page.wait_for_selector("#btn-answer:not([disabled])", timeout=15_000)
+    page.wait_for_selector("#btn-answer:not([hidden])", timeout=15_000)
     page.click("#btn-answer")
     page.wait_for_selector("#call-state[data-state='answered']", timeout=10_000)
     status, body = api_post(live_app, f"/api/v1/calls/{call_id}/monitor", {"mode": "whisper"}, "demo-supervisor")

@@ -379,8 +379,7 @@
     } else show(prio, false);
     const ringing = call.state === "ringing" || call.state === "new" || call.state === "queued";
     const talking = call.state === "answered" || call.state === "held";
-    $("#btn-answer").disabled = !(ringing && call.direction !== "outbound");
-    show($("#btn-answer"), call.direction !== "outbound");
+    show($("#btn-answer"), ringing && call.direction !== "outbound");
     $("#btn-hangup").disabled = false;
     show($("#btn-hold"), call.state !== "held");
     show($("#btn-unhold"), call.state === "held");
