@@ -62,7 +62,8 @@ for i = 2, #ARGV do
 end
 return ids
 """
-_XADD_CHUNK = 500  # entries per script call: keeps each call short for the server
+_XADD_CHUNK = 500
+_LAG_SCAN_MAX = 100_000  # entries per script call: keeps each call short for the server
 
 T = TypeVar("T")
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, asyncio.TimeoutError)
@@ -389,8 +390,10 @@ class RedisBus:
                 if _s(g["name"]) == group:
                     lag = g.get("lag")
                     if lag is None:  # Redis cannot tell after deletions: count what is after the cursor
-                        after = await self.client.xrange(stream, min="(" + _s(g["last-delivered-id"]))
-                        lag = len(after)
+                        after = await self.client.xrange(
+                            stream, min="(" + _s(g["last-delivered-id"]), count=_LAG_SCAN_MAX
+                        )
+                        lag = len(after)  # at least this many (capped: this is a gauge, not an audit)
                     return int(lag) + int(g["pending"])
             return int(await self.client.xlen(stream))
 
