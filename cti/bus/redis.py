@@ -116,6 +116,7 @@ class RedisBus:
         self.socket_timeout_s = max(socket_timeout_s, block_ms / 1000 + 2.0)
         self.health_check_interval_s = health_check_interval_s
         self.maxlen = max(0, int(maxlen))
+        self.forget_consumers_after_ms = max(10 * claim_idle_ms, 300_000)
         self._client: aioredis.Redis | None = None
         self._xadd_many: Any = None
 
@@ -261,8 +262,22 @@ class RedisBus:
             await self._process(stream, group, consumer, entries, counts, handler)
             last = _s(entries[-1][0])
 
+    async def _forget_dead_consumers(self, stream: str, group: str, consumer: str) -> None:
+        """Drop consumers gone for long with nothing pending (a restarted node gets a new name).
+
+        Safe: a live consumer polls every block_ms (so is never idle that long), and one that
+        comes back is re-created by its next XREADGROUP.
+        """
+        gone_after_ms = self.forget_consumers_after_ms
+        for c in await self.client.xinfo_consumers(stream, group):
+            name = _s(c["name"])
+            if name != consumer and int(c["pending"]) == 0 and int(c["idle"]) > gone_after_ms:
+                await self.client.xgroup_delconsumer(stream, group, name)
+                log.info("bus_consumer_forgotten", stream=stream, group=group, consumer=name)
+
     async def _claim_idle(self, stream: str, group: str, consumer: str, handler: Handler) -> None:
         """Take over entries idle too long in other (presumably dead) consumers' pending lists."""
+        await self._forget_dead_consumers(stream, group, consumer)
         start = "0-0"
         for _ in range(16):  # bounded per tick so new entries still flow
             resp = await self.client.xautoclaim(

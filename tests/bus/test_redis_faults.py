@@ -112,3 +112,19 @@ async def test_streams_are_capped_at_about_maxlen(redis_url: str) -> None:
     n = await bus.client.xlen("s")
     assert 100 <= n < 400  # approximate trimming keeps whole radix-tree nodes
     await bus.close()
+
+
+async def test_long_gone_consumers_with_nothing_pending_are_forgotten(redis_url: str) -> None:
+    bus = RedisBus(redis_url)
+    await bus.client.xgroup_create("s", "g", id="0", mkstream=True)
+    await bus.publish("s", {"n": 1})
+    await bus.client.xgroup_createconsumer("s", "g", "old-node")
+    await bus.client.xreadgroup("g", "busy-node", {"s": ">"}, count=1)  # holds a pending entry
+    bus.forget_consumers_after_ms = 100
+    await bus._forget_dead_consumers("s", "g", "me")
+    assert len(await bus.client.xinfo_consumers("s", "g")) == 2  # nobody idle long enough yet
+    await asyncio.sleep(0.2)
+    await bus._forget_dead_consumers("s", "g", "me")
+    names = {c["name"] for c in await bus.client.xinfo_consumers("s", "g")}
+    assert names == {b"busy-node"}  # its pending entry keeps it (XAUTOCLAIM's job, not ours)
+    await bus.close()
