@@ -81,7 +81,7 @@ async def create_contact(request: web.Request) -> web.Response:
             pop.lookup.invalidate(number)  # the next call from this number finds the new contact
     if call_id:
         if pop is not None:
-            pop.attach_contact(call_id, contact)
+            await pop.attach_contact(call_id, contact)
         async with svc.db.engine.begin() as conn:
             await conn.execute(
                 calls.update()
@@ -104,7 +104,7 @@ async def set_call_contact(request: web.Request) -> web.Response:
     if pop is not None:
         chosen = pop.match_for(call_id, contact_id)
         if chosen is not None:
-            pop.attach_contact(call_id, chosen)
+            await pop.attach_contact(call_id, chosen)
             account_id = account_id or chosen.account_id
     async with svc.db.engine.begin() as conn:
         await conn.execute(

@@ -402,15 +402,23 @@ class ScreenPop:
         info = self._calls.get(call_id)
         return next((c for c in (info.matches if info else []) if c.id == contact_id), None)
 
-    def attach_contact(self, call_id: str, contact: Contact) -> None:
-        """The agent picked (chooser) or created (new-contact form) the caller: later
-        snapshots show that contact instead of the chooser/form."""
+    async def attach_contact(self, call_id: str, contact: Contact) -> None:
+        """The agent picked (chooser) or created (new-contact form) the caller: the pop is
+        rebuilt for that contact (card, script, priority, history) and sent again with
+        `"update": true`; later snapshots show it."""
         info = self._calls.get(call_id)
-        if info is not None:
-            info.status, info.matches = OK, [contact]
-        view = contact_view(contact)
+        if info is None:
+            return
+        info.status, info.matches = OK, [contact]
         for key in [k for k in self._pops if k[0] == call_id]:
-            self._pops[key] = {**self._pops[key], "lookup": OK, "contact": view, "matches": [view], "new_contact": None}
+            try:
+                msg = await self.build(call_id, key[1], info, OK, [contact], update=True)
+            except Exception:
+                log.exception("screen_pop_attach_failed", call_id=call_id, agent=key[1])
+                continue
+            if key in self._pops:
+                self._pops[key] = msg
+                await self.publish(msg)
 
     def _forget(self, call_id: str) -> None:
         self._calls.pop(call_id, None)

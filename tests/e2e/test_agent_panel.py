@@ -119,6 +119,7 @@ def test_unknown_caller_gets_the_new_contact_form_in_french(live_app, page):
     errors = page.locator(".toast.error").all_text_contents()
     assert not errors, f"contact not created: {errors} (is cti.crm.web.routes mounted?)"
     assert page.text_content("#pop-name") == "Zoé Petit"
+    page.wait_for_selector("#script:has-text('Bonjour Zoé, Alice')", timeout=10_000)  # the pop was rebuilt
     screenshot(page, "agent_panel_new_contact_fr")
 
 

@@ -298,10 +298,12 @@ async def test_chosen_contact_replaces_the_chooser_in_later_snapshots(engine):
     await fire(pop, ringing("call-1", "alice"))
     chosen = pop.match_for("call-1", "c-4")
     assert chosen is PAUL
-    pop.attach_contact("call-1", chosen)
+    await pop.attach_contact("call-1", chosen)
     (snap,) = pop.pops_for("alice")
     assert snap["contact"]["id"] == "c-4" and snap["matches"] == [snap["contact"]] and snap["new_contact"] is None
-    assert sent[0]["contact"] is None  # what was already sent is not rewritten
+    assert sent[0]["contact"] is None  # what was already sent is not rewritten...
+    assert sent[-1] == snap and snap["update"] is True  # ...an update goes out
+    assert snap["script"] == "Hello , Alice from Acme. "  # refilled for the chosen contact (no first name)
 
 
 class PerNumberCrm:
