@@ -612,7 +612,10 @@ class CtiApp:
             raise ControlError(404, f"agent {agent} not found") from None
         except InvalidTransition as exc:
             current = getattr(exc, "current", None)
+            current = getattr(current, "value", current)
             raise ControlError(409, f"cannot go from {current} to {state}", current=str(current)) from None
+        except ValueError as exc:  # e.g. away without a reason
+            raise ControlError(422, str(exc), field="reason") from None
         st = self.directory.state_of(agent)
         st.update({"state": state, "reason": reason})
         return st

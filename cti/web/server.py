@@ -161,6 +161,5 @@ def build_web_app(svc: Any, extra_routes: list[Any] | None = None) -> web.Applic
     app.router.add_routes(api.routes)
     for r in extra_routes or []:
         app.router.add_routes(r)
-    app.router.add_route("OPTIONS", "/api/{tail:.*}", lambda r: web.Response(status=204))
     app.router.add_static("/static/", STATIC_DIR, show_index=False, append_version=False)
     return app

@@ -182,6 +182,11 @@ class Hub:
                     self._offer(conn, '{"type":"pong"}')
         finally:
             self.remove(conn)
+            if conn.dropped and not writer.done():
+                # the writer is closing the socket (our close code); cancelling it now
+                # would turn a clean 4401/4408 into an abnormal closure
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(writer), 5)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer

@@ -1,0 +1,60 @@
+"""An in-process app (demo world, simulator, SQLite, memory bus) and an HTTP client for it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+
+@dataclass
+class AppClient:
+    app: Any
+    client: TestClient
+
+    async def call(self, method: str, path: str, token: str | None = None, body: Any = None,
+                   headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        resp = await self.client.request(method, path, json=body, headers=h)
+        ctype = resp.headers.get("Content-Type", "")
+        data = await (resp.json() if "json" in ctype else resp.text())
+        return resp.status, data, resp.headers
+
+    @property
+    def sim(self) -> Any:
+        return self.app.adapters["sim"]
+
+
+async def make_app(tmp: Path, **sim_overrides: Any) -> Any:
+    from cti.app import CtiApp
+    from cti.demo.run import seed_directory
+    from cti.store.migrate import upgrade_async
+    from tests.e2e.conftest import build_live_settings
+
+    settings = build_live_settings(tmp, 8080, **sim_overrides)
+    await upgrade_async(settings.store.url)
+    await seed_directory(settings)
+    app = CtiApp(settings, node_id="it")
+    await app.start()
+    return app
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[AppClient]:
+    from cti.demo.run import agents_log_in
+
+    app = await make_app(tmp_path)
+    await agents_log_in(app)
+    client = TestClient(TestServer(app.web_app))
+    await client.start_server()
+    try:
+        yield AppClient(app, client)
+    finally:
+        await client.close()
+        await app.stop()
