@@ -140,7 +140,6 @@ async def live_from_store(engine: Any, settings: Any, now: datetime) -> dict[str
         d["contact"] = ({"id": r["contact_id"], "name": name, "account_name": r["account_name"]}
                         if r["contact_id"] else None)
         calls.append(d)
-    configured = {a.id: a for a in settings.agents}
     agents: dict[str, dict[str, Any]] = {
         a.id: {"id": a.id, "name": a.name, "team": a.team, "state": "offline", "reason": None, "since": None,
                "calls": []} for a in settings.agents
@@ -151,5 +150,4 @@ async def live_from_store(engine: Any, settings: Any, now: datetime) -> dict[str
     for cl in calls:
         if cl.get("agent") in agents:
             agents[cl["agent"]]["calls"].append(cl["call_id"])
-    del configured
     return live_snapshot(calls, agents.values(), now, [q.name for q in settings.queues])
