@@ -223,11 +223,8 @@ class CtiApp:
 
     async def _record_decision(self, d: Any) -> None:
         """Each assignment's candidates, choice and reasons, for the call detail API."""
-        row = d.to_dict()
         async with self.db.engine.begin() as conn:
-            await conn.execute(t.routing_decisions.insert().values(
-                call_id=d.call_id, tenant=d.tenant, queue=d.queue, decided_at=d.decided_at_dt,
-                chosen=d.chosen, reason=f"{d.action}: {d.reason}", candidates=row.get("candidates")))
+            await conn.execute(t.routing_decisions.insert().values(**d.to_row()))
         if d.priority or d.rules:
             async with self.db.engine.begin() as conn:
                 await conn.execute(sa.update(t.calls).where(t.calls.c.call_id == d.call_id).values(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -65,6 +66,9 @@ async def _serve(app: Any, host: str, port: int, duration: float | None, on_read
     from aiohttp import web
 
     await app.start()
+    # long-lived start-up objects leave the GC's view: no full collection pauses on them later
+    gc.collect()
+    gc.freeze()
     runner = web.AppRunner(app.web_app, handle_signals=False, shutdown_timeout=app.settings.server.shutdown_grace_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -162,6 +166,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     from cti.transcribe.cli import transcribe_files
 
+    configure_logging(args.log_level or "warning")
     try:
         settings = _load(args.config)
     except ConfigError as exc:
