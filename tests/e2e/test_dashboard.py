@@ -181,6 +181,7 @@ def test_dashboard_loads_draws_charts_and_goes_live(dash: Dash, page: Any) -> No
     assert heat.count() > 10
     assert int(page.locator("#kpi-calls").inner_text().replace(",", "").replace("\u202f", "")) == 300
     assert page.locator("#queue-table tbody tr").count() >= 2
+    assert page.locator("#agent-stats-table tbody tr").count() >= 3
     assert page.locator("#risk-table tbody tr").count() > 0          # accounts at risk, with reasons
     assert page.locator("#callback-table tbody tr").count() > 0      # calls to call back
 

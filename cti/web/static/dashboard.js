@@ -278,6 +278,19 @@
     }
   }
 
+  function renderAgentStats(rows) {
+    const cols = ["agent", "team", "handled_inbound", "handled_outbound", "missed", "talk_s", "talk_mean_s", "hold_s",
+      "wrap_up_s", "aht_s", "occupancy", "logged_in_s"];
+    $("#agent-stats-table thead").replaceChildren(el("tr", {}, ...cols.map((c) => el("th", {}, t("col_" + c)))));
+    $("#agent-stats-table tbody").replaceChildren(...rows.map((r) => el("tr", { "data-agent": r.agent }, ...cols.map((c) => {
+      if (c === "agent") return el("td", {}, r.name || r.agent);
+      if (c === "team") return el("td", {}, r.team || "–");
+      if (c === "occupancy") return el("td", { class: "n" }, pct(r.occupancy));
+      if (c.endsWith("_s")) return el("td", { class: "n" }, dur(r[c]));
+      return el("td", { class: "n" }, num(r[c]));
+    }))));
+  }
+
   function renderCallbacks(rows) {
     $("#callback-table tbody").replaceChildren(...rows.slice(0, 50).map((r) => el("tr", {},
       el("td", {}, when(r.at)), el("td", {}, t(r.kind) + (r.short_abandon ? ` (${t("short")})` : "")),
@@ -312,6 +325,7 @@
         soft(get("calls-list", "&pending=true&limit=200")), soft(get("at-risk")),
       ]);
       renderAgentsChart(agents.rows);
+      renderAgentStats(agents.rows);
       renderSeries(series.rows);
       renderHeatmap(typology.rows);
       const calls = series.rows.reduce((a, r) => a + r.calls, 0);
