@@ -131,3 +131,28 @@ def test_deltas_of_a_ring_all_call():
         ("bob", 1, 1, 0), ("alice", 0, 0, 1), ("carol", 0, 0, 1), ("*", 1, 1, 2),
         ("bob", 1, 1, 0), ("alice", 0, 0, 1), ("carol", 0, 0, 1)]
     assert [d.queue for d in deltas] == ["support"] * 4 + ["*"] * 3
+
+
+async def test_folded_call_object_is_applied(sqlite_engine, settings):
+    """The pipeline hands the rollup a `Call` (the fold of its events), not a table row."""
+    from datetime import timedelta
+
+    from cti.calls.state import fold
+    from cti.model import CallEvent, Direction, EventKind
+
+    t0 = history.MON + timedelta(hours=9)
+
+    def ev(kind, s, agent=None, **data):
+        return CallEvent(event_id=f"e-{kind}-{agent}-{s}", provider="sim", provider_call_id="p1", call_id="k1",
+                         kind=kind, occurred_at=t0 + timedelta(seconds=s), agent=agent, queue="support",
+                         direction=Direction.INBOUND, from_number="+33611111111", data=data)
+
+    call = fold([ev(EventKind.CREATED, 0), ev(EventKind.QUEUED, 0), ev(EventKind.RINGING, 4, "bob"),
+                 ev(EventKind.NO_ANSWER, 14, "bob"), ev(EventKind.RINGING, 15, "alice"),
+                 ev(EventKind.ANSWERED, 18, "alice"), ev(EventKind.ENDED, 78, cause="normal")])
+    assert call.is_ended and call.wait_s == 18
+    assert await StatsRollup(sqlite_engine, settings).on_call(call) is True
+    by_agent = await _rollup_totals(sqlite_engine, ("agent",))
+    assert by_agent[("alice",)]["answered"] == 1 and by_agent[("alice",)]["answered_in_sl"] == 1
+    assert by_agent[("alice",)]["talk_s"] == 60
+    assert by_agent[("bob",)]["missed"] == 1
