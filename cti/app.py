@@ -18,7 +18,6 @@ import contextlib
 import os
 import random
 import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +32,7 @@ from cti.calls.control import CallControl, ControlError, MonitorSession, RateLim
 from cti.clock import Clock, SystemClock
 from cti.config import Settings
 from cti.metrics import Metrics
-from cti.model import AgentState, Call, CallEvent, EventKind, Role, make_event_id
+from cti.model import AgentState, Call, CallEvent, EventKind, Role
 from cti.services import Services
 from cti.store import tables as t
 from cti.web.auth import Principal, TokenRecord, TokenStore, hash_token
@@ -740,14 +739,3 @@ def call_from_dict(d: dict[str, Any]) -> Call:
         kw[k] = float(kw.get(k) or 0.0)
     kw["events"] = int(kw.get("events") or 0)
     return Call(**kw)
-
-
-def agent_state_event(tenant: str, agent: str, state: str, reason: str | None, previous: str | None,
-                      at: datetime) -> CallEvent:
-    """The `agent_state_changed` fact (provider "cti")."""
-    return CallEvent(
-        event_id=make_event_id("cti", "agent", agent, state, at.isoformat(), uuid.uuid4().hex),
-        provider="cti", provider_call_id="", call_id="", kind=EventKind.AGENT_STATE_CHANGED,
-        occurred_at=at, tenant=tenant, agent=agent,
-        data={"state": state, "reason": reason, "previous": previous},
-    )
