@@ -218,6 +218,7 @@ class CtiApp:
             publish_event=self.publish_event,
             record_decision=self._record_decision,
             lookup=crm_lookup(self.lookup),
+            node_id=self.node_id,
         )
 
     async def _record_decision(self, d: Any) -> None:
