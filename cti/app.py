@@ -122,7 +122,7 @@ class CtiApp:
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.node_id = node_id or _node_id()
+        self.node_id = node_id or settings.server.node_id or _node_id()
         self.roles = roles
         self.migrate = migrate
         self.metrics = Metrics()

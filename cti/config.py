@@ -49,6 +49,9 @@ class ServerSettings(_Base):
     allowed_origins: list[str] = Field(default_factory=list)
     ws_queue_max: int = 256          # pending messages per browser socket before it is dropped
     shutdown_grace_s: float = 10.0
+    # stable name of this node (bus consumer name): a restarted node re-reads its own pending
+    # entries at once instead of waiting for another to claim them; default hostname-pid
+    node_id: str | None = None
 
 
 class StoreSettings(_Base):
@@ -197,6 +200,14 @@ class SecuritySettings(_Base):
     encryption_key: str | None = None  # resolved from encryption_key_env / _file
     retention_days: int | None = None
     show_listen_to_agent: bool = False
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        # a bad key stops start-up with a message naming the setting (never its value)
+        from cti.security.crypto import validate_key
+
+        return validate_key(v, "encryption_key (set by encryption_key_env / encryption_key_file)")
 
 
 class Settings(_Base):

@@ -150,16 +150,28 @@ class PostgresServer:
         self.psql(f'CREATE DATABASE "{name}"')
         return self.url_for(name)
 
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def kill(self) -> None:
+        """SIGKILL the postmaster itself (runuser, our child, does not forward signals)."""
+        pid = self._postmaster_pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if self.proc and self.proc.poll() is None:
-            # runuser forwards signals to the postgres process
-            self.proc.send_signal(signal.SIGKILL)
+            self.proc.kill()
             self.proc.wait()
-            subprocess.run(["pkill", "-9", "-f", f"-p {self.port}"], check=False)
 
     def stop(self) -> None:
+        pid = self._postmaster_pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)  # fast shutdown
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
