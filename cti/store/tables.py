@@ -120,6 +120,9 @@ agent_state_log = Table(
     Column("ended_at", TS),
 )
 
+# time per state and occupancy read an agent's spells in a time range
+Index("ix_agent_state_log_agent_started", agent_state_log.c.agent, agent_state_log.c.started_at)
+
 queues = Table(
     "queues",
     metadata,
