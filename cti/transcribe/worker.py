@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cti.bus import streams
 from cti.bus.base import Bus, Message
 from cti.model import EventKind, make_event_id
+from cti.security.crypto import transcript_columns, transcript_content
 from cti.store.tables import activities, call_events, calls, recordings, transcripts
 from cti.transcribe.asr import ModelError, Recognizer, load_recognizer
 from cti.transcribe.pipeline import summarize_for, transcribe_redacted
@@ -298,9 +299,10 @@ class TranscriptionWorker:
             return "skipped"
         heartbeat = asyncio.create_task(self._heartbeat(call_id))
         try:
-            if row.text is not None:
+            if row.text is not None or row.text_encrypted is not None:
                 # transcribed and stored by an earlier attempt; only the CRM push is left
-                text, segments, summary = row.text, row.segments, row.summary
+                text, segments = transcript_content(self._key, row)
+                summary = row.summary
             else:
                 text, segments, summary = await self._transcribe(call_id, tenant, job)
             if self.crm is not None and hasattr(self.crm, "log_transcript"):
@@ -375,7 +377,8 @@ class TranscriptionWorker:
         async with self.engine.begin() as conn:
             await conn.execute(transcripts.update().where(transcripts.c.call_id == call_id).values(
                 error=None, model=result.transcript.model,
-                language=result.transcript.language, text=text, segments=segments, summary=summary,
+                language=result.transcript.language, summary=summary,
+                **transcript_columns(self._key, text, segments),  # sealed when a key is configured
                 audio_s=round(result.transcript.audio_s, 3), processing_s=round(elapsed, 3), updated_at=_now(),
             ))
             if summary is not None:

@@ -232,6 +232,17 @@ async def list_calls(request: web.Request) -> web.Response:
     return web.json_response([call_row_view(r, names) for r in rows])
 
 
+def _transcript_content(svc: Any, tr: Any) -> tuple[Any, Any, Any]:
+    """Text and segments, decrypted when stored sealed (security.encryption_key)."""
+    from cti.security.crypto import DecryptError, transcript_content
+
+    try:
+        text, segments = transcript_content(svc.settings.security.encryption_key, tr)
+    except DecryptError as exc:  # key missing or rotated: say so instead of failing the whole call
+        return None, None, str(exc)
+    return text, segments, tr.error
+
+
 @routes.get("/api/v1/calls/{call_id}")
 async def get_call(request: web.Request) -> web.Response:
     p = principal(request)
@@ -253,8 +264,9 @@ async def get_call(request: web.Request) -> web.Response:
         out["activity"] = {k: _iso(v) for k, v in dict(act._mapping).items()} if act else None
         tr = (await conn.execute(sa.select(t.transcripts).where(t.transcripts.c.call_id == call_id))).first()
         if tr is not None:
-            out["transcript"] = {"status": tr.status, "text": tr.text, "segments": tr.segments,
-                                 "error": tr.error, "model": tr.model, "language": tr.language}
+            text, segments, error = _transcript_content(svc, tr)
+            out["transcript"] = {"status": tr.status, "text": text, "segments": segments,
+                                 "error": error, "model": tr.model, "language": tr.language}
             out["summary"] = tr.summary
         else:
             out["transcript"] = None

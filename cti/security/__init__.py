@@ -1,0 +1,1 @@
+"""Security: encryption at rest (crypto), retention and erasure (retention)."""

@@ -1,0 +1,48 @@
+"""An in-process app (demo world, SQLite, memory bus) with settings a test chooses."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.integration.conftest import AppClient
+from tests.transcribe.conftest import recognizer  # noqa: F401  (the real tiny.en model, session-wide)
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def live_settings(tmp: Path, update: dict[str, Any] | None = None) -> Any:
+    from cti.config import Settings
+    from tests.e2e.conftest import build_live_settings
+
+    d = build_live_settings(tmp, 8080).model_dump()
+    return Settings.model_validate(merge(d, update or {}))
+
+
+@contextlib.asynccontextmanager
+async def app_client(settings: Any) -> AsyncIterator[AppClient]:
+    from cti.app import CtiApp
+    from cti.demo.run import agents_log_in, seed_directory
+    from cti.store.migrate import upgrade_async
+
+    await upgrade_async(settings.store.url)
+    await seed_directory(settings)
+    app = CtiApp(settings, node_id="sec")
+    await app.start()
+    await agents_log_in(app)
+    client = TestClient(TestServer(app.web_app))
+    await client.start_server()
+    try:
+        yield AppClient(app, client)
+    finally:
+        await client.close()
+        await app.stop()
