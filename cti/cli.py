@@ -197,6 +197,37 @@ def cmd_crm(args: argparse.Namespace, rest: list[str]) -> int:
     return crm_import_main(rest)
 
 
+def _retention(args: argparse.Namespace, what: str, **kw: Any) -> int:
+    from cti.security.retention import RetentionError, run
+
+    configure_logging(args.log_level or "warning")  # stdout is for the summary
+    try:
+        settings = _load(args.config)
+        report = asyncio.run(run(settings, what, dry_run=args.dry_run, **kw))
+    except (ConfigError, RetentionError) as exc:
+        return _fail(str(exc))
+    print(report.summary())
+    return 1 if report.files_failed else 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from cti.security.retention import RetentionError, parse_age
+
+    try:
+        days = _load(args.config).security.retention_days
+        age = args.older_than or (f"{days}d" if days else None)
+        if age is None:
+            return _fail("purge: give --older-than (e.g. 90d) or set security.retention_days")
+        older_than = parse_age(age)
+    except (ConfigError, RetentionError) as exc:
+        return _fail(str(exc))
+    return _retention(args, "purge", older_than=older_than)
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    return _retention(args, "erase", number=args.number, contact_id=args.contact)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cti", description="CTI middleware: phone system <-> CRM")
     p.add_argument("--log-level", default=None, help="debug | info | warning (default: info; demo: warning)")
@@ -233,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("migrate", help="create or upgrade the database schema")
     s.add_argument("--config")
     s.set_defaults(func=cmd_migrate)
+
+    s = sub.add_parser("purge", help="delete calls and everything about them older than an age (retention)")
+    s.add_argument("--older-than", help="age like 90d, 12w, 6m, 48h (default: security.retention_days)")
+    s.add_argument("--config")
+    s.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    s.set_defaults(func=cmd_purge)
+
+    s = sub.add_parser("erase", help="delete everything stored for a phone number or a contact")
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument("--number", help="phone number (any format the site region understands)")
+    who.add_argument("--contact", help="contact id in the local CRM directory (the contact goes too)")
+    s.add_argument("--config")
+    s.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    s.set_defaults(func=cmd_erase)
 
     s = sub.add_parser("stats", help="statistics as a table or CSV (cti stats --help)", add_help=False)
     s.add_argument("--config")
