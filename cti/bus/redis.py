@@ -199,20 +199,24 @@ class RedisBus:
 
     # -- consuming ----------------------------------------------------------
 
-    async def _ensure_group(self, stream: str, group: str) -> None:
+    async def _ensure_group(self, stream: str, group: str, from_start: bool = True) -> None:
         try:
-            await self.client.xgroup_create(stream, group, id="0", mkstream=True)
+            await self.client.xgroup_create(stream, group, id="0" if from_start else "$", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def consume(self, stream: str, group: str, consumer: str, handler: Handler) -> None:
-        """Run until cancelled; survives connection loss (see module docstring)."""
+    async def consume(
+        self, stream: str, group: str, consumer: str, handler: Handler, *, from_start: bool = True
+    ) -> None:
+        """Run until cancelled; survives connection loss (see module docstring).
+
+        `from_start=False`: a new group starts at the end of the stream (live fan-out)."""
         attempt = 0
         claim_every = max(0.05, self.claim_idle_ms / 1000 / 4)
         while True:
             try:
-                await self._ensure_group(stream, group)
+                await self._ensure_group(stream, group, from_start)
                 if attempt:
                     log.info("bus_reconnected", stream=stream, group=group, consumer=consumer)
                 attempt = 0
