@@ -22,27 +22,27 @@ def configure_logging(level: str = "info") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact_secrets,
+        structlog.processors.format_exc_info,
+        _redact_secrets,  # after format_exc_info: tracebacks are scrubbed too
     ]
     renderer = (structlog.dev.ConsoleRenderer(colors=False) if sys.stderr.isatty()
                 else structlog.processors.JSONRenderer())
+    from cti.security.logs import protect_stdlib_loggers
+
+    protect_stdlib_loggers()  # aiohttp's access log would print /ws?token=...
     structlog.configure(
-        processors=[*processors, structlog.processors.format_exc_info, renderer],
+        processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
 
 
-_SECRET_KEYS = ("token", "password", "auth_token", "secret", "api_key", "authorization")
+def _redact_secrets(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Secrets never reach the logs, whoever passed them (fields by name, URL passwords, tokens)."""
+    from cti.security.logs import redact_event
 
-
-def _redact_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Secrets never reach the logs, whoever passed them."""
-    for k in list(event):
-        if any(s in k.lower() for s in _SECRET_KEYS) and k != "token_hash":
-            event[k] = "***"
-    return event
+    return redact_event(logger, name, event)
 
 
 def _fail(message: str, code: int = 2) -> int:
