@@ -389,7 +389,19 @@ class CtiApp:
         counter = self.metrics.events_in.labels(name)
         async for event in adapter.events():
             counter.inc()
-            await self.bus.publish(S.EVENTS, event.to_dict())
+            # the adapter will not yield this event again: hold it (and the adapter, whose
+            # queue buffers meanwhile) until the bus takes it, however long the bus is down
+            attempt = 0
+            while True:
+                try:
+                    await self.bus.publish(S.EVENTS, event.to_dict())
+                    break
+                except Exception as exc:
+                    delay = _backoff(attempt, base=0.2, cap=5.0)
+                    attempt += 1
+                    log.warning("event_publish_retry", provider=name, attempt=attempt, retry_in_s=round(delay, 2),
+                                error=repr(exc)[:200])
+                    await asyncio.sleep(delay)
 
     async def publish_event(self, event: CallEvent) -> None:
         await self.bus.publish(S.EVENTS, event.to_dict())
