@@ -342,8 +342,11 @@ class CtiApp:
         from cti.transcribe.worker import RecordingIngest, TranscriptionWorker
 
         if "gateway" in self.roles:
-            ingest = RecordingIngest(self.bus, self.db.engine, self.settings)
+            # a consumer name per node: two gateways named alike would share one pending list
+            ingest = RecordingIngest(self.bus, self.db.engine, self.settings, consumer=self.node_id)
             self._spawn("recording-ingest", ingest.run)
+        if "worker" not in self.roles and not self.settings.transcribe.gateway_worker:
+            return  # dedicated `cti worker`s transcribe; this gateway only ingests recordings
         worker = TranscriptionWorker(self.bus, self.db.engine, self.settings, consumer=self.node_id,
                                      crm=getattr(self, "crm", None), metrics=self.metrics)
         self._spawn("transcription-worker", worker.run)

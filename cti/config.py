@@ -184,6 +184,7 @@ class TranscribeSettings(_Base):
     cpu_threads: int = 2             # per transcription worker (start more workers to go faster)
     allow_download: bool = False     # let a hub model name be fetched (never by default)
     diarize_mono: bool = False       # guess agent/customer in mono recordings from the voices
+    gateway_worker: bool = True      # gateways transcribe too; false when dedicated `cti worker`s do it
     # openai-compatible summary backend
     base_url: str | None = None
     summary_model: str | None = None
