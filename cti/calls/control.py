@@ -231,7 +231,7 @@ class CallControl:
 
     def _voicemail_media(self, message: Any) -> str:
         messages = {m["id"]: m for m in self.voicemail_messages()}
-        if message not in messages:
+        if not isinstance(message, str) or message not in messages:  # a list/object is unhashable
             raise ControlError(422, f"unknown voicemail message {message!r}", field="message")
         return messages[message]["media"]
 

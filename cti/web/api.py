@@ -346,8 +346,12 @@ async def revoke_token(request: web.Request) -> web.Response:
     body = await json_body(request)
     from cti.web.auth import hash_token
 
-    token = body.get("token")
-    token_hash = body.get("token_sha256") or (hash_token(token) if isinstance(token, str) else None)
+    token, given_hash = body.get("token"), body.get("token_sha256")
+    if given_hash is not None and not isinstance(given_hash, str):
+        raise ApiError(422, "'token_sha256' must be a hex string", field="token_sha256")
+    if token is not None and not isinstance(token, str):
+        raise ApiError(422, "'token' must be a string", field="token")
+    token_hash = given_hash or (hash_token(token) if token else None)
     if not token_hash:
         raise ApiError(422, "'token' or 'token_sha256' is required", field="token")
     svc = services(request)
