@@ -225,7 +225,15 @@ class CallControl:
             command = SendDtmf(pcid, digits)
         else:
             raise ControlError(404, f"unknown action {action!r}")
-        result = await self._run(call.provider, command)
+        try:
+            result = await self._run(call.provider, command)
+        except ControlError as exc:
+            # refused while the call was not (or no longer) in conversation: the call's state is
+            # the reason (answering a call that is dialing out, holding one that still rings),
+            # a conflict the client can act on, not a provider outage
+            if exc.status == 502 and (action == "answer" or call.state not in (CallState.ANSWERED, CallState.HELD)):
+                raise ControlError(409, exc.message, state=call.state.value) from None
+            raise
         log.info("call_action", call_id=call_id, action=action, user=p.user)
         return {"ok": result.ok, "action": action, "call_id": call_id, **result.detail}
 
