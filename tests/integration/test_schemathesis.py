@@ -13,6 +13,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -66,4 +67,26 @@ def test_every_operation_conforms_to_the_spec(live: LiveApp, token: str, tmp_pat
             except (Exception, BaseExceptionGroup) as exc:  # collect them all: one report per failing operation
                 failures.append(f"{operation.label}: {str(exc)[:1500]}")
     assert operations >= 30, operations
+    assert not failures, "\n\n".join(failures)
+
+
+def test_invalid_requests_from_the_spec_never_get_a_server_error(live: LiveApp) -> None:
+    """Negative mode: parameters and bodies that break the spec (wrong types, out of range, missing)."""
+    schema = schemathesis.openapi.from_url(f"{live.base_url}/openapi.json")
+    headers = {"Authorization": "Bearer demo-supervisor"}
+    failures: list[str] = []
+    with requests.Session() as session:
+        for result in schema.get_all_operations():
+            operation = result.ok()
+
+            @EXAMPLES
+            @given(case=operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+            def check(case: schemathesis.Case) -> None:
+                response = case.call(base_url=live.base_url, session=session, headers=headers, timeout=30)
+                case.validate_response(response, checks=[not_a_server_error], headers=headers)
+
+            try:
+                check()
+            except (Exception, BaseExceptionGroup) as exc:
+                failures.append(f"{operation.label}: {str(exc)[:1500]}")
     assert not failures, "\n\n".join(failures)
