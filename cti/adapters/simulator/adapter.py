@@ -24,6 +24,7 @@ import itertools
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import structlog
@@ -232,8 +233,16 @@ class SimulatorAdapter:
     # ---- simulated customers: inbound -----------------------------------------------
 
     async def _arrivals(self, queue: str, rate_per_min: float) -> None:
+        # arrival times are drawn on the clock, not as sleeps in a row: a busy event loop
+        # wakes each sleep late, and the late wake-ups would otherwise lower the rate
+        due = self._clock.now()
         while True:
-            await self._clock.sleep(self._rng.expovariate(rate_per_min / 60.0))
+            due += timedelta(seconds=self._rng.expovariate(rate_per_min / 60.0))
+            delay = (due - self._clock.now()).total_seconds()
+            if delay > 0:
+                await self._clock.sleep(delay)
+            else:
+                await asyncio.sleep(0)  # catching up: still let the loop breathe between calls
             try:
                 self.inject_call(queue=queue)
             except Exception:

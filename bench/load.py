@@ -1,0 +1,418 @@
+"""Load: N agents on WebSockets, calls arriving at R/s, on 1 and 2 `cti serve` nodes.
+
+Everything is real and out of process: redis-server and PostgreSQL (tests/servers.py),
+`cti serve --config` nodes started from the command line. Node A holds the simulated
+PBX, which makes customers call the queue at R calls/s (Poisson, fixed seed);
+simulated agents pick up after 50-200 ms and talk 2-6 s, so 2,000 agents carry
+200 calls/s (~800 busy). The bench process opens one WebSocket per agent (`/ws?token=`),
+signs every agent in through the API, and records when each `screen_pop` arrives.
+
+- pop latency: the provider's ringing event time (`call_events.occurred_at` of the
+  ringing, stamped by the PBX on the shared wall clock) -> the pop's arrival at that
+  agent's socket, for legs that rang inside the measuring window;
+- events/s: provider and routing events stored (`call_events`) inside the window;
+- CPU (% of one core) and RSS per node over the window (psutil), plus Redis and PostgreSQL;
+- memory per connected agent: on an idle node (same config, no PBX), RSS after N sockets
+  connected and signed in minus RSS before the first, over N; under load the same delta
+  per node is also shown (it includes the calls queued meanwhile, so it is an upper bound).
+
+Two nodes: node A (the PBX) + node B (web only), agents split half and half; both
+nodes consume the shared groups (store fold, screen pop), each pushes its own sockets.
+
+Arrivals start with node A, before the agents sign in; the calls queued meanwhile are
+routed when they do, so measuring starts `--settle` seconds after the last sign-in.
+
+    .venv/bin/python bench/load.py                 # 2,000 agents, 200 calls/s, 30 s, 1 and 2 nodes
+    .venv/bin/python bench/load.py --quick         # 300 agents, 30 calls/s, 8 s
+    .venv/bin/python bench/load.py --soak 10       # 10 minutes at moderate load, RSS every 30 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.scale.cluster import (  # noqa: E402
+    Node,
+    agent_ids,
+    agent_token,
+    base_settings,
+    migrate,
+    seed_contacts,
+    set_available,
+    sim_provider,
+    write_config,
+    write_contacts,
+)
+from tests.servers import PostgresServer, free_port, postgres_server, redis_server  # noqa: E402
+
+CONTACTS = 2000
+TARGET_P99_MS = 50.0
+TARGET_KB_PER_AGENT = 20.0
+
+
+@dataclass
+class Client:
+    """The agents' sockets: pop arrival times by (agent, call_id), message counts."""
+
+    pops: dict[tuple[str, str], float] = field(default_factory=dict)
+    messages: int = 0
+    connected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    async def socket(self, session: aiohttp.ClientSession, base: str, agent: str, ready: asyncio.Event) -> None:
+        try:
+            async with session.ws_connect(f"{base}/ws?token={agent_token(agent)}", heartbeat=None,
+                                          max_msg_size=0) as ws:
+                async for msg in ws:
+                    now = time.time()
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    self.messages += 1
+                    if not ready.is_set():
+                        self.connected += 1
+                        ready.set()  # the snapshot: connected and subscribed
+                        continue
+                    if '"screen_pop"' in msg.data:
+                        d = json.loads(msg.data)
+                        if d.get("type") == "screen_pop" and not d.get("update"):
+                            self.pops.setdefault((agent, d["call_id"]), now)
+        except (aiohttp.ClientError, OSError) as exc:
+            self.errors.append(f"{agent}: {exc!r}")
+            ready.set()
+
+
+class Proc:
+    """CPU time and RSS of one process (and its children: PostgreSQL backends)."""
+
+    def __init__(self, name: str, pid: int, children: bool = False) -> None:
+        self.name, self.p, self.children = name, psutil.Process(pid), children
+        self._t0 = 0.0
+        self._cpu0 = 0.0
+
+    def _procs(self) -> list[psutil.Process]:
+        return [self.p, *self.p.children(recursive=True)] if self.children else [self.p]
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for p in self._procs():
+            with contextlib.suppress(psutil.Error):
+                c = p.cpu_times()
+                total += c.user + c.system
+        return total
+
+    def rss(self) -> int:
+        total = 0
+        for p in self._procs():
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total
+
+    def mark(self) -> None:
+        self._t0, self._cpu0 = time.monotonic(), self.cpu_s()
+
+    def cpu_pct(self) -> float:
+        return 100.0 * (self.cpu_s() - self._cpu0) / max(1e-9, time.monotonic() - self._t0)
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[tuple[Any, PostgresServer]]:
+    with redis_server() as r, postgres_server() as pg:
+        yield r, pg
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    if len(xs) == 1:
+        return xs[0]
+    return statistics.quantiles(xs, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
+async def _rows_in(engine: Any, start: datetime, end: datetime) -> tuple[list[Any], int]:
+    from cti.store import tables as t
+
+    c = t.call_events.c
+    async with engine.connect() as conn:
+        rings = (await conn.execute(sa.select(c.call_id, c.payload, c.occurred_at)
+                                    .where(c.kind == "ringing", c.occurred_at >= start, c.occurred_at < end))).all()
+        n = (await conn.execute(sa.select(sa.func.count()).select_from(t.call_events)
+                                .where(c.occurred_at >= start, c.occurred_at < end))).scalar_one()
+        queued = (await conn.execute(sa.select(sa.func.count()).select_from(t.call_events).where(
+            c.kind == "queued", c.occurred_at >= start, c.occurred_at < end))).scalar_one()
+    return rings, int(n), int(queued)
+
+
+async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, settle: float,
+                   work: Path, redis_url: str, pg: PostgresServer, soak_min: float = 0.0) -> dict[str, Any]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    store_url = pg.create_database(f"load{nodes_n}_{int(time.time())}")
+    import redis as redis_sync
+
+    redis_sync.Redis.from_url(redis_url).flushall()
+    storage = work / "recordings"
+    storage.mkdir(exist_ok=True)
+    base = base_settings(store_url=store_url, bus_url=redis_url, agents=agents, storage=storage)
+    with_sim = {**base, "providers": [sim_provider(seed=7, rate_per_s=rate, talk_time_s=(2.0, 6.0),
+                                                   contacts=CONTACTS)]}
+    cfg_a = write_config(work / f"a{nodes_n}.toml", with_sim)
+    cfg_b = write_config(work / f"b{nodes_n}.toml", base)
+    migrate(cfg_b)
+    await seed_contacts(store_url, write_contacts(work / "contacts.csv", CONTACTS))
+    nodes = [Node("node-a", "serve", cfg_a, work / f"a{nodes_n}.log", port=free_port(), log_level="warning")]
+    if nodes_n == 2:
+        nodes.append(Node("node-b", "serve", cfg_b, work / f"b{nodes_n}.log", port=free_port(), log_level="warning"))
+    ids = agent_ids(agents)
+    share = {n.name: ids[i::nodes_n] for i, n in enumerate(nodes)}
+    engine = create_async_engine(store_url)
+    client = Client()
+    out: dict[str, Any] = {"nodes": nodes_n, "agents": agents, "rate_per_s": rate}
+    try:
+        for n in reversed(nodes):  # B first: A's arrivals start with it
+            n.start()
+        for n in nodes:
+            await asyncio.to_thread(n.wait_ready, 90)
+        procs = {n.name: Proc(n.name, n.proc.pid) for n in nodes if n.proc}
+        rss0 = {k: p.rss() for k, p in procs.items()}
+        conn = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            tasks = []
+            for n in nodes:
+                for i in range(0, len(share[n.name]), 100):  # waves: do not measure the accept backlog
+                    evs = []
+                    for a in share[n.name][i:i + 100]:
+                        ev = asyncio.Event()
+                        evs.append(ev)
+                        tasks.append(asyncio.create_task(client.socket(session, n.base_url, a, ev)))
+                    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in evs)), 60)
+            for n in nodes:
+                await set_available(session, n.base_url, share[n.name])
+            await asyncio.sleep(2.0)
+            rss1 = {k: p.rss() for k, p in procs.items()}
+            out["connected"] = client.connected
+            out["connect_errors"] = len(client.errors)
+            out["kb_per_agent"] = {k: round((rss1[k] - rss0[k]) / 1024 / max(1, len(share[k])), 2) for k in procs}
+            await asyncio.sleep(settle)
+            samples: list[tuple[float, dict[str, int]]] = []
+            extra = {"redis": Proc("redis", _redis_pid(redis_url)), "postgres": Proc("postgres", _pg_pid(pg), True)}
+            for p in (*procs.values(), *extra.values()):
+                p.mark()
+            load0 = os.getloadavg()[0]
+            start = datetime.now(UTC)
+            msgs0 = client.messages
+            t0 = time.monotonic()
+            if soak_min:
+                end_at = t0 + soak_min * 60
+                while time.monotonic() < end_at:
+                    samples.append((time.monotonic() - t0, {k: p.rss() for k, p in procs.items()}))
+                    print(f"  soak t={samples[-1][0]:6.0f}s rss " + ", ".join(
+                        f"{k} {v / 2**20:.1f} MiB" for k, v in samples[-1][1].items()), flush=True)
+                    await asyncio.sleep(min(30.0, max(0.0, end_at - time.monotonic())))
+                samples.append((time.monotonic() - t0, {k: p.rss() for k, p in procs.items()}))
+            else:
+                await asyncio.sleep(duration)
+            elapsed = time.monotonic() - t0
+            end = datetime.now(UTC)
+            out["cpu_pct"] = {k: round(p.cpu_pct(), 1) for k, p in (*procs.items(), *extra.items())}
+            out["rss_mib"] = {k: round(p.rss() / 2**20, 1) for k, p in (*procs.items(), *extra.items())}
+            out["loadavg_1m_before"] = round(load0, 2)
+            out["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+            out["ws_messages_per_s"] = round((client.messages - msgs0) / elapsed, 1)
+            await asyncio.sleep(3.0)  # late pops of the window's last rings, and the store catching up
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        rings, n_events, n_queued = await _rows_in(engine, start, end)
+        lat, missing = [], 0
+        for r in rings:
+            agent = (r.payload or {}).get("agent")
+            got = client.pops.get((agent, r.call_id))
+            if got is None:
+                missing += 1
+                continue
+            at = r.occurred_at if r.occurred_at.tzinfo else r.occurred_at.replace(tzinfo=UTC)
+            lat.append((got - at.timestamp()) * 1000.0)
+        out.update({
+            "window_s": round(elapsed, 1), "rings": len(rings), "pops": len(lat), "pops_missing": missing,
+            "arrivals_per_s": round(n_queued / elapsed, 1), "calls_per_s": round(len(rings) / elapsed, 1),
+            "events_per_s": round(n_events / elapsed, 1),
+            "pop_p50_ms": round(_quantile(sorted(lat), 0.5), 1), "pop_p99_ms": round(_quantile(sorted(lat), 0.99), 1),
+            "pop_max_ms": round(max(lat), 1) if lat else None,
+        })
+        if samples:
+            out["soak"] = _soak_summary(samples)
+        out["node_errors"] = {n.name: sum(1 for line in n.log_text().splitlines() if '"level": "error"' in line)
+                              for n in nodes}
+        return out
+    finally:
+        for n in nodes:
+            n.stop()
+        await engine.dispose()
+
+
+async def idle_memory(*, agents: int, work: Path, redis_url: str, pg: PostgresServer) -> dict[str, Any]:
+    """Memory per connected agent on a node with no calls: RSS before the first socket, and
+    after N sockets connected and signed in (the same node config, minus the PBX)."""
+    import gc
+
+    import redis as redis_sync
+
+    store_url = pg.create_database(f"idle_{int(time.time())}")
+    redis_sync.Redis.from_url(redis_url).flushall()
+    base = base_settings(store_url=store_url, bus_url=redis_url, agents=agents, storage=work)
+    cfg = write_config(work / "idle.toml", base)
+    migrate(cfg)
+    node = Node("node-idle", "serve", cfg, work / "idle.log", port=free_port(), log_level="warning")
+    client = Client()
+    try:
+        node.start()
+        await asyncio.to_thread(node.wait_ready, 90)
+        proc = Proc(node.name, node.proc.pid)  # type: ignore[union-attr]
+        await asyncio.sleep(2.0)
+        rss0 = proc.rss()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            tasks, evs = [], []
+            for a in agent_ids(agents):
+                ev = asyncio.Event()
+                evs.append(ev)
+                tasks.append(asyncio.create_task(client.socket(session, node.base_url, a, ev)))
+                if len(evs) % 100 == 0:
+                    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in evs)), 60)
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in evs)), 60)
+            await set_available(session, node.base_url, agent_ids(agents))
+            await asyncio.sleep(3.0)
+            rss1 = proc.rss()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        gc.collect()
+        return {"agents": agents, "connected": client.connected, "rss_before_mib": round(rss0 / 2**20, 1),
+                "rss_after_mib": round(rss1 / 2**20, 1), "kb_per_agent": round((rss1 - rss0) / 1024 / agents, 2)}
+    finally:
+        node.stop()
+
+
+def _redis_pid(url: str) -> int:
+    import redis as redis_sync
+
+    return int(redis_sync.Redis.from_url(url).info("server")["process_id"])
+
+
+def _pg_pid(pg: PostgresServer) -> int:
+    return int((pg.dir / "data" / "postmaster.pid").read_text().split()[0])
+
+
+def _soak_summary(samples: list[tuple[float, dict[str, int]]]) -> dict[str, Any]:
+    """Least-squares RSS slope per node, skipping the first sample (warm-up)."""
+    res: dict[str, Any] = {"samples": [{"t_s": round(t, 1), **{k: round(v / 2**20, 2) for k, v in r.items()}}
+                                       for t, r in samples]}
+    use = samples[1:] if len(samples) > 2 else samples
+    for k in samples[0][1]:
+        xs = [t / 60 for t, _ in use]
+        ys = [r[k] / 2**20 for _, r in use]
+        if len(xs) >= 2 and max(xs) > min(xs):
+            mx, my = statistics.fmean(xs), statistics.fmean(ys)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+            res[f"{k}_slope_mib_per_min"] = round(slope, 3)
+    return res
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'nodes':>5}{'agents':>7}{'arr/s':>7}{'rung/s':>8}{'ev/s':>8}{'ws msg/s':>10}{'rings':>7}{'miss':>6}"
+          f"{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}  per node: CPU % (of one core), RSS MiB, KB/agent under load")
+    for r in rows:
+        per = "; ".join(f"{k} {r['cpu_pct'][k]:.0f}% {r['rss_mib'][k]:.0f} MiB {r['kb_per_agent'][k]:.1f} KB"
+                        for k in r["kb_per_agent"])
+        others = ", ".join(f"{k} {r['cpu_pct'][k]:.0f}%" for k in ("redis", "postgres"))
+        print(f"{r['nodes']:>5}{r['agents']:>7}{r['arrivals_per_s']:>7.1f}{r['calls_per_s']:>8.1f}{r['events_per_s']:>8.0f}"
+              f"{r['ws_messages_per_s']:>10.0f}{r['rings']:>7}{r['pops_missing']:>6}{r['pop_p50_ms']:>8.1f}"
+              f"{r['pop_p99_ms']:>8.1f}{(r['pop_max_ms'] or 0):>8.1f}  {per}; {others}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="300 agents, 30 calls/s, 8 s")
+    ap.add_argument("--agents", type=int)
+    ap.add_argument("--rate", type=float, help="new calls per second")
+    ap.add_argument("--duration", type=float, help="measuring window, seconds")
+    ap.add_argument("--settle", type=float, help="seconds between the last sign-in and the window")
+    ap.add_argument("--nodes", default="1,2", help="which cases: 1, 2 or 1,2")
+    ap.add_argument("--soak", type=float, metavar="MINUTES", help="one node, moderate load, RSS every 30 s")
+    args = ap.parse_args()
+    soak = args.soak or 0.0
+    if soak:
+        agents, rate, duration, cases = args.agents or 500, args.rate or 20.0, 0.0, [1]
+    elif args.quick:
+        agents, rate, duration = args.agents or 300, args.rate or 30.0, args.duration or 8.0
+        cases = [int(x) for x in args.nodes.split(",")]
+    else:
+        agents, rate, duration = args.agents or 2000, args.rate or 200.0, args.duration or 30.0
+        cases = [int(x) for x in args.nodes.split(",")]
+    settle = args.settle if args.settle is not None else (5.0 if args.quick else 10.0)
+    load_before = os.getloadavg()
+    rows = []
+    idle: dict[str, Any] = {}
+    with servers() as (r, pg), tempfile.TemporaryDirectory(prefix="cti-load-") as tmp:
+        if not soak:
+            print(f"memory per connected agent: {agents} agents on an idle node", flush=True)
+            idle = asyncio.run(idle_memory(agents=agents, work=Path(tmp), redis_url=r.url, pg=pg))
+        for n in cases:
+            work = Path(tmp) / f"n{n}"
+            work.mkdir()
+            print(f"running {n} node(s): {agents} agents, {rate:g} calls/s, "
+                  + (f"soak {soak:g} min" if soak else f"{duration:g} s"), flush=True)
+            rows.append(asyncio.run(run_case(nodes_n=n, agents=agents, rate=rate, duration=duration, settle=settle,
+                                             work=work, redis_url=r.url, pg=pg, soak_min=soak)))
+    print_table(rows)
+    if idle:
+        print(f"\nidle node, {idle['connected']} agents connected and signed in: RSS {idle['rss_before_mib']} -> "
+              f"{idle['rss_after_mib']} MiB = {idle['kb_per_agent']} KB per connected agent")
+    one = next((x for x in rows if x["nodes"] == 1), None)
+    verdict: dict[str, Any] = {}
+    if one is not None and not soak:
+        verdict = {"pop_p99_le_50ms": one["pop_p99_ms"] <= TARGET_P99_MS,
+                   "kb_per_agent_le_20": idle.get("kb_per_agent", 1e9) <= TARGET_KB_PER_AGENT,
+                   "rate_reached": one["calls_per_s"] >= 0.95 * rate}
+        print(f"\ntargets on one node ({agents} agents, {rate:g} calls/s): pop p99 <= {TARGET_P99_MS:g} ms "
+              f"{'OK' if verdict['pop_p99_le_50ms'] else 'MISSED'}; <= {TARGET_KB_PER_AGENT:g} KB/agent "
+              f"{'OK' if verdict['kb_per_agent_le_20'] else 'MISSED'}; rate reached "
+              f"{'OK' if verdict['rate_reached'] else 'MISSED'}")
+    for x in rows:
+        if "soak" in x:
+            print("soak RSS slope (MiB/min, after the first sample): "
+                  + ", ".join(f"{k}: {v}" for k, v in x["soak"].items() if k.endswith("slope_mib_per_min")))
+    print(f"machine: {os.cpu_count()} CPUs, load average before {load_before[0]:.2f} (shared with other work); "
+          "bench client, nodes, Redis and PostgreSQL all on it")
+    name = "load_soak.json" if soak else "load.json"
+    path = ROOT / "bench" / "results" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"agents": agents, "rate_per_s": rate, "duration_s": duration, "soak_min": soak,
+                                "cpus": os.cpu_count(), "loadavg_before": load_before[0], "rows": rows,
+                                "idle_memory": idle,
+                                "targets": verdict}, indent=2, default=str))
+    print(f"written {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
