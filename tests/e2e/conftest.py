@@ -140,8 +140,10 @@ def live_app(tmp_path: Path) -> Iterator[LiveApp]:
         stop_live_app(live)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # module scope, not session: Playwright's sync API keeps an event loop running in this
+    # thread while it is open, which would break every asyncio test collected after e2e/
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
