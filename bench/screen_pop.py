@@ -306,6 +306,10 @@ async def measure(mode: str, agents: int, rate: float, duration: float) -> dict[
         line = await asyncio.to_thread(proc.stdout.readline)
         if "READY" not in line:
             raise RuntimeError(f"{mode} server did not start: {line!r}")
+        # keep reading the server's output: a full pipe would block its event loop mid-run
+        import threading
+
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
         sent: dict[str, float] = {}
         lat: list[float] = []
         got = asyncio.Event()

@@ -39,6 +39,12 @@ Publish = Callable[[dict[str, Any]], Awaitable[None]]
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][\w]*)\.([A-Za-z_][\w.]*)\s*\}")
 
 
+def _consume_exception(task: asyncio.Task[Any]) -> None:
+    # a background history query that failed after its pop went out: logged, not "never retrieved"
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("screen_pop_history_failed", error=str(task.exception()))
+
+
 def no_rules(_: Contact | None) -> tuple[int, list[str]]:
     return 0, []
 
@@ -111,6 +117,7 @@ class ScreenPop:
         history_ttl_s: float = 30.0,
         max_calls: int = 100_000,
         history_timeout_s: float = 0.5,
+        history_concurrency: int = 4,
     ) -> None:
         self.lookup = crm_lookup
         self.engine = engine
@@ -120,6 +127,7 @@ class ScreenPop:
         self.history_limit = history_limit
         self.max_calls = max_calls
         self.history_timeout_s = history_timeout_s
+        self._history_slots = asyncio.Semaphore(history_concurrency)
         # Last calls are cached briefly: the history query is the slowest part of a pop.
         # Entries go when a call with that number ends (and for a while after, until its
         # activity is written) and when the activity writer reports a change.
@@ -312,13 +320,18 @@ class ScreenPop:
                 )
                 if k
             ]
-            # the last calls are a nicety: a busy store never holds the pop back
-            return await asyncio.wait_for(
-                self._cached_history(tuple(sorted(keys)), call_id, tenant), self.history_timeout_s
-            )
-        except TimeoutError:
-            log.warning("screen_pop_history_slow", call_id=call_id, timeout_s=self.history_timeout_s)
-            return [], None
+            # the last calls are a nicety: a busy store never holds the pop back. The query is
+            # not cancelled on timeout (cancelling a database call mid-flight can wedge the
+            # connection pool): it finishes in the background and fills the cache.
+            task = asyncio.get_running_loop().create_task(self._cached_history(tuple(sorted(keys)), call_id, tenant))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(_consume_exception)
+            done, _ = await asyncio.wait({task}, timeout=self.history_timeout_s)
+            if not done:
+                log.warning("screen_pop_history_slow", call_id=call_id, timeout_s=self.history_timeout_s)
+                return [], None
+            return task.result()
         except Exception:
             log.exception("screen_pop_history_failed", call_id=call_id)
             return [], None
@@ -331,8 +344,10 @@ class ScreenPop:
         if hit is not None and hit[0] > now:
             rows = [r for r in hit[1] if r["call_id"] != call_id]
             return rows[: self.history_limit], hit[2]
-        # one more row than shown, so the cached answer still has enough after excluding a call
-        rows, summary = await local_history(self.engine, list(keys), self.history_limit + 1, tenant=tenant)
+        # one more row than shown, so the cached answer still has enough after excluding a call;
+        # a few queries at a time: a burst of pops must not exhaust the store's connection pool
+        async with self._history_slots:
+            rows, summary = await local_history(self.engine, list(keys), self.history_limit + 1, tenant=tenant)
         if self.history_ttl_s > 0 and not any(self._hist_dirty.get(k, 0.0) > now for k in keys):
             if len(self._hist) >= 50_000:
                 self._hist.clear()

@@ -405,3 +405,4 @@ async def test_a_slow_history_query_does_not_hold_the_pop_back(engine):
     pop._cached_history = slow  # a store stuck behind a long transaction
     await asyncio.wait_for(fire(pop, ringing("call-1", "alice")), 2)
     assert sent[0]["contact"]["id"] == "c-1" and sent[0]["history"] == []
+    await pop.close()  # the query still running in the background is cancelled at shutdown
