@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,9 @@ log = structlog.get_logger(__name__)
 
 CLOSE_BAD_TOKEN = 4401
 CLOSE_TOO_SLOW = 4408
+# a dropped client gets this long for a clean close; one that does not read at all
+# (its writer is stuck sending into full socket buffers) is then cut at the TCP level
+DROP_ABORT_AFTER_S = 2.0
 
 SnapshotFn = Callable[[Principal], Awaitable[dict[str, Any]]]
 
@@ -42,6 +47,7 @@ class Connection:
     dropped: bool = False
     close_code: int = CLOSE_TOO_SLOW
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    transport: Any = None  # the TCP transport, to cut a client that never reads
 
 
 def origin_allowed(origin: str | None, allowed: list[str], host: str | None) -> bool:
@@ -110,18 +116,36 @@ class Hub:
             with contextlib.suppress(asyncio.QueueEmpty):
                 conn.queue.get_nowait()
             conn.queue.put_nowait(None)
+            # a full queue usually means the writer is blocked sending to a client that
+            # stopped reading: it would never reach the sentinel, so cut the connection
+            # if it is still open shortly (the reader loop then ends and unregisters it)
+            self.remove(conn)
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_later(DROP_ABORT_AFTER_S, self._abort_if_open, conn)
+
+    @staticmethod
+    def _abort_if_open(conn: Connection) -> None:
+        if conn.transport is not None and not conn.transport.is_closing():
+            log.warning("ws_client_aborted", user=conn.principal.user, reason="not_reading")
+            # linger 0: a reset now, not a FIN queued behind megabytes the client never reads
+            sock = conn.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.transport.abort()
 
     def to_agent(self, tenant: str, agent: str, message: dict[str, Any], *, watchers: bool = False) -> int:
         """Send to an agent's sockets (and, if asked, to supervisors who may see that agent)."""
         text = json.dumps(message, default=str)
         n = 0
-        for conn in self._by_agent.get(agent, ()):
+        # copies: a connection dropped by _offer leaves these sets during the loop
+        for conn in tuple(self._by_agent.get(agent, ())):
             if conn.principal.tenant == tenant:
                 self._offer(conn, text)
                 n += 1
         if watchers:
             team = self.team_of(agent)
-            for conn in self._watchers:
+            for conn in tuple(self._watchers):
                 if conn.principal.user != agent and conn.principal.can_see_agent(agent, team, tenant):
                     self._offer(conn, text)
                     n += 1
@@ -132,7 +156,7 @@ class Hub:
         text = json.dumps(message, default=str)
         team = self.team_of(agent) if agent else None
         n = 0
-        for conn in self._watchers:
+        for conn in tuple(self._watchers):
             p = conn.principal
             if p.tenant != tenant:
                 continue
@@ -164,7 +188,7 @@ class Hub:
     async def serve(self, request: web.Request, principal: Principal, snapshot: SnapshotFn) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
         await ws.prepare(request)
-        conn = Connection(principal, ws, asyncio.Queue(self.queue_max))
+        conn = Connection(principal, ws, asyncio.Queue(self.queue_max), transport=request.transport)
         try:
             first = await snapshot(principal)
         except Exception:
