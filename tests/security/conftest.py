@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.integration.conftest import AppClient
@@ -46,3 +47,29 @@ async def app_client(settings: Any) -> AsyncIterator[AppClient]:
     finally:
         await client.close()
         await app.stop()
+
+
+@pytest.fixture
+def cli_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Let a test call `cti.cli.configure_logging` without leaking into later tests.
+
+    It caches loggers on first use, bound to this test's (captured, soon closed) stderr; here
+    the cache is off and the previous configuration comes back afterwards.
+    """
+    import structlog
+
+    import cti.cli
+
+    real = cti.cli.configure_logging
+    old = structlog.get_config()
+
+    def configure(level: str = "info") -> None:
+        real(level)
+        structlog.configure(cache_logger_on_first_use=False)
+
+    monkeypatch.setattr(cti.cli, "configure_logging", configure)
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+        structlog.configure(**old)

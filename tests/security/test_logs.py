@@ -132,20 +132,16 @@ async def test_no_secret_in_raw_log_events(tmp_path: Path, pg_url: str) -> None:
 
 
 async def test_no_secret_in_the_json_lines_cti_serve_writes(tmp_path: Path, pg_url: str,
-                                                             monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from cti.cli import configure_logging
+                                                             monkeypatch: pytest.MonkeyPatch, capsys,
+                                                             cli_logging: None) -> None:
+    import cti.cli
 
     settings = secret_settings(tmp_path, pg_url)
     stream = io.StringIO()
-    old = structlog.get_config()
     monkeypatch.setattr(sys, "stderr", stream)  # not a terminal: the JSON renderer
-    configure_logging("debug")
-    structlog.configure(cache_logger_on_first_use=False)  # let later tests get their own loggers
-    try:
-        with stdlib_records() as records:
-            await exercise(settings, tmp_path)
-    finally:
-        structlog.configure(**old)
+    cti.cli.configure_logging("debug")
+    with stdlib_records() as records:
+        await exercise(settings, tmp_path)
     out = stream.getvalue()
     assert '"event": "ari_disconnected"' in out and '"event": "db_unreachable"' in out, out[-2000:]
     captured = capsys.readouterr()

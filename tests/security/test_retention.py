@@ -157,7 +157,7 @@ async def test_erase_a_contact_deletes_it_its_phones_and_its_calls(world) -> Non
         await erase(engine, number="not a number", now=NOW)
 
 
-def test_cli_purge_and_erase_print_a_summary(store_url: str, tmp_path: Path, capsys) -> None:
+def test_cli_purge_and_erase_print_a_summary(store_url: str, tmp_path: Path, capsys, cli_logging) -> None:
     from cti.cli import main
     from cti.store.migrate import upgrade_async
 
