@@ -348,7 +348,8 @@ class CtiApp:
         if "worker" not in self.roles and not self.settings.transcribe.gateway_worker:
             return  # dedicated `cti worker`s transcribe; this gateway only ingests recordings
         worker = TranscriptionWorker(self.bus, self.db.engine, self.settings, consumer=self.node_id,
-                                     crm=getattr(self, "crm", None), metrics=self.metrics)
+                                     crm=getattr(self, "crm", None), metrics=self.metrics,
+                                     lease_s=self.settings.transcribe.lease_s)
         self._spawn("transcription-worker", worker.run)
 
     async def stop(self) -> None:

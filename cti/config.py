@@ -185,6 +185,7 @@ class TranscribeSettings(_Base):
     allow_download: bool = False     # let a hub model name be fetched (never by default)
     diarize_mono: bool = False       # guess agent/customer in mono recordings from the voices
     gateway_worker: bool = True      # gateways transcribe too; false when dedicated `cti worker`s do it
+    lease_s: float = 60.0            # a crashed worker's job is taken over this long after its last heartbeat
     # openai-compatible summary backend
     base_url: str | None = None
     summary_model: str | None = None
