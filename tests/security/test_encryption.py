@@ -143,3 +143,12 @@ async def test_a_missing_key_reports_the_transcript_as_unreadable_not_a_500(reco
         s, body, _ = await api.call("GET", f"/api/v1/calls/{call_id}", "demo-admin")
         assert s == 200 and body["transcript"]["text"] is None
         assert "encryption_key" in body["transcript"]["error"]
+
+
+@pytest.mark.parametrize("key", [KEY, "a passphrase that is long enough"])
+def test_one_key_opens_recordings_and_transcripts(key: str) -> None:
+    """Recordings (cti.transcribe.recording) and transcripts derive the same Fernet from the setting."""
+    from cti.security.crypto import fernet, unseal
+    from cti.transcribe.recording import fernet_for
+
+    assert unseal(fernet(key), fernet_for(key).encrypt(b"audio")) == b"audio"  # type: ignore[arg-type]

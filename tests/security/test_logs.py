@@ -164,3 +164,35 @@ def test_the_redaction_processor_hides_secret_fields_and_url_passwords() -> None
     for s in ("hunter2", "hunter3", "hunter4", "hunter5", "hunter6", "hunter7"):
         assert s not in out, (s, out)
     assert "db:5432/cti" in ev["url"] and "h/x" in ev["error"]  # the rest stays readable
+
+
+def test_library_log_records_are_scrubbed_once_configured() -> None:
+    from cti.security.logs import protect_stdlib_loggers
+
+    protect_stdlib_loggers()
+    protect_stdlib_loggers()  # idempotent: one filter per logger
+    access = logging.getLogger("aiohttp.access")
+    assert sum(type(f).__name__ == "SecretFilter" for f in access.filters) == 1
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    ws = logging.getLogger("websockets.client")
+    old = (access.level, ws.level)
+    for lg in (access, ws):
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+    try:
+        access.info('%s "%s" %s', "127.0.0.1", "GET /ws?token=tok-secret-1 HTTP/1.1", 101)
+        ws.debug("> GET /ari/events?app=cti&api_key=cti:ari-secret-2&subscribeAll=false HTTP/1.1")
+        try:
+            raise ConnectionError("cannot reach postgresql://cti:db-secret-3@db/cti")
+        except ConnectionError:
+            ws.exception("connect failed")
+    finally:
+        for lg, level in zip((access, ws), old, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+    text = render(records) + "".join(r.exc_text or "" for r in records)
+    for s in ("tok-secret-1", "ari-secret-2", "db-secret-3"):
+        assert s not in text, text
+    assert "GET /ws?token=***" in text and "subscribeAll=false" in text
