@@ -1,0 +1,85 @@
+"""Provider connection cut mid-call, at the app level (Asterisk ARI fake behind the TCP proxy).
+
+The adapter's own cut/restart behaviour is tested in test_adapter_reconnect_*.py; this
+checks what the whole app makes of it. Calls come in from the PBX, are routed to the
+demo agents (their PBX endpoints answer) and are talking when the link is cut and
+refused. While the link is down one caller hangs up and a new call arrives (both
+events are lost, as with a real Asterisk). Expected behaviour: `/readyz`-style
+readiness reports the provider down, the adapter reconnects and resyncs (the call
+that ended meanwhile is ended, the new one appears), and after the remaining calls
+end every completed call has exactly one record and one activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.adapters.asterisk.fake_ari import Behaviour, FakeARI
+from tests.faults.checks import assert_each_completed_call_once, counts, wait_settled
+from tests.faults.conftest import start_app, wait_for
+from tests.faults.proxy import TcpProxy
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+SUPPORT = "100"  # the demo support queue's short number
+
+
+async def test_provider_cut_mid_call_then_back_each_completed_call_once(
+    redis_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    from cti.config import Settings
+    from tests.faults.conftest import fault_settings
+
+    fake = FakeARI()
+    await fake.start()
+    proxy = TcpProxy("127.0.0.1", fake.port)
+    port = await proxy.start()
+    base = fault_settings(tmp_path, bus_url=redis_url, store_url=pg_url)
+    d = base.model_dump()
+    d["providers"].append({"name": "pbx", "type": "asterisk", "url": f"http://127.0.0.1:{port}",
+                           "username": "cti", "password": "secret", "app": "cti",
+                           "backoff_initial_s": 0.05, "backoff_max_s": 0.3})
+    for a in d["agents"]:
+        a["endpoints"]["pbx"] = f"PJSIP/{a['id']}"
+        fake.endpoints[f"PJSIP/{a['id']}"] = Behaviour("answer", 0.05)
+    settings = Settings.model_validate(d)
+    app = await start_app(settings)
+    try:
+        await wait_for(lambda: app.adapters["pbx"].ready, 10, "the ARI adapter to connect")
+        ch_a = fake.incoming("0612345678", SUPPORT)
+        ch_b = fake.incoming("0698765432", SUPPORT)
+
+        async def both_talking() -> bool:
+            return sum(1 for c in app.active_calls.values() if c.get("state") == "answered") >= 2
+
+        await wait_for(both_talking, 15, "both PBX calls to be answered")
+
+        proxy.refuse(True)
+        proxy.cut()
+        await wait_for(lambda: not app.adapters["pbx"].ready, 5, "the adapter to notice the cut")
+        assert (await app.readiness())["provider:pbx"] is False
+        fake.hangup(ch_a)                      # lost while away
+        ch_c = fake.incoming("0611111111", SUPPORT)  # lost while away
+        await asyncio.sleep(0.3)
+        proxy.refuse(False)
+
+        await wait_for(lambda: app.adapters["pbx"].ready, 10, "the adapter to reconnect")
+        await wait_for(lambda: _ended_at_least(app, 1), 10, "the call that ended during the cut")
+        await wait_for(lambda: len(app.active_calls) >= 2, 10, "the call that arrived during the cut")
+        fake.hangup(ch_b)
+        fake.hangup(ch_c)
+
+        await wait_settled(app.db.engine, ended_at_least=3, timeout=20)
+        settled = await assert_each_completed_call_once(app.db.engine)
+        assert settled.calls == settled.ended == 3
+    finally:
+        await app.stop()
+        await proxy.close()
+        await fake.close()
+
+
+async def _ended_at_least(app, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return (await counts(app.db.engine))[1] >= n
