@@ -260,6 +260,10 @@ class CtiApp:
 
     # ---- start / stop ---------------------------------------------------------------
     async def start(self) -> None:
+        from cti.security.logs import protect_stdlib_loggers
+
+        # library loggers (aiohttp's access log prints /ws?token=...) never see a secret
+        protect_stdlib_loggers()
         log.info("app_starting", node=self.node_id, roles=list(self.roles), bus=self.settings.bus.url.split("@")[-1])
         await self.bus.start()
         await self._open_store()
