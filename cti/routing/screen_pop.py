@@ -116,7 +116,7 @@ class ScreenPop:
         history_limit: int = 5,
         history_ttl_s: float = 30.0,
         max_calls: int = 100_000,
-        history_timeout_s: float = 0.5,
+        history_timeout_s: float = 0.05,
         history_concurrency: int = 4,
     ) -> None:
         self.lookup = crm_lookup
@@ -145,6 +145,7 @@ class ScreenPop:
         self._seen_order: deque[str] = deque(maxlen=100_000)
         self._tasks: set[asyncio.Task[None]] = set()  # pending-lookup updates
         self._pop_tasks: set[asyncio.Task[None]] = set()  # pops being built
+        self._late: dict[tuple[str, str], asyncio.Task[Any]] = {}  # history still on its way
 
     # ------------------------------------------------------------------ events
 
@@ -212,6 +213,24 @@ class ScreenPop:
         while self._pop_tasks:
             await asyncio.gather(*list(self._pop_tasks), return_exceptions=True)
 
+    def _follow_late_history(self, key: tuple[str, str]) -> None:
+        late = self._late.pop(key, None)
+        if late is not None:
+            self._spawn(self._history_update(key, late), self._tasks)
+
+    async def _history_update(self, key: tuple[str, str], late: asyncio.Task[Any]) -> None:
+        """The last calls came after the pop: send it again with them."""
+        try:
+            rows, summary = await late
+        except Exception:
+            return
+        msg = self._pops.get(key)
+        if msg is None or (not rows and not summary):
+            return
+        msg = {**msg, "history": rows, "last_summary": summary, "update": True}
+        self._pops[key] = msg
+        await self.publish(msg)
+
     def _still_ringing(self, call_id: str, agent: str) -> bool:
         info = self._calls.get(call_id)
         return (
@@ -232,6 +251,7 @@ class ScreenPop:
                 info.status, info.matches = status, matches
             msg = await self.build(ev.call_id, key[1], info, status, matches, update=False)
             if not self._still_ringing(*key):
+                self._late.pop(key, None)
                 return  # answered elsewhere, stopped ringing or ended while we looked up
             self._pops[key] = msg
         except Exception:
@@ -241,6 +261,7 @@ class ScreenPop:
             self._popping.discard(key)
         await self.publish(msg)
         log.info("screen_pop_sent", call_id=ev.call_id, agent=key[1], lookup=status, matches=len(matches))
+        self._follow_late_history(key)
         if later is not None and not info.lookup_started:
             info.lookup_started = True
             self._spawn(self._update_later(ev.call_id, later), self._tasks)
@@ -258,6 +279,7 @@ class ScreenPop:
                     continue
                 self._pops[(cid, agent)] = msg
                 await self.publish(msg)
+                self._follow_late_history((cid, agent))
                 log.info("screen_pop_updated", call_id=call_id, agent=agent, lookup=status, matches=len(matches))
             except Exception:
                 log.exception("screen_pop_update_failed", call_id=call_id, agent=agent)
@@ -275,7 +297,9 @@ class ScreenPop:
         history: list[dict[str, Any]] = []
         last_summary = None
         if number or contact:
-            history, last_summary = await self._history(call_id, number, contact, info.tenant)
+            history, last_summary, late = await self._history(call_id, number, contact, info.tenant)
+            if late is not None:
+                self._late[(call_id, agent)] = late
         priority, reasons = self._priority(matches)
         agent_cfg = self._agents.get(agent)
         queue_cfg = self._queues.get(info.queue or "")
@@ -310,7 +334,9 @@ class ScreenPop:
 
     async def _history(
         self, call_id: str, number: str | None, contact: Contact | None, tenant: str
-    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, asyncio.Task[Any] | None]:
+        """(last calls, last summary, None), or ([], None, task) when the store is slower than
+        `history_timeout_s`: the pop goes without them and an update follows (`_late`)."""
         try:
             keys = [
                 k
@@ -329,12 +355,13 @@ class ScreenPop:
             task.add_done_callback(_consume_exception)
             done, _ = await asyncio.wait({task}, timeout=self.history_timeout_s)
             if not done:
-                log.warning("screen_pop_history_slow", call_id=call_id, timeout_s=self.history_timeout_s)
-                return [], None
-            return task.result()
+                log.info("screen_pop_history_late", call_id=call_id, timeout_s=self.history_timeout_s)
+                return [], None, task
+            rows, summary = task.result()
+            return rows, summary, None
         except Exception:
             log.exception("screen_pop_history_failed", call_id=call_id)
-            return [], None
+            return [], None, None
 
     async def _cached_history(
         self, keys: tuple[str, ...], call_id: str, tenant: str
@@ -434,9 +461,12 @@ class ScreenPop:
             if key in self._pops:
                 self._pops[key] = msg
                 await self.publish(msg)
+                self._follow_late_history(key)
 
     def _forget(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
+        for key in [k for k in self._late if k[0] == call_id]:
+            del self._late[key]
         for key in [k for k in self._pops if k[0] == call_id]:
             del self._pops[key]
 

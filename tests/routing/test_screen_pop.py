@@ -119,7 +119,8 @@ def make_pop(engine, crm, timeout=0.2, rules=None):
         sent.append(msg)
 
     lookup = CachedLookup(crm, ManualClock(), ttl=300, negative_ttl=60, timeout=timeout)
-    return ScreenPop(lookup, engine, SETTINGS, publish=publish, rules=rules), sent
+    # a generous history budget: these tests check what the pop shows, not how fast
+    return ScreenPop(lookup, engine, SETTINGS, publish=publish, rules=rules, history_timeout_s=5), sent
 
 
 async def test_one_match_pops_the_contact_card_with_script_and_priority(engine):
@@ -396,13 +397,31 @@ async def test_a_slow_history_query_does_not_hold_the_pop_back(engine):
         engine,
         SETTINGS,
         publish=publish,
-        history_timeout_s=0.05,
+        history_timeout_s=0.02,
     )
+    release = asyncio.Event()
+    old = {
+        "call_id": "old-1",
+        "at": "2026-03-01T10:00:00+00:00",
+        "direction": "inbound",
+        "outcome": "answered",
+        "duration_s": 60.0,
+        "agent": "bob",
+        "disposition": "resolved",
+    }
 
-    async def slow(*_a, **_k):
-        await asyncio.sleep(5)
+    async def slow(*_a, **_k):  # a store stuck behind a long transaction
+        await release.wait()
+        return [old], {"key_points": ["refund"]}
 
-    pop._cached_history = slow  # a store stuck behind a long transaction
+    pop._cached_history = slow
     await asyncio.wait_for(fire(pop, ringing("call-1", "alice")), 2)
-    assert sent[0]["contact"]["id"] == "c-1" and sent[0]["history"] == []
-    await pop.close()  # the query still running in the background is cancelled at shutdown
+    assert [(m["contact"]["id"], m["history"], m["update"]) for m in sent] == [("c-1", [], False)]
+    release.set()
+    for _ in range(100):
+        if len(sent) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert sent[1]["update"] is True and sent[1]["history"] == [old]
+    assert sent[1]["last_summary"] == {"key_points": ["refund"]} and pop.pops_for("alice") == [sent[1]]
+    await pop.close()
