@@ -318,15 +318,18 @@ class CtiApp:
             self._spawn("routing", lambda: self.bus.consume(S.EVENTS, f"routing-{self.node_id}", self.node_id,
                                                             self._on_routing_events))
             self._spawn("screen-pop", lambda: self.bus.consume(S.EVENTS, "pop", self.node_id, self._on_pop_events))
-            self._spawn("activity", lambda: self.bus.consume(S.CALLS, "activity", self.node_id,
-                                                             self._on_calls_activity))
-            self._spawn("stats", lambda: self.bus.consume(S.CALLS, "stats", self.node_id, self._on_calls_stats))
+            # store writers: an outage delays their entries, it must not dead-letter them
+            self._spawn("activity", lambda: self.bus.consume(
+                S.CALLS, "activity", self.node_id, self._outage_tolerant("activity", self._on_calls_activity)))
+            self._spawn("stats", lambda: self.bus.consume(S.CALLS, "stats", self.node_id,
+                                                          self._outage_tolerant("stats", self._on_calls_stats)))
             self._spawn("ws-calls", lambda: self.bus.consume(S.CALLS, f"ws-{self.node_id}", self.node_id,
                                                              self._on_calls_ws, from_start=False))
             self._spawn("ws-pops", lambda: self.bus.consume(S.POPS, f"ws-{self.node_id}", self.node_id,
                                                             self._on_pops_ws, from_start=False))
             self._spawn("agent-log", lambda: self.bus.consume(S.EVENTS, "agent-log", self.node_id,
-                                                              self._on_agent_log_events))
+                                                              self._outage_tolerant("agent-log",
+                                                                                    self._on_agent_log_events)))
             self._spawn("router-loop", self._router_loop)
             self._spawn("live", self._live_loop)
             if hasattr(self.activity, "run_retries"):
@@ -375,6 +378,35 @@ class CtiApp:
             with contextlib.suppress(Exception):
                 await self.db.close()
         log.info("app_stopped", node=self.node_id)
+
+    def _outage_tolerant(self, stage: str, handler: Callable[[list[Message]], Awaitable[None]]
+                         ) -> Callable[[list[Message]], Awaitable[None]]:
+        """The handler, retried here with backoff while the store is unreachable.
+
+        The bus retries a failing entry `max_deliveries` times within milliseconds and then
+        dead-letters it: right for a poison entry, wrong for a store restart (the activity
+        of every call ending meanwhile would be lost). Transient errors (connection refused
+        or reset, OperationalError: `is_transient`) hold the batch until the store is back;
+        any other error still goes to the bus. Handlers are idempotent (at-least-once).
+        """
+        from cti.calls.pipeline import is_transient
+
+        async def run(batch: list[Message]) -> None:
+            attempt = 0
+            while True:
+                try:
+                    await handler(batch)
+                    return
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    delay = _backoff(attempt, base=0.2, cap=5.0)
+                    attempt += 1
+                    log.warning("store_unavailable", stage=stage, attempt=attempt, retry_in_s=round(delay, 2),
+                                error=repr(exc)[:200])
+                    await asyncio.sleep(delay)
+
+        return run
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[Any]]) -> None:
         async def supervised() -> None:
