@@ -132,3 +132,47 @@ async def _counts(url: str) -> tuple[int, int, int]:
 async def _activities_caught_up(app) -> bool:
     _, ended, acts = await counts(app.db.engine)
     return ended == acts
+
+
+async def test_stop_leaves_an_unfinished_batch_pending_for_another_node(
+    redis_url: str, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What SIGTERM runs (`CtiApp.stop`) while a handler is mid-batch: the batch is not
+    acknowledged, stop does not wait on it forever, and another node claims and finishes it."""
+    from cti.app import CtiApp
+
+    original = CtiApp._on_calls_activity
+    stuck = asyncio.Event()
+
+    async def on_calls_activity(self: CtiApp, batch: list) -> None:
+        if self.node_id == "n1" and any((m.data.get("call") or {}).get("state") == "ended" for m in batch):
+            stuck.set()
+            await asyncio.Event().wait()  # a slow CRM push, say: still running at shutdown
+        await original(self, batch)
+
+    monkeypatch.setattr(CtiApp, "_on_calls_activity", on_calls_activity)
+    settings = fault_settings(tmp_path, bus_url=redis_url, store_url=pg_url,
+                              server={"shutdown_grace_s": GRACE_S}, bus={"claim_idle_ms": 1000})
+    app1 = await start_app(settings, node_id="n1")
+    from tests.faults.conftest import inject_calls
+
+    inject_calls(app1, 3)
+    await wait_for(stuck.is_set, 15, "an ended call to reach the activity stage")
+    await asyncio.wait_for(app1.stop(), GRACE_S)
+    r = redis.Redis.from_url(redis_url)
+    left = r.xpending_range(S.CALLS, "activity", min="-", max="+", count=100, consumername="n1")
+    assert left, "the unfinished batch was acknowledged"
+
+    app2 = await start_app(settings, node_id="n2", prepare=False, login=False)
+    try:
+        def activity_drained() -> bool:
+            g = {x["name"].decode(): x for x in r.xinfo_groups(S.CALLS)}["activity"]
+            return g["pending"] == 0 and g["lag"] == 0
+
+        await wait_for(activity_drained, 15, "the second node to claim and finish the batch", every=0.2)
+        await wait_for(lambda: _activities_caught_up(app2), 10, "activities to catch up")
+        settled = await assert_each_completed_call_once(app2.db.engine)
+        assert settled.ended >= 1 and settled.activities == settled.ended
+    finally:
+        r.close()
+        await app2.stop()
