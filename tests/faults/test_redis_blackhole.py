@@ -77,3 +77,34 @@ async def test_blackholed_redis_makes_readyz_false_then_work_resumes(
         await client.close()
         await app.stop()
         await proxy.close()
+
+
+async def test_slow_redis_link_delays_but_completes_every_call(
+    redis_url: str, redis_srv: RedisServer, pg_url: str, tmp_path: Path
+) -> None:
+    """Every byte to and from Redis delayed 30 ms (a congested link): slower, not broken.
+    /readyz stays 200 (well within its timeout), nothing is dead-lettered, and every
+    completed call has exactly one record and one activity."""
+    from cti.bus import streams as S
+
+    proxy = TcpProxy("127.0.0.1", redis_srv.port)
+    port = await proxy.start()
+    settings = fault_settings(tmp_path, bus_url=f"redis://127.0.0.1:{port}/0", store_url=pg_url)
+    app = await start_app(settings)
+    client = TestClient(TestServer(app.web_app))
+    await client.start_server()
+    try:
+        proxy.slow(0.03)
+        inject_calls(app, 9)
+        resp = await client.get("/readyz", timeout=10)
+        assert resp.status == 200, await resp.text()
+        await wait_settled(app.db.engine, ended_at_least=9, timeout=30)
+        settled = await assert_each_completed_call_once(app.db.engine)
+        assert settled.ended == 9
+        for stream in (S.EVENTS, S.CALLS):
+            assert await app.bus.dead_letters(stream) == [], stream
+    finally:
+        proxy.slow(0)
+        await client.close()
+        await app.stop()
+        await proxy.close()
