@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from cti.adapters.base import BlindTransfer, Command, CommandResult, Connect, Originate, Play
+from cti.adapters.base import BlindTransfer, CallNotFound, Command, CommandResult, Connect, Originate, Play
 from cti.config import ConfigError, Settings
 from cti.model import AgentState, CallEvent, EventKind, make_event_id
 from cti.routing.callbacks import CallbackRequest
@@ -339,20 +339,27 @@ class Router:
                 except Exception:
                     log.exception("routing_record_failed", call_id=d.call_id)
         for act, provider, cmd in box.commands:
+            gone = False
             try:
                 res = await self._dispatch(provider, cmd)
                 ok = res is None or getattr(res, "ok", True)
                 err = None if ok else f"result not ok: {getattr(res, 'detail', '')}"
             except Exception as exc:
                 ok, err = False, f"{type(exc).__name__}: {exc}"
+                gone = isinstance(exc, CallNotFound)
             if ok:
                 continue
             log.warning("routing_command_failed", call_id=act.call_id, command=cmd.name, error=err)
             if isinstance(act, Offer):
                 async with self._lock:
                     actions: list[Action] = []
-                    for agent, _ in act.targets:
-                        actions += self.engine.offer_failed(act.dial_call_id or act.call_id, agent, self._now())
+                    if gone and act.callback is None:
+                        # the caller hung up (its ended event is still on the way): offering the
+                        # same dead call to the next agent, and the next, would spin through them all
+                        actions += self.engine.ended(act.call_id, self._now())
+                    else:
+                        for agent, _ in act.targets:
+                            actions += self.engine.offer_failed(act.dial_call_id or act.call_id, agent, self._now())
                     more = await self._carry_out(actions)
                 await self._send(more)
 

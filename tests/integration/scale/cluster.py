@@ -108,13 +108,13 @@ def base_settings(*, store_url: str, bus_url: str, agents: int, storage: Path,
 
 def sim_provider(*, seed: int, rate_per_s: float, talk_time_s: tuple[float, float], contacts: int,
                  record: bool = False, recording_files: list[str] | None = None,
-                 answer_delay_s: tuple[float, float] = (0.05, 0.2)) -> dict[str, Any]:
+                 answer_delay_s: tuple[float, float] = (0.05, 0.2), patience_s: float = 3600.0) -> dict[str, Any]:
     """The simulated PBX: Poisson arrivals on the one queue at a fixed seed and rate; agents pick up."""
     return {
         "name": "sim", "type": "simulator", "seed": seed,
         "arrival_rate_per_min": {"support": rate_per_s * 60.0},
         "answer_probability": 1.0, "answer_delay_s": list(answer_delay_s), "talk_time_s": list(talk_time_s),
-        "patience_s": 3600.0, "hold_probability": 0.0, "transfer_probability": 0.0,
+        "patience_s": patience_s, "hold_probability": 0.0, "transfer_probability": 0.0,
         "outbound_per_agent_per_hour": 0.0, "auto_answer": True, "record": record,
         "recording_files": list(recording_files or []),
         "customer_numbers": [contact_number(i) for i in range(contacts)], "unknown_caller_ratio": 0.0,
@@ -232,7 +232,8 @@ async def set_available(session: aiohttp.ClientSession, base_url: str, agents: l
     async def one(agent: str) -> None:
         async with sem, session.put(f"{base_url}/api/v1/agents/{agent}/state",
                                     json={"state": "available"},
-                                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+                                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                                    timeout=aiohttp.ClientTimeout(total=600)) as r:
             if r.status != 200:
                 raise RuntimeError(f"{agent}: sign-in returned {r.status}: {await r.text()}")
 
