@@ -90,6 +90,57 @@ def customer_number(direction: Direction | None, from_number: str | None, to_num
     return to_number if direction is Direction.OUTBOUND else from_number
 
 
+class _PopIndex:
+    """Pops by (call_id, agent), indexed by call and by agent: snapshots and per-call
+    updates must not scan every pop of a busy site."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], dict[str, Any]] = {}
+        self._by_call: dict[str, set[str]] = {}
+        self._by_agent: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._by_key
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        return self._by_key.get(key)
+
+    def __setitem__(self, key: tuple[str, str], msg: dict[str, Any]) -> None:
+        call_id, agent = key
+        self._by_key[key] = msg
+        self._by_call.setdefault(call_id, set()).add(agent)
+        self._by_agent.setdefault(agent, {})[call_id] = msg
+
+    def __delitem__(self, key: tuple[str, str]) -> None:
+        self.pop(key)
+
+    def pop(self, key: tuple[str, str], default: Any = None) -> Any:
+        msg = self._by_key.pop(key, None)
+        if msg is None:
+            return default
+        call_id, agent = key
+        agents = self._by_call.get(call_id)
+        if agents is not None:
+            agents.discard(agent)
+            if not agents:
+                del self._by_call[call_id]
+        calls = self._by_agent.get(agent)
+        if calls is not None:
+            calls.pop(call_id, None)
+            if not calls:
+                del self._by_agent[agent]
+        return msg
+
+    def keys_for_call(self, call_id: str) -> list[tuple[str, str]]:
+        return [(call_id, a) for a in sorted(self._by_call.get(call_id, ()))]
+
+    def for_agent(self, agent: str) -> list[dict[str, Any]]:
+        return list(self._by_agent.get(agent, {}).values())
+
+
 @dataclass
 class _CallInfo:
     tenant: str = "default"
@@ -139,7 +190,7 @@ class ScreenPop:
         self._agents = {a.id: a for a in settings.agents}
         self._queues = {q.name: q for q in settings.queues}
         self._calls: dict[str, _CallInfo] = {}
-        self._pops: dict[tuple[str, str], dict[str, Any]] = {}  # (call_id, agent) -> last message
+        self._pops = _PopIndex()  # (call_id, agent) -> last message sent
         self._popping: set[tuple[str, str]] = set()
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque(maxlen=100_000)
@@ -187,8 +238,9 @@ class ScreenPop:
         elif ev.kind is EventKind.ANSWERED and ev.agent:
             # ring-all: the others' phones stopped ringing, their pops go
             info.answered_by = ev.agent
-            for key in [k for k in self._pops if k[0] == ev.call_id and k[1] != ev.agent]:
-                del self._pops[key]
+            for key in self._pops.keys_for_call(ev.call_id):
+                if key[1] != ev.agent:
+                    del self._pops[key]
         elif ev.kind is EventKind.TRANSFERRED and ev.agent:
             info.stopped.add(ev.agent)
             self._pops.pop((ev.call_id, ev.agent), None)
@@ -272,7 +324,7 @@ class ScreenPop:
         if info is None:
             return
         info.status, info.matches = status, matches
-        for cid, agent in [k for k in self._pops if k[0] == call_id]:
+        for cid, agent in self._pops.keys_for_call(call_id):
             try:
                 msg = await self.build(call_id, agent, info, status, matches, update=True)
                 if (cid, agent) not in self._pops:
@@ -437,7 +489,11 @@ class ScreenPop:
 
     def pops_for(self, agent: str) -> list[dict[str, Any]]:
         """Pops of this agent's ringing/active calls (for the WebSocket snapshot)."""
-        return [msg for (_, a), msg in self._pops.items() if a == agent]
+        return self._pops.for_agent(agent)
+
+    def pop_for(self, call_id: str, agent: str) -> dict[str, Any] | None:
+        """The pop this agent has for this call, if any (O(1), for per-call views)."""
+        return self._pops.get((call_id, agent))
 
     def match_for(self, call_id: str, contact_id: str) -> Contact | None:
         """One of the call's CRM matches, by id (what the chooser offered)."""
@@ -452,7 +508,7 @@ class ScreenPop:
         if info is None:
             return
         info.status, info.matches = OK, [contact]
-        for key in [k for k in self._pops if k[0] == call_id]:
+        for key in self._pops.keys_for_call(call_id):
             try:
                 msg = await self.build(call_id, key[1], info, OK, [contact], update=True)
             except Exception:
@@ -467,7 +523,7 @@ class ScreenPop:
         self._calls.pop(call_id, None)
         for key in [k for k in self._late if k[0] == call_id]:
             del self._late[key]
-        for key in [k for k in self._pops if k[0] == call_id]:
+        for key in self._pops.keys_for_call(call_id):
             del self._pops[key]
 
     def _remember(self, event_id: str) -> None:
