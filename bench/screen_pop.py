@@ -10,6 +10,8 @@ Three server modes, each in its own process, measured the same way by the same c
 - `app`: the whole product (`cti.app.CtiApp`: store fold, routing, screen pop, hub,
   browser-style token auth on the socket), the ringing event published on its event bus
   as an adapter publishes it.
+Each call ends CALL_S seconds after it rang, so live calls stay at a realistic level.
+
 - `floor`: a bare aiohttp WebSocket push of a similar message to the same agent's socket
   (no bus, no lookup, no hub): what the machine and aiohttp cost by themselves.
 
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 N_CONTACTS = 2000
+CALL_S = 5.0  # each call ends this long after it rang
 
 
 def contact_number(i: int) -> str:
@@ -111,14 +114,14 @@ async def build_pipeline(agents: int, db_path: str) -> tuple[Any, Any]:
         asyncio.create_task(bus.consume(S.POPS, "ws", "n1", on_pops, from_start=False)),
     ]
 
-    async def inject(agent: str, call_id: str, number: str) -> None:
+    async def inject(agent: str, call_id: str, number: str, kind: str = "ringing") -> None:
         now = time.time()
         ev = CallEvent(
-            event_id=make_event_id("bench", call_id, "ringing", agent),
+            event_id=make_event_id("bench", call_id, kind, agent),
             provider="bench",
             provider_call_id=call_id,
             call_id=call_id,
-            kind=EventKind.RINGING,
+            kind=EventKind(kind),
             occurred_at=__import__("datetime").datetime.fromtimestamp(now, __import__("datetime").UTC),
             agent=agent,
             queue="support",
@@ -180,13 +183,13 @@ async def serve_app(port: int, agents: int) -> None:
     app = CtiApp(settings, node_id="bench")
     await app.start()
 
-    async def inject(agent: str, call_id: str, number: str) -> None:
+    async def inject(agent: str, call_id: str, number: str, kind: str = "ringing") -> None:
         ev = CallEvent(
-            event_id=make_event_id("bench", call_id, "ringing", agent),
+            event_id=make_event_id("bench", call_id, kind, agent),
             provider="bench",
             provider_call_id=call_id,
             call_id=call_id,
-            kind=EventKind.RINGING,
+            kind=EventKind(kind),
             occurred_at=dt.datetime.now(dt.UTC),
             agent=agent,
             queue="support",
@@ -201,7 +204,7 @@ async def serve_app(port: int, agents: int) -> None:
         await ws.prepare(request)
         async for msg in ws:
             d = json.loads(msg.data)
-            await inject(d["agent"], d["call_id"], d["number"])
+            await inject(d["agent"], d["call_id"], d["number"], d.get("kind", "ringing"))
         return ws
 
     app.web_app.router.add_get("/bench-control", control)
@@ -232,9 +235,9 @@ async def serve(mode: str, port: int, agents: int) -> None:
     else:
         hub = None
 
-        async def inject(agent: str, call_id: str, number: str) -> None:
+        async def inject(agent: str, call_id: str, number: str, kind: str = "ringing") -> None:
             ws = sockets.get(agent)
-            if ws is not None:
+            if ws is not None and kind == "ringing":
                 await ws.send_str(
                     json.dumps(
                         {
@@ -269,7 +272,7 @@ async def serve(mode: str, port: int, agents: int) -> None:
         await ws.prepare(request)
         async for msg in ws:
             d = json.loads(msg.data)
-            await inject(d["agent"], d["call_id"], d["number"])
+            await inject(d["agent"], d["call_id"], d["number"], d.get("kind", "ringing"))
         return ws
 
     app = web.Application()
@@ -340,10 +343,22 @@ async def measure(mode: str, agents: int, rate: float, duration: float) -> dict[
             await asyncio.sleep(1.0)
             control = "/bench-control" if mode == "app" else "/control"
             async with session.ws_connect(f"http://127.0.0.1:{port}{control}") as ctl:
+                enders: set[asyncio.Task[None]] = set()
+
+                async def end_later(call_id: str, agent: str, number: str) -> None:
+                    # calls end after a few seconds, so the site holds a realistic number of live
+                    # calls (1,000 agents at 100 calls/s cannot talk for minutes)
+                    await asyncio.sleep(CALL_S)
+                    msg = {"agent": agent, "call_id": call_id, "number": number, "kind": "ended"}
+                    with contextlib.suppress(Exception):
+                        await ctl.send_str(json.dumps(msg))
 
                 async def ring(call_id: str, agent: str, number: str) -> None:
                     sent[call_id] = time.perf_counter()
                     await ctl.send_str(json.dumps({"agent": agent, "call_id": call_id, "number": number}))
+                    task = asyncio.create_task(end_later(call_id, agent, number))
+                    enders.add(task)
+                    task.add_done_callback(enders.discard)
 
                 # warm-up: every caller looked up once (the cache is warm during the run)
                 for i in range(N_CONTACTS):
@@ -369,6 +384,9 @@ async def measure(mode: str, agents: int, rate: float, duration: float) -> dict[
                     got.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(got.wait(), 0.5)
+                for task in list(enders):
+                    task.cancel()
+                await asyncio.gather(*enders, return_exceptions=True)
             for c in clients:
                 c.cancel()
             await asyncio.gather(*clients, return_exceptions=True)

@@ -179,6 +179,8 @@ class ScreenPop:
         self.max_calls = max_calls
         self.history_timeout_s = history_timeout_s
         self._history_slots = asyncio.Semaphore(history_concurrency)
+        self._history_waiting = 0
+        self.history_queue_max = 4 * history_concurrency
         # Last calls are cached briefly: the history query is the slowest part of a pop.
         # Entries go when a call with that number ends (and for a while after, until its
         # activity is written) and when the activity writer reports a change.
@@ -425,8 +427,20 @@ class ScreenPop:
             return rows[: self.history_limit], hit[2]
         # one more row than shown, so the cached answer still has enough after excluding a call;
         # a few queries at a time: a burst of pops must not exhaust the store's connection pool
-        async with self._history_slots:
+        if self._history_waiting >= self.history_queue_max:
+            # the store is far behind: shed this query rather than pile work up (the pop
+            # simply shows no last calls)
+            log.warning("screen_pop_history_shed", waiting=self._history_waiting)
+            return [], None
+        self._history_waiting += 1
+        try:
+            await self._history_slots.acquire()
+        finally:
+            self._history_waiting -= 1
+        try:
             rows, summary = await local_history(self.engine, list(keys), self.history_limit + 1, tenant=tenant)
+        finally:
+            self._history_slots.release()
         if self.history_ttl_s > 0 and not any(self._hist_dirty.get(k, 0.0) > now for k in keys):
             if len(self._hist) >= 50_000:
                 self._hist.clear()

@@ -425,3 +425,28 @@ async def test_a_slow_history_query_does_not_hold_the_pop_back(engine):
     assert sent[1]["update"] is True and sent[1]["history"] == [old]
     assert sent[1]["last_summary"] == {"key_points": ["refund"]} and pop.pops_for("alice") == [sent[1]]
     await pop.close()
+
+
+async def test_history_queries_are_shed_when_the_store_is_far_behind(engine, monkeypatch):
+    from cti.routing import screen_pop as sp
+
+    gate = asyncio.Event()
+    calls = 0
+
+    async def stuck(*_a, **_k):
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return [], None
+
+    monkeypatch.setattr(sp, "local_history", stuck)
+    pop, sent = make_pop(engine, FakeCrm({}))
+    pop.history_timeout_s = 0.01
+    for i in range(40):
+        await pop.on_event(ringing(f"call-{i}", "alice", number=f"+336123456{i:02d}"))
+    await pop.drain()
+    assert len(sent) == 40  # every pop went out
+    # 4 queries running, at most 16 waiting: the rest were shed, not queued
+    assert calls == 4 and pop._history_waiting == 16
+    gate.set()
+    await pop.close()
