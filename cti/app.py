@@ -140,6 +140,7 @@ class CtiApp:
         self.hub = Hub(queue_max=settings.server.ws_queue_max, team_of=self.directory.team_of, metrics=self.metrics)
         self.adapters: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._decisions: asyncio.Queue[Any] = asyncio.Queue(10_000)
         self._stopping = asyncio.Event()
         self.db: Any = None
         self.router: Any = None
@@ -222,13 +223,30 @@ class CtiApp:
         )
 
     async def _record_decision(self, d: Any) -> None:
-        """Each assignment's candidates, choice and reasons, for the call detail API."""
-        async with self.db.engine.begin() as conn:
-            await conn.execute(t.routing_decisions.insert().values(**d.to_row()))
-        if d.priority or d.rules:
-            async with self.db.engine.begin() as conn:
-                await conn.execute(sa.update(t.calls).where(t.calls.c.call_id == d.call_id).values(
-                    priority=d.priority, priority_reason=", ".join(d.rules) or None))
+        """Each assignment's candidates, choice and reasons, for the call detail API.
+
+        Queued for `_decision_writer`: the router awaits this between two offers, and one
+        store round trip per decision capped routing far below the arrival rate under load.
+        """
+        try:
+            self._decisions.put_nowait(d)
+        except asyncio.QueueFull:
+            log.warning("routing_decision_not_recorded", call_id=d.call_id, reason="writer_behind")
+
+    async def _decision_writer(self) -> None:
+        while True:
+            batch = [await self._decisions.get()]
+            while not self._decisions.empty() and len(batch) < 500:
+                batch.append(self._decisions.get_nowait())
+            try:
+                async with self.db.engine.begin() as conn:
+                    await conn.execute(t.routing_decisions.insert(), [d.to_row() for d in batch])
+                    for d in batch:
+                        if d.priority or d.rules:
+                            await conn.execute(sa.update(t.calls).where(t.calls.c.call_id == d.call_id).values(
+                                priority=d.priority, priority_reason=", ".join(d.rules) or None))
+            except Exception:  # the decisions are lost, routing goes on
+                log.exception("routing_decisions_write_failed", decisions=len(batch))
 
     def _build_crm(self) -> None:
         from cti.crm import build_connector
@@ -332,6 +350,7 @@ class CtiApp:
                                                                                     self._on_agent_log_events)))
             self._spawn("router-loop", self._router_loop)
             self._spawn("live", self._live_loop)
+            self._spawn("decision-writer", self._decision_writer)
             if hasattr(self.activity, "run_retries"):
                 self._spawn("crm-retries", self.activity.run_retries)
         if self.settings.transcribe.enabled and ("worker" in self.roles or "gateway" in self.roles):
@@ -365,9 +384,11 @@ class CtiApp:
         await self.hub.close_all()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # bounded: a task that swallows its cancellation must not hold the shutdown forever
+        _done, stuck = await asyncio.wait(self._tasks, timeout=self.settings.server.shutdown_grace_s) \
+            if self._tasks else (set(), set())
+        for task in stuck:
+            log.warning("task_did_not_stop", task=task.get_name())
         self._tasks.clear()
         for adapter in self.adapters.values():
             with contextlib.suppress(Exception):

@@ -179,10 +179,22 @@ class Hub:
                 n += 1
         return n
 
-    async def close_all(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"server shutdown") -> None:
-        for conn in list(self._all):
+    async def close_all(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"server shutdown",
+                        grace_s: float = 3.0) -> None:
+        """Close every socket at once (1001); a client that does not answer the close frame
+        within `grace_s` is cut, so shutdown never waits on a stuck browser."""
+        conns = list(self._all)
+        if not conns:
+            return
+
+        async def close(conn: Connection) -> None:
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=code, message=message)
+
+        tasks = [asyncio.create_task(close(c)) for c in conns]
+        _done, pending = await asyncio.wait(tasks, timeout=grace_s)
+        for t in pending:
+            t.cancel()
 
     # ---- one connection's life ---------------------------------------------
     async def serve(self, request: web.Request, principal: Principal, snapshot: SnapshotFn) -> web.WebSocketResponse:
