@@ -270,6 +270,16 @@ class ActivityWriter:
         return result
 
     async def _sync(self, call_id: str) -> SyncResult:
+        if getattr(self.crm, "name", None) == "local":
+            # the activities table *is* the local CRM's history: nothing to push
+            ref = f"local:{call_id}"
+            async with self.engine.begin() as conn:
+                res = await conn.execute(
+                    activities.update()
+                    .where(activities.c.call_id == call_id)
+                    .values(crm_ref=ref, crm_synced_at=self.clock.now(), crm_error=None)
+                )
+            return SyncResult(bool(res.rowcount), crm_ref=ref if res.rowcount else None)
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(activities).where(activities.c.call_id == call_id))).first()
         if row is None:
