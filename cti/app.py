@@ -154,6 +154,7 @@ class CtiApp:
         self._live_last: str = ""
         self.active_calls: dict[str, dict[str, Any]] = {}  # call_id -> latest record, for live walls
         self.failed_auth = RateLimiter(settings.auth.failed_auth_per_minute)
+        self.config_path: str | None = None  # set by `cti serve`, for SIGHUP reloads
 
     # ---- construction -----------------------------------------------------------
     def _config_tokens(self) -> list[TokenRecord]:
@@ -324,6 +325,8 @@ class CtiApp:
                 "refresh_metrics": self.refresh_metrics,
                 "failed_auth_limit": self.failed_auth,
                 "app": self,
+                "routing_config": self.routing_config,
+                "reconfigure": self.reconfigure,
             },
         )
         if "gateway" in self.roles:
@@ -507,7 +510,9 @@ class CtiApp:
         return out
 
     async def _on_routing_events(self, batch: list[Message]) -> None:
-        for e in self._events(batch):
+        events = self._events(batch)
+        await self._prefetch_callers(events)
+        for e in events:
             msg = self.directory.on_event(e)
             if msg is not None:
                 self.hub.to_agent(e.tenant, e.agent or "", msg, watchers=True)
@@ -521,6 +526,20 @@ class CtiApp:
                 if e.kind is EventKind.QUEUED and Capability.CONNECT not in self.adapters[e.provider].capabilities:
                     continue
                 await self.router.on_event(e)
+
+    async def _prefetch_callers(self, events: list[CallEvent]) -> None:
+        """Look up a batch's new callers at once: the router awaits each queued call's CRM match in
+        turn, and one store round trip per call, in series, capped routing below the arrival rate.
+        The lookups land in the CRM cache the router then reads; past the timeout it routes without."""
+        numbers = {e.from_number for e in events
+                   if e.kind is EventKind.QUEUED and e.from_number and e.provider in self.adapters}
+        lookup = getattr(self, "lookup", None)
+        if len(numbers) < 2 or lookup is None:
+            return
+        tasks = [asyncio.ensure_future(lookup.lookup(n)) for n in numbers]
+        for task in tasks:  # a failed lookup is the router's to report, when it asks again
+            task.add_done_callback(lambda tk: tk.cancelled() or tk.exception())
+        await asyncio.wait(tasks, timeout=self.settings.crm.lookup_timeout_s)
 
     async def _on_agent_log_events(self, batch: list[Message]) -> None:
         """agent_state_log: one row per state spell (time per state, occupancy, logged-in time)."""
@@ -689,6 +708,74 @@ class CtiApp:
         st = self.directory.state_of(agent)
         st.update({"state": state, "reason": reason})
         return st
+
+    # ---- run-time configuration (queues, skills, strategies, rules, scripts, dispositions) ----------
+    ROUTING_SECTIONS = ("queues", "agents", "priority_rules", "dispositions")
+
+    def routing_config(self) -> dict[str, Any]:
+        d = self._routing_settings.model_dump()
+        return {k: d[k] for k in self.ROUTING_SECTIONS}
+
+    async def reconfigure(self, sections: dict[str, Any], actor: Principal | None = None) -> dict[str, Any]:
+        """Apply new routing sections at run time, whole or not at all.
+
+        Calls in progress keep going (the router carries them over); a bad change raises
+        ControlError(422) with every problem and the running configuration stays.
+        """
+        from pydantic import ValidationError
+
+        from cti.config import ConfigError, Settings
+        from cti.routing.queues import validate_routing_config
+        from cti.routing.rules import compile_rules
+
+        unknown = set(sections) - set(self.ROUTING_SECTIONS)
+        if unknown:
+            raise ControlError(422, f"only {', '.join(self.ROUTING_SECTIONS)} can change at run time; "
+                                    f"not {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+        try:
+            new = Settings.model_validate({**self._routing_settings.model_dump(), **sections})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise ControlError(422, f"{loc}: {err['msg']}", field=loc) from None
+        errors = validate_routing_config(new)
+        if errors:
+            raise ControlError(422, "; ".join(errors), problems=errors)
+        try:
+            self.router.reconfigure(new)
+        except ConfigError as exc:
+            raise ControlError(422, str(exc)) from None
+        self._routing_settings = new
+        self.directory.agents = {a.id: a for a in new.agents}
+        if self.screen_pop is not None:
+            # scripts, queues and VIP rules the pops use (ScreenPop reads these per pop)
+            self.screen_pop.settings = new
+            self.screen_pop._agents = {a.id: a for a in new.agents}
+            self.screen_pop._queues = {q.name: q for q in new.queues}
+            from cti.routing.screen_pop import _as_callable
+
+            self.screen_pop.rules = _as_callable(compile_rules(new.priority_rules))
+        await self.audit(actor, "routing_reconfigured", None,
+                         {"queues": len(new.queues), "agents": len(new.agents), "rules": len(new.priority_rules)})
+        return {"ok": True, "queues": [q.name for q in new.queues], "agents": len(new.agents)}
+
+    async def reload(self) -> bool:
+        """SIGHUP: re-read the config file and apply its routing sections (nothing else changes
+        without a restart). A bad file is logged and refused whole."""
+        from cti.config import ConfigError, load_settings
+
+        if not self.config_path:
+            log.warning("reload_ignored", reason="no config file")
+            return False
+        try:
+            fresh = load_settings(self.config_path)
+            d = fresh.model_dump()
+            await self.reconfigure({k: d[k] for k in self.ROUTING_SECTIONS})
+        except (ConfigError, ControlError) as exc:
+            log.error("reload_refused", file=str(self.config_path), error=str(exc))
+            return False
+        log.info("reload_applied", file=str(self.config_path))
+        return True
 
     async def wrap_up(self, p: Principal, call_id: str, disposition: str | None, notes: str | None) -> dict[str, Any]:
         call = await self.load_call(call_id)

@@ -106,6 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or "info")
     migrate = settings.store.url.startswith("sqlite")
     app = CtiApp(settings, migrate=migrate)
+    app.config_path = args.config
     host = args.host or settings.server.host
     port = args.port or settings.server.port
     asyncio.run(_serve(app, host, port, None))

@@ -360,3 +360,25 @@ async def revoke_token(request: web.Request) -> web.Response:
     n = svc.hub.close_revoked(lambda h: svc.tokens.is_valid_hash(h, svc.clock.now()))
     await svc.extra["audit"](p, "token_revoked", token_hash[:12], {"sockets_closed": n})
     return web.json_response({"ok": True, "sockets_closed": n})
+
+
+@routes.get("/api/v1/admin/routing")
+async def get_routing(request: web.Request) -> web.Response:
+    p = principal(request)
+    if not p.is_admin():
+        raise not_found("resource")
+    return web.json_response(services(request).extra["routing_config"]())
+
+
+@routes.put("/api/v1/admin/routing")
+async def put_routing(request: web.Request) -> web.Response:
+    """Change queues, skills, strategies, priority rules, scripts or dispositions at run time."""
+    p = principal(request)
+    if not p.is_admin():
+        raise not_found("resource")
+    body = await json_body(request)
+    try:
+        out = await services(request).extra["reconfigure"](body, p)
+    except ControlError as exc:
+        raise _control_error(exc) from None
+    return web.json_response(out)

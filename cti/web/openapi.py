@@ -161,6 +161,18 @@ def spec(public_url: str = "http://127.0.0.1:8080") -> dict[str, Any]:
                                              "responses": {"200": _resp({"type": "array",
                                                                          "items": {"type": "object"}}),
                                                            **_errors(401, 422)}}},
+        "/api/v1/admin/routing": {
+            "get": {"summary": "The routing configuration (admin)",
+                    "responses": {"200": _resp({"type": "object"}), **_errors(401, 404)}},
+            "put": {"summary": "Change queues, skills, strategies, rules, scripts, dispositions at run time (admin); "
+                               "refused whole with 422 on any problem",
+                    "requestBody": _body({"type": "object", "properties": {
+                        "queues": {"type": "array", "items": {"type": "object"}},
+                        "agents": {"type": "array", "items": {"type": "object"}},
+                        "priority_rules": {"type": "array", "items": {"type": "object"}},
+                        "dispositions": {"type": "array", "items": STRING}}}),
+                    "responses": {"200": _resp({"type": "object"}), **_errors(400, 401, 404, 422)}},
+        },
         "/api/v1/admin/tokens/revoke": {"post": {
             "summary": "Revoke a token (admin); its open sockets close",
             "requestBody": _body({"type": "object", "properties": {"token": STRING, "token_sha256": STRING}}),
