@@ -154,6 +154,7 @@ class CtiApp:
         self._live_last: str = ""
         self.active_calls: dict[str, dict[str, Any]] = {}  # call_id -> latest record, for live walls
         self.failed_auth = RateLimiter(settings.auth.failed_auth_per_minute)
+        self._callbacks: dict[str, tuple[Any, str]] = {}  # id -> (CallbackRequest, last stored state)
         self.config_path: str | None = None  # set by `cti serve`, for SIGHUP reloads
 
     # ---- construction -----------------------------------------------------------
@@ -667,11 +668,42 @@ class CtiApp:
                                             "account_name": c.get("account_name")}}
         return call
 
+    async def _sync_callbacks(self) -> None:
+        """Persist callback requests (stats count requested/done). The routing engine mutates its
+        CallbackRequest objects in place, so holding them lets us see their final state even
+        after the engine let go of the waiting item."""
+        engine = getattr(self.router, "engine", None)
+        if engine is None:
+            return
+        for item in list(engine.items.values()):
+            cb = getattr(item, "callback", None)
+            if cb is not None and cb.id not in self._callbacks:
+                self._callbacks[cb.id] = (cb, "")
+        changed = [(cid, cb) for cid, (cb, last) in self._callbacks.items() if cb.state != last]
+        if not changed:
+            return
+        c = t.callbacks.c
+        async with self.db.engine.begin() as conn:
+            for cid, cb in changed:
+                row = cb.to_row()
+                res = await conn.execute(sa.update(t.callbacks).where(c.id == cid).values(**row))
+                if res.rowcount == 0:
+                    await conn.execute(t.callbacks.insert().values(**row))
+        for cid, cb in changed:
+            if cb.state in ("done", "failed"):
+                self._callbacks.pop(cid, None)
+            else:
+                self._callbacks[cid] = (cb, cb.state)
+
     async def _live_loop(self) -> None:
         import json
 
         while True:
             await asyncio.sleep(0.5)
+            try:
+                await self._sync_callbacks()
+            except Exception:  # the store may be restarting: next tick
+                log.warning("callbacks_sync_failed", exc_info=True)
             snap = self.live_snapshot()
             key = json.dumps({k: v for k, v in snap.items() if k != "at"}, sort_keys=True, default=str)
             if key != self._live_last:
