@@ -271,7 +271,8 @@ class CtiApp:
         from cti.calls.activity import ActivityWriter
 
         self.activity = ActivityWriter(self.db.engine, self.crm, self.clock, tenant=self.settings.site.tenant,
-                                       region=self.settings.site.default_region, lookup=self.lookup)
+                                       region=self.settings.site.default_region, lookup=self.lookup,
+                                       on_change=self.screen_pop.invalidate_history)
 
     def _build_stats(self) -> None:
         from cti.stats.aggregate import StatsRollup
@@ -397,6 +398,10 @@ class CtiApp:
         for adapter in self.adapters.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(adapter.stop(), 10)
+        for closable in (self.screen_pop, getattr(self, "lookup", None), getattr(self, "crm", None)):
+            if closable is not None and hasattr(closable, "close"):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(closable.close(), 5)
         with contextlib.suppress(Exception):
             await self.bus.close()
         if self.db is not None:
@@ -661,12 +666,11 @@ class CtiApp:
         agent = call.get("agent")
         if not agent or self.screen_pop is None:
             return call
-        for pop in self.screen_pop.pops_for(agent):
-            if pop.get("call_id") == call.get("call_id") and pop.get("contact"):
-                c = pop["contact"]
-                return {**call, "contact": {"id": c.get("id"), "name": c.get("name"),
-                                            "account_name": c.get("account_name")}}
-        return call
+        pop = self.screen_pop.pop_for(call.get("call_id"), agent)
+        c = pop.get("contact") if pop else None
+        if not c:
+            return call
+        return {**call, "contact": {"id": c.get("id"), "name": c.get("name"), "account_name": c.get("account_name")}}
 
     async def _sync_callbacks(self) -> None:
         """Persist callback requests (stats count requested/done). The routing engine mutates its
@@ -704,6 +708,8 @@ class CtiApp:
                 await self._sync_callbacks()
             except Exception:  # the store may be restarting: next tick
                 log.warning("callbacks_sync_failed", exc_info=True)
+            if not self.hub.has_watchers():
+                continue  # nobody watches: do not rebuild the wall
             snap = self.live_snapshot()
             key = json.dumps({k: v for k, v in snap.items() if k != "at"}, sort_keys=True, default=str)
             if key != self._live_last:

@@ -97,6 +97,9 @@ class Hub:
         if self.metrics:
             self.metrics.ws_clients.set(len(self._all))
 
+    def has_watchers(self) -> bool:
+        return bool(self._watchers)
+
     @property
     def connections(self) -> int:
         return len(self._all)
@@ -198,7 +201,9 @@ class Hub:
 
     # ---- one connection's life ---------------------------------------------
     async def serve(self, request: web.Request, principal: Principal, snapshot: SnapshotFn) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+        # no permessage-deflate: browsers always offer it, and each accepting socket keeps a
+        # zlib window of ~256 KB (13x the memory budget of a connected agent) for messages of a few KB
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024, compress=False)
         await ws.prepare(request)
         conn = Connection(principal, ws, asyncio.Queue(self.queue_max), transport=request.transport)
         try:

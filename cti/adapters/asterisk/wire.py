@@ -8,12 +8,13 @@ Field names follow the ARI reference (Asterisk 16-22).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
+
+import orjson
 
 from cti.model import EndCause
 
@@ -120,7 +121,7 @@ def parse_channel(obj: Any) -> AriChannel:
 def parse_event(message: str | bytes) -> AriEvent:
     """One WebSocket message -> AriEvent. Raises WireError naming the problem."""
     try:
-        obj = json.loads(message)
+        obj = orjson.loads(message)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireError(f"not JSON: {exc}") from None
     return event_from_dict(obj)

@@ -11,11 +11,12 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
+
+import orjson
 
 from cti.model import EndCause
 
@@ -155,7 +156,7 @@ def parse_event(frame: Frame) -> FsEvent:
     ctype = frame.content_type
     if ctype == "text/event-json":
         try:
-            obj = json.loads(frame.body)
+            obj = orjson.loads(frame.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise WireError(f"event-json body is not JSON: {exc}") from None
         if not isinstance(obj, dict):
@@ -194,7 +195,7 @@ class ShowChannel:
 def parse_show_channels(text: str) -> list[ShowChannel]:
     """`api show channels as json` output -> rows (`{"row_count": 0}` when idle)."""
     try:
-        obj = json.loads(text)
+        obj = orjson.loads(text)
     except ValueError as exc:
         raise WireError(f"show channels output is not JSON: {exc}") from None
     if not isinstance(obj, dict) or "row_count" not in obj:
@@ -217,7 +218,7 @@ def parse_show_channels(text: str) -> list[ShowChannel]:
 def parse_show_calls(text: str) -> dict[str, str]:
     """`api show calls as json` -> {uuid: bridged uuid} (both directions)."""
     try:
-        obj = json.loads(text)
+        obj = orjson.loads(text)
     except ValueError as exc:
         raise WireError(f"show calls output is not JSON: {exc}") from None
     pairs: dict[str, str] = {}
