@@ -81,8 +81,9 @@ class Client:
 
     async def socket(self, session: aiohttp.ClientSession, base: str, agent: str, ready: asyncio.Event) -> None:
         try:
+            # compress=15: offer permessage-deflate as every browser does (the server decides)
             async with session.ws_connect(f"{base}/ws?token={agent_token(agent)}", heartbeat=None,
-                                          max_msg_size=0) as ws:
+                                          max_msg_size=0, compress=15) as ws:
                 async for msg in ws:
                     now = time.time()
                     if msg.type != aiohttp.WSMsgType.TEXT:
@@ -240,6 +241,7 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
             out["loadavg_1m_before"] = round(load0, 2)
             out["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
             out["ws_messages_per_s"] = round((client.messages - msgs0) / elapsed, 1)
+            out["bus_lag_end_of_window"] = _bus_lag(redis_url)
             await asyncio.sleep(3.0)  # late pops of the window's last rings, and the store catching up
             for t in tasks:
                 t.cancel()
@@ -314,6 +316,18 @@ async def idle_memory(*, agents: int, work: Path, redis_url: str, pg: PostgresSe
         node.stop()
 
 
+def _bus_lag(url: str) -> dict[str, int]:
+    """Entries not yet delivered per consumer group of the events stream (who falls behind)."""
+    import redis as redis_sync
+
+    r = redis_sync.Redis.from_url(url, decode_responses=True)
+    out = {}
+    with contextlib.suppress(Exception):
+        for g in r.xinfo_groups("events"):
+            out[g["name"]] = int(g.get("lag") or 0)
+    return out
+
+
 def _redis_pid(url: str) -> int:
     import redis as redis_sync
 
@@ -377,7 +391,8 @@ def main() -> int:
     load_before = os.getloadavg()
     rows = []
     idle: dict[str, Any] = {}
-    with servers() as (r, pg), tempfile.TemporaryDirectory(prefix="cti-load-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="cti-load-")  # kept: the nodes' logs are in it
+    with servers() as (r, pg):
         if not soak:
             print(f"memory per connected agent: {agents} agents on an idle node", flush=True)
             idle = asyncio.run(idle_memory(agents=agents, work=Path(tmp), redis_url=r.url, pg=pg))
@@ -394,6 +409,10 @@ def main() -> int:
                 rows.append({"nodes": n, "agents": agents, "rate_per_s": rate, "error": repr(exc)[:500]})
             print(json.dumps(rows[-1], default=str), flush=True)
     print_table(rows)
+    for x in rows:
+        if x.get("bus_lag_end_of_window"):
+            print(f"bus lag at the end of the window ({x['nodes']} node(s)): {x['bus_lag_end_of_window']}")
+    print(f"node logs: {tmp}")
     if idle:
         print(f"\nidle node, {idle['connected']} agents connected and signed in: RSS {idle['rss_before_mib']} -> "
               f"{idle['rss_after_mib']} MiB = {idle['kb_per_agent']} KB per connected agent")
