@@ -28,8 +28,10 @@ EXAMPLES = settings(max_examples=20, deadline=None, derandomize=True, database=N
                     suppress_health_check=list(HealthCheck))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    # one app per test: the admin run may legitimately change the routing configuration
+    # (PUT /api/v1/admin/routing with generated queues and agents), which the next run must not see
     app = start_live_app(tmp_path_factory.mktemp("schemathesis"))
     try:
         yield app
