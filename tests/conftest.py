@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.servers import PostgresServer, RedisServer, postgres_server, redis_server
 
@@ -52,3 +53,29 @@ def store_url(request) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("pg_url")
+
+
+async def make_engine(url: str) -> AsyncEngine:
+    """An engine on `url` with every table created (without Alembic: quick, for unit-ish tests)."""
+    from cti.store.tables import metadata
+
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    return engine
+
+
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    """A fresh store with our tables, on SQLite and on PostgreSQL."""
+    eng = await make_engine(store_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    """SQLite only, for tests about logic rather than the database."""
+    eng = await make_engine(sqlite_url)
+    yield eng
+    await eng.dispose()

@@ -1,34 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cti.stats.aggregate import StatsRollup
-from cti.store.tables import metadata
+from tests.conftest import make_engine  # noqa: F401  (re-exported for tests importing it here)
 from tests.stats import history
-
-
-async def make_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    return engine
-
-
-@pytest.fixture
-async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = await make_engine(store_url)
-    yield eng
-    await eng.dispose()
-
-
-@pytest.fixture
-async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = await make_engine(sqlite_url)
-    yield eng
-    await eng.dispose()
 
 
 @pytest.fixture
