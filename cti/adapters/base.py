@@ -248,6 +248,18 @@ def check_capability(adapter_type: str, caps: frozenset[Capability], command: Co
         raise Unsupported(adapter_type, command.name, detail)
 
 
+async def run_handler(adapter: Any, command: Command, *, connected: bool) -> CommandResult:
+    """The `execute` of adapters that implement one `_do_<command class>` method per command:
+    capability check, connection check, dispatch."""
+    check_capability(adapter.type, adapter.capabilities, command)
+    if not connected:
+        raise AdapterError(f"{adapter.type} {adapter.name}: not connected")
+    handler = getattr(adapter, f"_do_{type(command).__name__.lower()}", None)
+    if handler is None:
+        raise AdapterError(f"{adapter.type} adapter has no handler for {command.name}")
+    return await handler(command)
+
+
 _REGISTRY: dict[str, type] = {}
 # Adapter modules by type, imported lazily so that a missing optional dependency of
 # one provider (pyVoIP, say) never breaks the others.

@@ -57,8 +57,8 @@ from cti.adapters.base import (
     SendDtmf,
     Unhold,
     VoicemailDrop,
-    check_capability,
     register,
+    run_handler,
 )
 from cti.clock import SystemClock
 from cti.model import CallEvent, Direction, EndCause, EventKind, make_call_id, make_event_id
@@ -785,13 +785,7 @@ class AsteriskAdapter:
         return call
 
     async def execute(self, command: Command) -> CommandResult:
-        check_capability(self.type, self.capabilities, command)
-        if not self._ready:
-            raise AdapterError(f"asterisk {self.name}: not connected")
-        handler = getattr(self, f"_do_{type(command).__name__.lower()}", None)
-        if handler is None:
-            raise AdapterError(f"asterisk adapter has no handler for {command.name}")
-        return await handler(command)
+        return await run_handler(self, command, connected=self._ready)
 
     async def _do_connect(self, cmd: Connect) -> CommandResult:
         call = self._call(cmd.provider_call_id)

@@ -51,8 +51,8 @@ from cti.adapters.base import (
     SendDtmf,
     Unhold,
     VoicemailDrop,
-    check_capability,
     register,
+    run_handler,
 )
 from cti.adapters.freeswitch import wire
 from cti.clock import SystemClock
@@ -707,13 +707,7 @@ class FreeSwitchAdapter:
         return call
 
     async def execute(self, command: Command) -> CommandResult:
-        check_capability(self.type, self.capabilities, command)
-        if not self._ready:
-            raise AdapterError(f"freeswitch {self.name}: not connected")
-        handler = getattr(self, f"_do_{type(command).__name__.lower()}", None)
-        if handler is None:
-            raise AdapterError(f"freeswitch adapter has no handler for {command.name}")
-        return await handler(command)
+        return await run_handler(self, command, connected=self._ready)
 
     async def _do_connect(self, cmd: Connect) -> CommandResult:
         call = self._call(cmd.provider_call_id)
