@@ -241,6 +241,8 @@ class AsteriskAdapter:
             return
         try:
             await self._apply(ev)
+        except wire.WireError as exc:  # a field read on use (bridge, args, caller...) was malformed
+            self._wire_error(f"{ev.type}: {exc}", message)
         except AdapterError as exc:  # a follow-up request failed (the channel left meanwhile...)
             log.warning("ari_action_failed", provider=self.name, type=ev.type, error=str(exc)[:200])
         except Exception as exc:  # one bad event must not stop the adapter

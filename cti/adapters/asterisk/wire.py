@@ -34,19 +34,82 @@ class WireError(ValueError):
     """A message that is not valid ARI (the message names what was wrong)."""
 
 
-@dataclass(frozen=True, slots=True)
 class AriChannel:
+    """One ARI channel object: a typed, read-only view over its JSON.
+
+    `id` is checked when the channel is parsed; the other fields are read from the JSON
+    when first used (most events only need the id), and a field of the wrong shape raises
+    WireError at that point.
+    """
+
+    __slots__ = ("_obj", "id")
+    _obj: dict[str, Any]
     id: str
-    name: str
-    state: str                      # Down | Rsrvd | OffHook | Dialing | Ring | Ringing | Up | Busy ...
-    caller_number: str = ""
-    caller_name: str = ""
-    connected_number: str = ""
-    context: str = ""
-    exten: str = ""
-    app_name: str = ""
-    app_data: str = ""
-    creationtime_raw: str = ""      # parsed on demand: only a new call needs it
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        _set(self, "_obj", obj)
+        _set(self, "id", str(obj["id"]))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"AriChannel is read-only ({name})")
+
+    def __repr__(self) -> str:
+        return f"AriChannel(id={self.id!r}, name={self.name!r}, state={self.state!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AriChannel) and other._obj == self._obj
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _sub(self, key: str, name: str) -> str:
+        sub = self._obj.get(key)
+        if not sub:
+            return ""
+        if not isinstance(sub, dict):
+            raise WireError(f"channel {self.id}: {key} is not an object")
+        return str(sub.get(name) or "")
+
+    @property
+    def name(self) -> str:
+        return str(self._obj.get("name") or "")
+
+    @property
+    def state(self) -> str:
+        """Down | Rsrvd | OffHook | Dialing | Ring | Ringing | Up | Busy ..."""
+        return str(self._obj.get("state") or "")
+
+    @property
+    def caller_number(self) -> str:
+        return self._sub("caller", "number")
+
+    @property
+    def caller_name(self) -> str:
+        return self._sub("caller", "name")
+
+    @property
+    def connected_number(self) -> str:
+        return self._sub("connected", "number")
+
+    @property
+    def context(self) -> str:
+        return self._sub("dialplan", "context")
+
+    @property
+    def exten(self) -> str:
+        return self._sub("dialplan", "exten")
+
+    @property
+    def app_name(self) -> str:
+        return self._sub("dialplan", "app_name")
+
+    @property
+    def app_data(self) -> str:
+        return self._sub("dialplan", "app_data")
+
+    @property
+    def creationtime_raw(self) -> str:
+        return self._obj.get("creationtime") or ""
 
     @property
     def creationtime(self) -> datetime | None:
@@ -55,31 +118,105 @@ class AriChannel:
     @property
     def endpoint(self) -> str:
         """`PJSIP/alice-0000002a` -> `PJSIP/alice` (the endpoint the channel belongs to)."""
-        tech, _, rest = self.name.partition("/")
+        name = self.name
+        tech, _, rest = name.partition("/")
         if not rest:
-            return self.name
+            return name
         base, sep, suffix = rest.rpartition("-")
         if sep and suffix and all(c in "0123456789abcdef" for c in suffix.lower()):
             return f"{tech}/{base}"
-        return self.name
+        return name
 
 
-@dataclass(frozen=True, slots=True)
 class AriEvent:
+    """One ARI event: a typed, read-only view over its JSON.
+
+    Checked when parsed: the type, the timestamp, the channel/peer/caller objects (each
+    needs an id) and the hangup cause. The other fields (bridge, digit, args, recording,
+    playback...) are read from the JSON when used and raise WireError there if malformed.
+    """
+
+    __slots__ = ("_obj", "caller", "cause", "channel", "peer", "timestamp", "type")
     type: str
     timestamp: datetime
-    application: str = ""
-    channel: AriChannel | None = None
-    peer: AriChannel | None = None        # Dial: the channel being dialled
-    caller: AriChannel | None = None      # Dial: the dialling channel (absent for originate)
-    bridge_id: str | None = None
-    bridge_channels: tuple[str, ...] = ()
-    dialstatus: str | None = None
-    cause: int | None = None
-    digit: str | None = None
-    args: tuple[str, ...] = ()
-    recording: dict[str, Any] = field(default_factory=dict)
-    playback: dict[str, Any] = field(default_factory=dict)
+    channel: AriChannel | None
+    peer: AriChannel | None         # Dial: the channel being dialled
+    caller: AriChannel | None       # Dial: the dialling channel (absent for originate)
+    cause: int | None
+    _obj: dict[str, Any]
+
+    def __init__(self, etype: str, timestamp: datetime, obj: dict[str, Any], channel: AriChannel | None,
+                 peer: AriChannel | None, caller: AriChannel | None, cause: int | None) -> None:
+        _set(self, "type", etype)
+        _set(self, "timestamp", timestamp)
+        _set(self, "_obj", obj)
+        _set(self, "channel", channel)
+        _set(self, "peer", peer)
+        _set(self, "caller", caller)
+        _set(self, "cause", cause)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"AriEvent is read-only ({name})")
+
+    def __repr__(self) -> str:
+        return f"AriEvent(type={self.type!r}, timestamp={self.timestamp!r}, channel={self.channel!r})"
+
+    def _bad(self, what: str) -> WireError:
+        return WireError(f"{self.type} event has an invalid field: {what}")
+
+    @property
+    def application(self) -> str:
+        return str(self._obj.get("application") or "")
+
+    @property
+    def bridge_id(self) -> str | None:
+        bridge = self._obj.get("bridge")
+        return str(bridge["id"]) if isinstance(bridge, dict) and bridge.get("id") else None
+
+    @property
+    def bridge_channels(self) -> tuple[str, ...]:
+        bridge = self._obj.get("bridge")
+        if not isinstance(bridge, dict):
+            return ()
+        chans = bridge.get("channels") or ()
+        if not isinstance(chans, list | tuple):
+            raise self._bad(f"bridge.channels is {type(chans).__name__}, not a list")
+        return tuple(map(str, chans))
+
+    @property
+    def dialstatus(self) -> str | None:
+        return self._obj.get("dialstatus") if self.type == "Dial" else None
+
+    @property
+    def digit(self) -> str | None:
+        d = self._obj.get("digit")
+        return str(d) if d is not None else None
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        a = self._obj.get("args")
+        if not a:
+            return ()
+        if not isinstance(a, list | tuple):
+            raise self._bad(f"args is {type(a).__name__}, not a list")
+        return tuple(map(str, a))
+
+    @property
+    def recording(self) -> dict[str, Any]:
+        return self._dict("recording")
+
+    @property
+    def playback(self) -> dict[str, Any]:
+        return self._dict("playback")
+
+    def _dict(self, key: str) -> dict[str, Any]:
+        v = self._obj.get(key) or {}
+        if not isinstance(v, dict):
+            raise self._bad(f"{key} is {type(v).__name__}, not an object")
+        return v
+
+
+_set = object.__setattr__
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -100,22 +237,7 @@ def parse_time(value: Any) -> datetime | None:
 def parse_channel(obj: Any) -> AriChannel:
     if not isinstance(obj, dict) or not obj.get("id"):
         raise WireError("channel object without an id")
-    caller = obj.get("caller") or {}
-    connected = obj.get("connected") or {}
-    dialplan = obj.get("dialplan") or {}
-    return AriChannel(
-        id=str(obj["id"]),
-        name=str(obj.get("name") or ""),
-        state=str(obj.get("state") or ""),
-        caller_number=str(caller.get("number") or ""),
-        caller_name=str(caller.get("name") or ""),
-        connected_number=str(connected.get("number") or ""),
-        context=str(dialplan.get("context") or ""),
-        exten=str(dialplan.get("exten") or ""),
-        app_name=str(dialplan.get("app_name") or ""),
-        app_data=str(dialplan.get("app_data") or ""),
-        creationtime_raw=obj.get("creationtime") or "",
-    )
+    return AriChannel(obj)
 
 
 def parse_event(message: str | bytes) -> AriEvent:
@@ -136,30 +258,20 @@ def event_from_dict(obj: Any) -> AriEvent:
     ts = parse_time(obj.get("timestamp"))
     if ts is None:
         raise WireError(f"{etype} event has no timestamp")
-    bridge = obj.get("bridge")
     cause = obj.get("cause")
+    if cause is not None:
+        try:
+            cause = int(cause)
+        except (TypeError, ValueError) as exc:
+            raise WireError(f"{etype} event has an invalid field: {exc}") from None
     channel, peer, caller = obj.get("channel"), obj.get("peer"), obj.get("caller")
-    try:
-        return AriEvent(
-            type=etype,
-            timestamp=ts,
-            application=obj.get("application") or "",
-            channel=parse_channel(channel) if channel else None,
-            peer=parse_channel(peer) if peer else None,
-            caller=parse_channel(caller) if caller else None,
-            bridge_id=str(bridge["id"]) if isinstance(bridge, dict) and bridge.get("id") else None,
-            bridge_channels=tuple(map(str, bridge.get("channels") or ())) if isinstance(bridge, dict) else (),
-            dialstatus=obj.get("dialstatus") if etype == "Dial" else None,
-            cause=int(cause) if cause is not None else None,
-            digit=str(obj["digit"]) if obj.get("digit") is not None else None,
-            args=tuple(map(str, obj["args"])) if obj.get("args") else (),
-            recording=obj.get("recording") or {},
-            playback=obj.get("playback") or {},
-        )
-    except WireError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise WireError(f"{etype} event has an invalid field: {exc}") from None
+    return AriEvent(
+        etype, ts, obj,
+        parse_channel(channel) if channel else None,
+        parse_channel(peer) if peer else None,
+        parse_channel(caller) if caller else None,
+        cause,
+    )
 
 
 def parse_channels(body: Any) -> list[AriChannel]:

@@ -209,3 +209,19 @@ async def test_takeover_makes_the_supervisor_the_agent_and_releases_the_agent() 
         fake.hangup(ch)
         assert (await col.kind(EventKind.ENDED, call_id)).data["cause"] == "normal"
         assert await eventually(lambda: not fake.channels)
+
+
+async def test_a_field_malformed_on_use_is_a_counted_wire_error_not_a_crash() -> None:
+    adapter = make_adapter("http://127.0.0.1:9")  # never started: replay needs no connection
+    adapter.metrics = Metrics()
+    bad = ('{"type": "StasisStart", "timestamp": "2026-11-22T09:40:01.130+0000", "application": "cti", "args": [],'
+           ' "channel": {"id": "1.1", "name": "PJSIP/trunk-00000001", "state": "Ring", "caller": "0612",'
+           ' "dialplan": {"context": "from-trunk", "exten": "0170000100"}}}')
+    with capture_logs() as logs:
+        await adapter.handle_message(bad)
+    errors = [entry for entry in logs if entry["event"] == "ari_wire_error"]
+    assert len(errors) == 1 and "caller is not an object" in errors[0]["reason"]
+    assert adapter.metrics.wire_errors.labels("pbx")._value.get() == 1
+    for line in (FIX / "caller_hangup_while_queued.jsonl").read_text().splitlines():
+        await adapter.handle_message(line)  # the adapter goes on with the next calls
+    assert not adapter._queue.empty()

@@ -96,3 +96,35 @@ def test_resync_resources_parse() -> None:
     assert wire.parse_bridges([{"id": "b1", "channels": ["1", "2"]}]) == {"b1": ("1", "2")}
     with pytest.raises(wire.WireError):
         wire.parse_channels({"oops": 1})
+
+
+def _m(fields: str) -> str:
+    return '{"timestamp": "2026-11-22T09:40:01.130+0000", ' + fields + "}"
+
+
+@pytest.mark.parametrize("message, read, reason", [
+    (_m('"type": "StasisStart", "channel": {"id": "1", "caller": "0612"}'),
+     lambda e: e.channel.caller_number, "caller is not an object"),
+    (_m('"type": "StasisStart", "channel": {"id": "1", "dialplan": ["x"]}'),
+     lambda e: e.channel.exten, "dialplan is not an object"),
+    (_m('"type": "StasisStart", "channel": {"id": "1", "creationtime": "soon"}'),
+     lambda e: e.channel.creationtime, "bad timestamp"),
+    (_m('"type": "ChannelEnteredBridge", "bridge": {"id": "b", "channels": 5}'),
+     lambda e: e.bridge_channels, "invalid field: bridge.channels"),
+    (_m('"type": "StasisStart", "args": "agent"'), lambda e: e.args, "invalid field: args"),
+    (_m('"type": "RecordingStarted", "recording": "r1"'), lambda e: e.recording, "invalid field: recording"),
+    (_m('"type": "PlaybackStarted", "playback": 3'), lambda e: e.playback, "invalid field: playback"),
+])
+def test_fields_read_on_use_raise_a_wire_error_when_malformed(message: str, read, reason: str) -> None:  # type: ignore[no-untyped-def]
+    ev = wire.parse_event(message)  # the checked part (type, time, ids, cause) is fine
+    with pytest.raises(wire.WireError, match=reason):
+        read(ev)
+
+
+def test_events_and_channels_are_read_only() -> None:
+    ev = wire.parse_event(_lines("inbound_full.jsonl")[0])
+    with pytest.raises(AttributeError):
+        ev.type = "x"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        ev.channel.id = "x"  # type: ignore[misc, union-attr]
+    assert ev.channel == wire.parse_channel(json.loads(_lines("inbound_full.jsonl")[0])["channel"])
