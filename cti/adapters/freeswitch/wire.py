@@ -11,8 +11,11 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
+import binascii
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 from urllib.parse import unquote
 
@@ -49,20 +52,43 @@ class Frame:
         return self.headers.get("Reply-Text", "")
 
 
+# What stops the whole-block URL-decoding in C: an encoded CR/LF inside a value (decoding
+# the whole block would split that line) or a `%` not followed by two hex digits (left as
+# is by unquote(), but a2b_qp would read `%=`/a final `%` differently).
+_NOT_PLAIN_PERCENT = re.compile(rb"%(?:0[AaDd]|(?![0-9A-Fa-f]{2}))")
+_ENCODED_BREAK = re.compile(rb"%0[AaDd]")
+
+
+def _unquote_block(block: bytes) -> str:
+    """URL-decode a whole block in C: `%XX` is quoted-printable's `=XX` once every `=` is
+    itself escaped. Only for blocks where every `%` starts a valid `%XX` (a stray `%=`
+    or `%` at the end would mean something else to a2b_qp); same result as unquote()."""
+    return binascii.a2b_qp(block.replace(b"=", b"=3D").replace(b"%", b"=")).decode("utf-8", "replace")
+
+
 def _parse_header_block(block: bytes, *, decode: bool = False) -> dict[str, str]:
-    text = block.decode("utf-8", "replace")
     per_value = False
-    if decode:
-        # plain events URL-encode every value. Decoding the whole block at once is safe (and
-        # much faster) unless a value hides an encoded line break, which would split lines.
-        per_value = "%0A" in text or "%0D" in text or "%0a" in text or "%0d" in text
-        if not per_value:
-            text = unquote(text)
+    if decode and b"%" in block:
+        # plain events URL-encode every value: decode the whole block at once (in C) unless
+        # a value hides an encoded line break (per value then) or a stray `%` (unquote()).
+        if _NOT_PLAIN_PERCENT.search(block) is None:
+            text = _unquote_block(block)
+        elif _ENCODED_BREAK.search(block) is not None:
+            per_value = True
+            text = block.decode("utf-8", "replace")
+        else:
+            text = unquote(block.decode("utf-8", "replace"))
+    else:
+        text = block.decode("utf-8", "replace")
     if not per_value and "\r" not in text:
-        try:  # fast path: FreeSWITCH always writes "Name: value" lines
-            return dict(line.split(": ", 1) for line in text.split("\n") if line)  # type: ignore[misc]
-        except ValueError:
-            pass  # an unusual line: the careful path below says which
+        lines = text.split("\n")
+        try:  # fast path: FreeSWITCH always writes "Name: value" lines (split in C, no per-line bytecode)
+            return dict(map(str.split, lines, repeat(": "), repeat(1)))  # type: ignore[arg-type]
+        except ValueError:  # an empty line, or an unusual one (the careful path below says which)
+            try:
+                return dict(line.split(": ", 1) for line in lines if line)  # type: ignore[misc]
+            except ValueError:
+                pass
     headers: dict[str, str] = {}
     for line in text.split("\n"):
         name, sep, value = line.partition(":")
@@ -84,38 +110,54 @@ class FrameParser:
         self._need = 0
 
     def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
+        buf = self._buf
+        if buf:
+            buf += data
+            if self._pending is not None and len(buf) < self._need:
+                return []  # still inside a body: just keep the bytes (no copy per chunk)
+            data = bytes(buf)
+            buf.clear()
+        # Frames are cut from `data` by position; what is left over goes back to the buffer.
         frames: list[Frame] = []
-        while True:
-            if self._pending is None:
-                # tolerate stray newlines between frames
-                while self._buf[:1] in (b"\n", b"\r") and self._buf:
-                    del self._buf[:1]
-                end = self._buf.find(b"\n\n")
-                if end < 0:
-                    if len(self._buf) > MAX_HEADER_BYTES:
-                        self._buf.clear()
-                        raise WireError("header block larger than 64 KiB without an empty line")
+        pos, size = 0, len(data)
+        try:
+            while True:
+                if self._pending is None:
+                    # tolerate stray newlines between frames
+                    while pos < size and data[pos] in (10, 13):
+                        pos += 1
+                    end = data.find(b"\n\n", pos)
+                    if end < 0:
+                        if size - pos > MAX_HEADER_BYTES:
+                            pos = size
+                            raise WireError("header block larger than 64 KiB without an empty line")
+                        return frames
+                    block = data[pos:end]
+                    pos = end + 2
+                    headers = _parse_header_block(block)
+                    length = headers.get("Content-Length")
+                    if not length:
+                        frames.append(Frame(headers))
+                        continue
+                    try:
+                        need = int(length)
+                    except ValueError:
+                        raise WireError(f"bad Content-Length {length!r}") from None
+                    if need < 0 or need > MAX_BODY_BYTES:
+                        raise WireError(f"Content-Length {need} out of range")
+                    if need == 0:
+                        frames.append(Frame(headers))
+                        continue
+                    self._pending, self._need = headers, need
+                if size - pos < self._need:
                     return frames
-                block = bytes(self._buf[:end])
-                del self._buf[:end + 2]
-                headers = _parse_header_block(block)
-                try:
-                    length = int(headers.get("Content-Length", "0") or 0)
-                except ValueError:
-                    raise WireError(f"bad Content-Length {headers.get('Content-Length')!r}") from None
-                if length < 0 or length > MAX_BODY_BYTES:
-                    raise WireError(f"Content-Length {length} out of range")
-                if length == 0:
-                    frames.append(Frame(headers))
-                    continue
-                self._pending, self._need = headers, length
-            if len(self._buf) < self._need:
-                return frames
-            body = bytes(self._buf[:self._need])
-            del self._buf[:self._need]
-            frames.append(Frame(self._pending, body))
-            self._pending, self._need = None, 0
+                body = data[pos:pos + self._need]
+                pos += self._need
+                frames.append(Frame(self._pending, body))  # type: ignore[arg-type]
+                self._pending, self._need = None, 0
+        finally:
+            if pos < size:
+                buf += memoryview(data)[pos:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +210,10 @@ def parse_event(frame: Frame) -> FsEvent:
         headers = _parse_header_block(head, decode=True)
         body = ""
         if "Content-Length" in headers:
-            n = int(headers["Content-Length"])
-            body = rest[:n].decode("utf-8", "replace")
+            length = headers["Content-Length"]
+            if not length.isdigit():
+                raise WireError(f"event-plain body has a bad Content-Length {length!r}")
+            body = rest[:int(length)].decode("utf-8", "replace")
     else:
         raise WireError(f"not an event frame (Content-Type {ctype!r})")
     name = headers.get("Event-Name", "")

@@ -112,3 +112,41 @@ def test_plain_values_with_encoded_line_breaks_and_unusual_spacing_decode_per_va
     fast = wire.parse_event(wire.Frame({"Content-Type": "text/event-plain"},
                                        b"Event-Name: CUSTOM\nChannel-Name: sofia%2Fa%40b\n\n"))
     assert fast.get("Channel-Name") == "sofia/a@b"
+
+
+@pytest.mark.parametrize("encoded, decoded", [
+    (b"a%3Db%3D%3D", "a=b=="),                      # encoded '='
+    (b"x=1&y=2", "x=1&y=2"),                          # literal '=' (quoted-printable's escape char)
+    (b"100%25%20off", "100% off"),
+    (b"caf%C3%A9%20%e2%82%ac", "caf\u00e9 \u20ac"),   # UTF-8, either hex case
+    (b"100% sure", "100% sure"),                      # a stray '%' stays as it is (unquote's rule)
+    (b"50%", "50%"),
+    (b"%=3D%", "%=3D%"),
+    (b"tab%09end%20", "tab\tend "),
+])
+def test_plain_values_url_decode_like_unquote(encoded: bytes, decoded: str) -> None:
+    from urllib.parse import unquote
+
+    body = b"Event-Name: CUSTOM\nChannel-Name: sofia%2Fa%40b\nvariable_x: " + encoded + b"\n\n"
+    ev = wire.parse_event(wire.Frame({"Content-Type": "text/event-plain"}, body))
+    assert ev.var("x") == decoded == unquote(encoded.decode())
+    assert ev.get("Channel-Name") == "sofia/a@b"
+
+
+def test_plain_framing_survives_any_chunking() -> None:
+    whole = _events("inbound_full.plain.esl")
+    for chunk in (1, 7, 1000):
+        parsed = _events("inbound_full.plain.esl", chunk=chunk)
+        assert [(e.name, e.headers, e.body) for e in parsed] == [(e.name, e.headers, e.body) for e in whole]
+
+
+def test_a_plain_event_with_a_bad_inner_content_length_is_a_wire_error() -> None:
+    frame = wire.Frame({"Content-Type": "text/event-plain"}, b"Event-Name: CUSTOM\nContent-Length: many\n\nhi")
+    with pytest.raises(wire.WireError, match="bad Content-Length"):
+        wire.parse_event(frame)
+
+
+def test_an_event_without_a_timestamp_raises_when_its_time_is_used() -> None:
+    ev = wire.parse_event(wire.Frame({"Content-Type": "text/event-plain"}, b"Event-Name: CUSTOM\n\n"))
+    with pytest.raises(wire.WireError, match="without Event-Date-Timestamp"):
+        _ = ev.timestamp
