@@ -17,6 +17,7 @@ import contextlib
 import json
 import socket
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,11 +39,63 @@ DROP_ABORT_AFTER_S = 2.0
 SnapshotFn = Callable[[Principal], Awaitable[dict[str, Any]]]
 
 
+class Outbox:
+    """A connection's bounded outbound queue: the part of `asyncio.Queue` the hub uses.
+
+    asyncio.Queue holds three deques and an Event (~3 KB) for its whole life; this holds a
+    deque only while messages wait, and one future while its writer waits (an idle agent's
+    socket is most of the time, and memory per connected agent is a budget).
+    """
+
+    __slots__ = ("_items", "_maxsize", "_waiter")
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self._items: deque[str | None] | None = None
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self._maxsize <= self.qsize()
+
+    def put_nowait(self, item: str | None) -> None:
+        if self.full():
+            raise asyncio.QueueFull
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def get_nowait(self) -> str | None:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    async def get(self) -> str | None:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.get_nowait()
+
+
 @dataclass(eq=False)
 class Connection:
     principal: Principal
     ws: web.WebSocketResponse
-    queue: asyncio.Queue[str | None]
+    queue: Outbox | asyncio.Queue[str | None]
     agent_team: str | None = None
     dropped: bool = False
     close_code: int = CLOSE_TOO_SLOW
@@ -205,7 +258,7 @@ class Hub:
         # zlib window of ~256 KB (13x the memory budget of a connected agent) for messages of a few KB
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024, compress=False)
         await ws.prepare(request)
-        conn = Connection(principal, ws, asyncio.Queue(self.queue_max), transport=request.transport)
+        conn = Connection(principal, ws, Outbox(self.queue_max), transport=request.transport)
         try:
             first = await snapshot(principal)
         except Exception:
