@@ -89,23 +89,33 @@ def action_item_recall(
 
 
 def fact_found(fact: str, haystack_tokens: list[str]) -> bool:
+    """All the fact's words within one sentence-sized window, in any order.
+
+    Any order: "the 3rd of March" states "March 3rd", "$40 credit" is "a credit of forty dollars".
+    """
     from cti.transcribe.textnorm import normalize
 
     toks = normalize(fact).split()
     if not toks:
         return True
+    need = set(toks)
     window = len(toks) + 8  # stated within one sentence
     for i, t in enumerate(haystack_tokens):
-        if t == toks[0] and all(x in haystack_tokens[i: i + window] for x in toks[1:]):
+        if t in need and need <= set(haystack_tokens[i: i + window]):
             return True
     return False
 
 
 def key_fact_recall(facts: list[str], transcript: str, summary_facts: list[str]) -> tuple[int, int]:
+    missed = missed_facts(facts, transcript, summary_facts)
+    return len(facts) - len(missed), len(facts)
+
+
+def missed_facts(facts: list[str], transcript: str, summary_facts: list[str]) -> list[str]:
     from cti.transcribe.textnorm import normalize
 
     hay = normalize(transcript + " . " + " . ".join(summary_facts)).split()
-    return sum(fact_found(f, hay) for f in facts), len(facts)
+    return [f for f in facts if not fact_found(f, hay)]
 
 
 # --------------------------------------------------------------------------- one model (child process)
@@ -139,13 +149,15 @@ def run_model(model: str, backend: str, calls: list[str], modes: list[str], beam
             items = summary.to_dict()["action_items"]
             ai_hit, ai_n = action_item_recall(items, truth["action_items"])
             ai_any, _ = action_item_recall(items, truth["action_items"], ignore_owner=True)
-            kf_hit, kf_n = key_fact_recall(truth["key_facts"], result.text, summary.key_facts)
+            missed = missed_facts(truth["key_facts"], result.text, summary.key_facts)
+            kf_hit, kf_n = len(truth["key_facts"]) - len(missed), len(truth["key_facts"])
             audio_s = audio.shape[1] / 16000
             rows.append({
                 "model": model, "backend": backend, "mode": mode, "call": call, "audio_s": round(audio_s, 2),
                 "asr_s": round(asr_s, 3), "total_s": round(total_s, 3), "rtf": round(audio_s / total_s, 1),
                 "word_errors": errors, "ref_words": n, "wer": round(errors / max(1, n), 4),
                 "ai_hit": ai_hit, "ai_n": ai_n, "ai_any_owner": ai_any, "kf_hit": kf_hit, "kf_n": kf_n,
+                "kf_missed": missed,
                 "disposition": summary.disposition, "disposition_ref": truth["disposition"],
                 "sentiment": summary.sentiment, "sentiment_ref": truth["sentiment"],
             })
@@ -240,7 +252,8 @@ def main() -> int:
             for r in rows:
                 disp = "ok" if r["disposition"] == r["disposition_ref"] else r["disposition"]
                 print(f"{_short(run['model']):<10} {mode:<12} {r['call']:<26} {r['wer']:>6.3f} "
-                      f"{r['ai_hit']}/{r['ai_n']:<5} {r['kf_hit']}/{r['kf_n']:<5} {disp:>10} {r['rtf']:>5.1f}x")
+                      f"{r['ai_hit']}/{r['ai_n']:<5} {r['kf_hit']}/{r['kf_n']:<5} {disp:>10} {r['rtf']:>5.1f}x"
+                      + (f"   missed: {'; '.join(r['kf_missed'])}" if r.get("kf_missed") else ""))
             by_mode[mode] = aggregate(rows)
             a = by_mode[mode]
             print(f"{_short(run['model']):<10} {mode:<12} {'OVERALL':<26} {a['wer']:>6.3f} "

@@ -408,11 +408,18 @@ _QUANTITY_SKIP = {"seconds", "minutes", "hours", "days", "weeks", "months", "yea
                   "euros", "pounds", "cents", "percent", "things", "others", "options"}
 
 
+def _join_cents(text: str) -> str:
+    """One amount said in two parts is one fact: "$86 and $0.40" / "86 dollars and 40 cents" -> "$86.40"."""
+    text = re.sub(r"\$(\d[\d,]*) and \$0?\.(\d\d)\b", r"$\1.\2", text)
+    return re.sub(r"\b(\d[\d,]*) dollars?,? and (\d{1,2}) cents?\b",
+                  lambda m: f"${m.group(1)}.{int(m.group(2)):02d}", text, flags=re.I)
+
+
 def extract_key_facts(sentences: list[Sentence]) -> list[str]:
     facts: list[str] = []
     pending_label: str | None = None
     for s in sentences:
-        text = s.text
+        text = _join_cents(s.text)
         got_id = False
         for m in _ID_FACT.finditer(text):
             facts.append(f"{m.group('label').lower()} {_digits(m.group('value'))}")
@@ -438,7 +445,8 @@ def extract_key_facts(sentences: list[Sentence]) -> list[str]:
             facts.append(fact)
         for m in _QUANTITY.finditer(text):
             noun = m.group("noun").split()[-1].lower()
-            if noun not in _QUANTITY_SKIP:
+            # "at 830 works for me" is a time, not a count of works
+            if noun not in _QUANTITY_SKIP and not re.search(r"\bat\s*$", text[: m.start()], re.I):
                 facts.append(m.group(0))
         for m in _PRODUCT.finditer(text):
             name = _LEADING_COMMON.sub("", m.group(0)).strip()

@@ -110,7 +110,10 @@ def join_digit_runs(tokens: list[str]) -> list[str]:
     return out
 
 
-_SPELLING = {"ok": "okay", "wifi": "wi fi", "e-mail": "email", "alright": "all right", "percent": "percent"}
+_SPELLING = {"ok": "okay", "wifi": "wi fi", "e-mail": "email", "alright": "all right", "percent": "percent",
+             "bucks": "dollars", "buck": "dollar", "usd": "dollars", "eur": "euros", "gbp": "pounds",
+             "noon": "12 pm", "midday": "12 pm", "midnight": "12 am", "pct": "percent"}
+_REPEAT = {"double": 2, "triple": 3}
 
 
 def normalize(text: str) -> str:
@@ -120,7 +123,15 @@ def normalize(text: str) -> str:
     t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)                 # 12,500 -> 12500
     t = re.sub(r"\$(\d+) and \$0?\.(\d\d)\b", r"$\1.\2", t)  # "$86 and $0.40" (ASR) == "$86.40"
     t = re.sub(r"\$\s?(\d+)(?:\.(\d{2}))?", lambda m: f"{m.group(1)} {m.group(2) or ''} dollars", t)
-    t = re.sub(r"€\s?(\d+)", r"\1 euros", t)
+    t = re.sub(r"€\s?(\d+)(?:\.(\d{2}))?", lambda m: f"{m.group(1)} {m.group(2) or ''} euros", t)
+    t = re.sub(r"£\s?(\d+)(?:\.(\d{2}))?", lambda m: f"{m.group(1)} {m.group(2) or ''} pounds", t)
+    t = re.sub(r"\bper cent\b", "percent", t)
+    # times said in words: "8:30 in the morning" == "8:30 am", "half past eight" == "8:30"
+    t = re.sub(r"\b(?:in the morning|this morning|tomorrow morning)\b",
+               lambda m: "tomorrow am" if m.group(0).startswith("tomorrow") else "am", t)
+    t = re.sub(r"\b(?:in the (?:afternoon|evening)|at night)\b", "pm", t)
+    t = re.sub(r"\bhalf past (\w+)", r"\1 30", t)
+    t = re.sub(r"\bquarter past (\w+)", r"\1 15", t)
     t = re.sub(r"(\d+)\s?%", r"\1 percent", t)
     t = re.sub(r"\b(\d+)(st|nd|rd|th)\b", r"\1", t)            # 15th -> 15
     t = re.sub(r"\b([ap])\.\s?m\.?", r"\1m", t)                 # a.m. -> am
@@ -135,10 +146,33 @@ def normalize(text: str) -> str:
     tokens = t.split()
     tokens = [_SPELLING.get(x, x) for x in tokens]
     tokens = " ".join(tokens).split()
+    tokens = _a_scale(tokens)
     tokens = words_to_numbers(tokens)
+    tokens = _repeated_digits(tokens)
     tokens = _money_words(tokens)
     tokens = join_digit_runs(tokens)
     return " ".join(tokens)
+
+
+def _a_scale(tokens: list[str]) -> list[str]:
+    """"a hundred and eighty-nine" == "one hundred and eighty-nine"."""
+    return ["one" if t == "a" and i + 1 < len(tokens) and tokens[i + 1] in SCALES else t
+            for i, t in enumerate(tokens)]
+
+
+def _repeated_digits(tokens: list[str]) -> list[str]:
+    """ "double 5" -> "55", "triple 7" -> "777" (digits read out, UK style)."""
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t in _REPEAT and i + 1 < len(tokens) and tokens[i + 1].isdigit() and len(tokens[i + 1]) == 1:
+            out.append(tokens[i + 1] * _REPEAT[t])
+            i += 2
+            continue
+        out.append(t)
+        i += 1
+    return out
 
 
 def _money_words(tokens: list[str]) -> list[str]:

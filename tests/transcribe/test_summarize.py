@@ -151,3 +151,14 @@ def test_requests_after_a_short_lead_in_are_found() -> None:
     assert [a.owner for a in s.action_items] == ["customer", "customer"]
     assert "serial number" in s.action_items[0].text
     assert s.action_items[1].text.lower().startswith("fill in the claim form")
+
+
+def test_amount_said_in_two_parts_is_one_fact() -> None:
+    sents = sentences_of(turns(
+        ("agent", "Your last bill was $112 and $0.75, and a late fee of 9 dollars and 5 cents."),
+        ("customer", "Friday at 415 works for me."),
+    ))
+    facts = extract_key_facts(sents)
+    assert "$112.75" in facts
+    assert "$9.05" in facts
+    assert not any("works" in f for f in facts)  # a time said without a colon is not a count
