@@ -170,3 +170,17 @@ def test_first_word_glued_to_the_previous_segment_is_moved_back_into_its_turn() 
     ]
     # a normal segment start is left alone
     assert fix_segment_starts(agent[2:]) == agent[2:]
+
+
+def test_channels_decoded_side_by_side_give_the_same_transcript(recognizer, tmp_path: Path) -> None:
+    from cti.transcribe.asr import FasterWhisperRecognizer
+
+    wav = clip(DATA / "c05_sales_quote_followup.stereo.wav", tmp_path / "c05.wav", 0.0, 15.0)
+    audio = load_audio(wav)
+    one_by_one = FasterWhisperRecognizer("tiny.en", cpu_threads=2, parallel_channels=False)
+    assert one_by_one.parallel_channels == 1
+    assert recognizer.parallel_channels == 2  # the default with 2 threads
+    a = transcribe_audio(recognizer, audio)
+    b = transcribe_audio(one_by_one, audio)
+    assert a.stereo and b.stereo
+    assert [(s.speaker, s.text) for s in a.segments] == [(s.speaker, s.text) for s in b.segments]
