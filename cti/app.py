@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import socket
@@ -104,6 +105,22 @@ class Directory:
 
 def _node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _tune_gc() -> None:
+    """Keep full garbage collections from stalling the event loop (the screen pop's tail).
+
+    With 1,000 sockets and warm caches a gen-2 collection walked every object for 150-250 ms,
+    every few seconds: all pops in flight waited. What exists once the app has started
+    (modules, settings, SQLAlchemy metadata, phone metadata) is frozen out of collections,
+    and young collections run less often (gen 0 at 10,000 allocations instead of 700). Done
+    once per process, and never over thresholds someone already tuned.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+    if gc.get_threshold()[0] == 700:  # CPython's default
+        gc.set_threshold(10_000, 20, 20)
 
 
 def _backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -367,6 +384,7 @@ class CtiApp:
             if hasattr(adapter, "routes"):
                 extra_routes.append(adapter.routes())
         self.web_app = build_web_app(self.services, extra_routes)
+        _tune_gc()
         log.info("app_started", node=self.node_id, adapters=list(self.adapters))
 
     def _start_transcription(self) -> None:
