@@ -55,6 +55,7 @@ class Directory:
             a: {"state": AgentState.OFFLINE.value, "reason": None, "since": None} for a in self.agents
         }
         self._calls: dict[str, set[str]] = {}
+        self._by_call: dict[str, set[str]] = {}  # call -> agents it rang or reached
         self.router: Any = None
 
     def team_of(self, agent: str | None) -> str | None:
@@ -94,9 +95,13 @@ class Directory:
             return {"type": "agent_state", "agent": e.agent, **st}
         if e.agent and e.kind in (EventKind.RINGING, EventKind.ANSWERED):
             self._calls.setdefault(e.agent, set()).add(e.call_id)
+            self._by_call.setdefault(e.call_id, set()).add(e.agent)
+        elif e.kind is EventKind.NO_ANSWER and e.agent:
+            self._calls.get(e.agent, set()).discard(e.call_id)
+            self._by_call.get(e.call_id, set()).discard(e.agent)
         elif e.kind in (EventKind.ENDED, EventKind.NO_ANSWER):
-            agents = [e.agent] if (e.kind is EventKind.NO_ANSWER and e.agent) else list(self._calls)
-            for a in agents:
+            # the call's agents from the reverse index: not a walk over every agent per ending
+            for a in self._by_call.pop(e.call_id, ()):
                 self._calls.get(a, set()).discard(e.call_id)
         return None
 
