@@ -20,7 +20,7 @@ import os
 import random
 import socket
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -660,7 +660,7 @@ class CtiApp:
             call = m.data.get("call")
             if not call or call.get("state") != "ended":
                 continue
-            record = call_from_dict(call)
+            record = Call.from_dict(call)
             await self.control.on_call_ended(record)
             await self.activity.on_call(record)
             ended.append(record.call_id)
@@ -680,7 +680,7 @@ class CtiApp:
     async def _on_calls_stats(self, batch: list[Message]) -> None:
         # one transaction (two statements) per bus batch, not per ended call: a burst of
         # endings otherwise queued hundreds of small transactions behind each other
-        ended = [call_from_dict(call) for m in batch
+        ended = [Call.from_dict(call) for m in batch
                  if (call := m.data.get("call")) and call.get("state") == "ended"]
         if ended:
             await self.stats.apply_batch(ended)
@@ -775,7 +775,7 @@ class CtiApp:
     async def load_call(self, call_id: str) -> Call | None:
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(sa.select(t.calls).where(t.calls.c.call_id == call_id))).first()
-        return call_from_dict(dict(row._mapping)) if row else None
+        return Call.from_dict(dict(row._mapping)) if row else None
 
     def _monitor_endpoint_of(self, user: str) -> str | None:
         a = self.directory.agents.get(user)
@@ -969,27 +969,3 @@ class CtiApp:
             self.tokens.add(TokenRecord(
                 Principal(r.user, Role(r.role), r.tenant, frozenset(r.teams or []), r.token_sha256),
                 expires_at=r.expires_at, revoked=r.revoked))
-
-
-def call_from_dict(d: dict[str, Any]) -> Call:
-    """A Call record from its dict form (bus message or DB row)."""
-    from dataclasses import fields
-
-    from cti.model import CallState, Direction, Outcome
-
-    names = {f.name for f in fields(Call)}
-    kw = {k: v for k, v in d.items() if k in names}
-    for k in ("created_at", "queued_at", "ringing_at", "answered_at", "ended_at", "last_event_at"):
-        v = kw.get(k)
-        if isinstance(v, str):
-            kw[k] = datetime.fromisoformat(v)
-        elif isinstance(v, datetime) and v.tzinfo is None:
-            kw[k] = v.replace(tzinfo=UTC)
-    kw["direction"] = Direction(kw.get("direction") or "inbound")
-    kw["state"] = CallState(kw.get("state") or "new")
-    kw["outcome"] = Outcome(kw["outcome"]) if kw.get("outcome") else None
-    kw["agents_rung"] = tuple(kw.get("agents_rung") or ())
-    for k in ("ring_s", "talk_s", "hold_s", "wait_s"):
-        kw[k] = float(kw.get(k) or 0.0)
-    kw["events"] = int(kw.get("events") or 0)
-    return Call(**kw)

@@ -213,6 +213,26 @@ class Call:
             out[f.name] = v
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Call:
+        """The inverse of `to_dict`; also takes a `calls` table row (datetimes, extra columns)."""
+        kw = {k: v for k, v in d.items() if k in _CALL_FIELDS}
+        for k in _CALL_TIMES:
+            v = _dt(kw.get(k))
+            kw[k] = v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
+        kw["direction"] = Direction(kw.get("direction") or "inbound")
+        kw["state"] = CallState(kw.get("state") or "new")
+        kw["outcome"] = Outcome(kw["outcome"]) if kw.get("outcome") else None
+        kw["agents_rung"] = tuple(kw.get("agents_rung") or ())
+        for k in ("ring_s", "talk_s", "hold_s", "wait_s"):
+            kw[k] = float(kw.get(k) or 0.0)
+        kw["events"] = int(kw.get("events") or 0)
+        return cls(**kw)
+
+
+_CALL_FIELDS = frozenset(f.name for f in fields(Call))
+_CALL_TIMES = ("created_at", "queued_at", "ringing_at", "answered_at", "ended_at", "last_event_at")
+
 
 @dataclass(frozen=True, slots=True)
 class Agent:

@@ -22,7 +22,7 @@ from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cti.model import Call, CallEvent, CallState, Direction, Outcome
+from cti.model import Call, CallEvent
 from cti.store.db import Database
 from cti.store.tables import call_events, calls
 
@@ -116,36 +116,7 @@ def row_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def call_from_row(row: Mapping[str, Any]) -> Call:
     """The fold-derived part of a `calls` row as a `Call`."""
-    d = row_to_dict(row)
-    return Call(
-        call_id=d["call_id"],
-        tenant=d["tenant"],
-        provider=d["provider"],
-        provider_call_id=d["provider_call_id"],
-        direction=Direction(d["direction"]),
-        state=CallState(d["state"]),
-        from_number=d["from_number"],
-        to_number=d["to_number"],
-        queue=d["queue"],
-        agent=d["agent"],
-        outcome=Outcome(d["outcome"]) if d["outcome"] else None,
-        end_cause=d["end_cause"],
-        created_at=d["created_at"],
-        queued_at=d["queued_at"],
-        ringing_at=d["ringing_at"],
-        answered_at=d["answered_at"],
-        ended_at=d["ended_at"],
-        ring_s=d["ring_s"],
-        talk_s=d["talk_s"],
-        hold_s=d["hold_s"],
-        wait_s=d["wait_s"],
-        recording=d["recording"],
-        recording_state=d["recording_state"],
-        transferred_to=d["transferred_to"],
-        agents_rung=tuple(d["agents_rung"]),
-        events=d["events"],
-        last_event_at=d["last_event_at"],
-    )
+    return Call.from_dict(row_to_dict(row))
 
 
 def _chunks(rows: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cti.calls.state import CallFolder, fold
-from cti.model import CallEvent, CallState, Direction, EndCause, EventKind, Outcome, make_call_id, make_event_id
+from cti.model import Call, CallEvent, CallState, Direction, EndCause, EventKind, Outcome, make_call_id, make_event_id
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 CALL = make_call_id("acme", "pbx", "c1")
@@ -178,3 +178,11 @@ def test_random_valid_sequences_converge_whatever_the_delivery(data) -> None:
     assert got == expected
     assert got.state is CallState.ENDED and got.outcome is not None
     assert got.talk_s >= 0 and got.hold_s >= 0 and got.ring_s >= 0
+
+
+def test_call_record_round_trips_through_its_dict_form() -> None:
+    call = fold(inbound_answered_with_hold())
+    assert Call.from_dict(call.to_dict()) == call
+    # a table row: naive datetimes are UTC, extra columns are ignored
+    row = {**call.to_dict(), "created_at": call.created_at.replace(tzinfo=None), "contact_id": "ct-1"}
+    assert Call.from_dict(row) == call
