@@ -841,13 +841,7 @@ class CtiApp:
         self._routing_settings = new
         self.directory.agents = {a.id: a for a in new.agents}
         if self.screen_pop is not None:
-            # scripts, queues and VIP rules the pops use (ScreenPop reads these per pop)
-            self.screen_pop.settings = new
-            self.screen_pop._agents = {a.id: a for a in new.agents}
-            self.screen_pop._queues = {q.name: q for q in new.queues}
-            from cti.routing.screen_pop import _as_callable
-
-            self.screen_pop.rules = _as_callable(compile_rules(new.priority_rules))
+            self.screen_pop.reconfigure(new, compile_rules(new.priority_rules))
         await self.audit(actor, "routing_reconfigured", None,
                          {"queues": len(new.queues), "agents": len(new.agents), "rules": len(new.priority_rules)})
         return {"ok": True, "queues": [q.name for q in new.queues], "agents": len(new.agents)}

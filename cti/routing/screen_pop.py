@@ -501,6 +501,14 @@ class ScreenPop:
 
     # ------------------------------------------------------------------ state
 
+    def reconfigure(self, settings: Any, rules: Any | None = None) -> None:
+        """New scripts, queues, agents and VIP rules (a run-time routing change); pops in
+        flight keep what they were built with."""
+        self.settings = settings
+        self.rules = _as_callable(rules) if rules is not None else rules_from_settings(settings)
+        self._agents = {a.id: a for a in settings.agents}
+        self._queues = {q.name: q for q in settings.queues}
+
     def pops_for(self, agent: str) -> list[dict[str, Any]]:
         """Pops of this agent's ringing/active calls (for the WebSocket snapshot)."""
         return self._pops.for_agent(agent)
