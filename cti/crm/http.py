@@ -32,8 +32,7 @@ import aiohttp
 
 from cti.crm.base import CrmError, full_name, register
 from cti.crm.numbers import same_number, variants
-from cti.crm.rest import RestClient
-from cti.crm.store import local_history
+from cti.crm.rest import RemoteConnector, RestClient
 from cti.model import Activity, Contact
 
 DEFAULT_MAPPING = {
@@ -86,7 +85,7 @@ def activity_json(a: Activity) -> dict[str, Any]:
     }
 
 
-class HttpConnector:
+class HttpConnector(RemoteConnector):
     name = "http"
 
     def __init__(
@@ -189,14 +188,6 @@ class HttpConnector:
         )
         return call_id
 
-    async def history(self, key: str, limit: int = 5) -> list[dict[str, Any]]:
-        if self.engine is None:
-            return []
-        rows, _ = await local_history(self.engine, key, limit, tenant=self.tenant)
-        return rows
-
-    async def close(self) -> None:
-        await self.http.close()
 
 
 def _str(v: Any) -> str | None:

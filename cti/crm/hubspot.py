@@ -28,8 +28,7 @@ import aiohttp
 
 from cti.crm.base import CrmAuthError, CrmError, CrmUnavailable, full_name, register
 from cti.crm.numbers import same_number, variants
-from cti.crm.rest import RestClient, TokenCache
-from cti.crm.store import local_history
+from cti.crm.rest import RemoteConnector, RestClient, TokenCache
 from cti.model import Activity, Contact, Direction, Outcome
 
 PROPERTIES = [
@@ -89,7 +88,7 @@ def call_properties(a: Activity, id_property: str, at: datetime) -> dict[str, An
     return props
 
 
-class HubSpotConnector:
+class HubSpotConnector(RemoteConnector):
     name = "hubspot"
 
     def __init__(
@@ -316,14 +315,6 @@ class HubSpotConnector:
         body = await self._api("POST", "/crm/v3/objects/contacts", json={"properties": props})
         return self._contact({"id": body["id"], "properties": props}, phone)
 
-    async def history(self, key: str, limit: int = 5) -> list[dict[str, Any]]:
-        if self.engine is None:
-            return []
-        rows, _ = await local_history(self.engine, key, limit, tenant=self.tenant)
-        return rows
-
-    async def close(self) -> None:
-        await self.http.close()
 
 
 @register("hubspot")

@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from cti.crm.base import CrmAuthError, CrmError, CrmUnavailable
+from cti.crm.store import local_history
 
 log = structlog.get_logger(__name__)
 
@@ -182,3 +183,22 @@ class TokenCache:
                     self._token = await self._fetch()
                     self.refreshes += 1
         return {"Authorization": f"Bearer {self._token}"}
+
+
+class RemoteConnector:
+    """What the remote connectors share: the pop's call history comes from our own store (the
+    CRMs' activity searches are too slow and rate limited for a pop), and shutdown closes the
+    HTTP client. Subclasses set `engine`, `tenant` and `http`."""
+
+    engine: Any
+    tenant: str
+    http: RestClient
+
+    async def history(self, key: str, limit: int = 5) -> list[dict[str, Any]]:
+        if self.engine is None:
+            return []
+        rows, _ = await local_history(self.engine, key, limit, tenant=self.tenant)
+        return rows
+
+    async def close(self) -> None:
+        await self.http.close()

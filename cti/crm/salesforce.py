@@ -30,8 +30,7 @@ import aiohttp
 
 from cti.crm.base import CrmAuthError, CrmError, CrmUnavailable, full_name, register
 from cti.crm.numbers import same_number, variants
-from cti.crm.rest import RestClient, TokenCache, error_message
-from cti.crm.store import local_history
+from cti.crm.rest import RemoteConnector, RestClient, TokenCache, error_message
 from cti.model import Activity, Contact, Direction, Outcome
 
 CONTACT_FIELDS = [
@@ -100,7 +99,7 @@ def task_fields(a: Activity, activity_date: str | None = None) -> dict[str, Any]
     return body
 
 
-class SalesforceConnector:
+class SalesforceConnector(RemoteConnector):
     name = "salesforce"
 
     def __init__(
@@ -309,14 +308,6 @@ class SalesforceConnector:
             account_name=account_name,
         )
 
-    async def history(self, key: str, limit: int = 5) -> list[dict[str, Any]]:
-        if self.engine is None:
-            return []
-        rows, _ = await local_history(self.engine, key, limit, tenant=self.tenant)
-        return rows
-
-    async def close(self) -> None:
-        await self.http.close()
 
 
 @register("salesforce")
