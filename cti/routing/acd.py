@@ -57,6 +57,7 @@ RESERVE_GRACE_S = 10.0      # reservation TTL beyond the ring timeout
 ON_CALL_TTL_S = 300.0       # reservation TTL while the agent talks: refreshed every REFRESH_S, released
 REFRESH_S = 60.0            # when the leg ends, so a crashed node frees its agents within minutes
 BLOCK_S = 5.0               # an agent another node holds is not offered again for this long
+UNREACHABLE_BLOCK_S = 1.0   # an agent whose reservation could not be checked (Redis down) is retried after this
 
 
 @dataclass
@@ -86,6 +87,10 @@ class Router:
         self._decisions: OrderedDict[str, list[Decision]] = OrderedDict()
         self._lock = asyncio.Lock()
         self._refreshed_at = 0.0
+        # reservation writes that failed because the store was unreachable, replayed by tick():
+        # (agent, call_id) -> "release" | "reserve". Dropping them would leave an agent held
+        # for minutes (release) or unguarded against other nodes (reserve).
+        self._unsynced: dict[tuple[str, str], str] = {}
 
     # ---- time --------------------------------------------------------------------
 
@@ -244,6 +249,8 @@ class Router:
             now = self._now()
             actions = self.engine.advance(now)
             commands = await self._carry_out(actions)
+            if self._unsynced:
+                await self._replay_unsynced()
             if now - self._refreshed_at >= REFRESH_S:
                 self._refreshed_at = now
                 await self._refresh_reservations()
@@ -260,6 +267,27 @@ class Router:
                     except Exception:
                         log.warning("routing_reservation_refresh_failed", agent=rt.id, exc_info=True)
                         return
+
+    async def _replay_unsynced(self) -> None:
+        for (agent, call_id), op in list(self._unsynced.items()):
+            rt = self.engine.agents.get(agent)
+            try:
+                if op == "release":
+                    await self.reservations.release(agent, call_id)
+                elif rt is not None and rt.legs.get(call_id) == "connected":
+                    await self.reservations.reserve(agent, call_id, capacity=rt.cfg.capacity, ttl_s=ON_CALL_TTL_S)
+            except Exception:
+                return  # still unreachable: keep them all for the next tick
+            del self._unsynced[(agent, call_id)]
+        log.info("routing_reservations_resynced")
+
+    async def _reserve(self, agent: str, call_id: str, *, capacity: int, ttl_s: float) -> bool | None:
+        """The reservation store's answer, or None when it cannot be reached."""
+        try:
+            return bool(await self.reservations.reserve(agent, call_id, capacity=capacity, ttl_s=ttl_s))
+        except Exception as exc:
+            log.warning("routing_reservations_unreachable", agent=agent, call_id=call_id, error=repr(exc)[:200])
+            return None
 
     async def run(self) -> None:
         """Timer loop for an owned task (cancel it to stop)."""
@@ -285,21 +313,32 @@ class Router:
                 if not act.remote:
                     await self._publish_state(act)
             elif isinstance(act, LegEnded):
-                await self.reservations.release(act.agent, act.call_id)
+                try:
+                    await self.reservations.release(act.agent, act.call_id)
+                    self._unsynced.pop((act.agent, act.call_id), None)
+                except Exception as exc:
+                    log.warning("routing_reservations_unreachable", agent=act.agent, call_id=act.call_id,
+                                error=repr(exc)[:200])
+                    self._unsynced[(act.agent, act.call_id)] = "release"
             elif isinstance(act, LegConnected):
                 rt = self.engine.agents.get(act.agent)
-                await self.reservations.reserve(act.agent, act.call_id, capacity=rt.cfg.capacity if rt else 1,
-                                                ttl_s=ON_CALL_TTL_S)
+                if await self._reserve(act.agent, act.call_id, capacity=rt.cfg.capacity if rt else 1,
+                                       ttl_s=ON_CALL_TTL_S) is None:
+                    self._unsynced[(act.agent, act.call_id)] = "reserve"
             elif isinstance(act, Offer):
                 box.decisions.append(act.decision)
                 self._keep(act.decision)
                 targets = []
                 for agent, ep in act.targets:
                     cap = self.engine.agents[agent].cfg.capacity
-                    ok = await self.reservations.reserve(agent, act.call_id, capacity=cap,
-                                                         ttl_s=act.timeout_s + RESERVE_GRACE_S)
+                    ok = await self._reserve(agent, act.call_id, capacity=cap, ttl_s=act.timeout_s + RESERVE_GRACE_S)
                     if ok:
                         targets.append((agent, ep))
+                    elif ok is None:
+                        # cannot tell whether another node holds them: not now, again shortly; the
+                        # call goes back to waiting (never offered unguarded, never forgotten)
+                        pending.extend(self.engine.offer_failed(act.dial_call_id or act.call_id, agent,
+                                                                self._now(), block_s=UNREACHABLE_BLOCK_S))
                     else:
                         log.info("routing_agent_held_elsewhere", call_id=act.call_id, agent=agent)
                         pending.extend(self.engine.offer_failed(act.dial_call_id or act.call_id, agent,

@@ -103,4 +103,22 @@ async def wait_settled(engine: Any, *, ended_at_least: int = 1, timeout: float =
         if ended >= ended_at_least and acts == ended and (not all_ended or total == ended):
             return last
         await asyncio.sleep(0.2)
-    raise AssertionError(f"not settled after {timeout}s: (calls, ended, activities) = {last}")
+    raise AssertionError(f"not settled after {timeout}s: (calls, ended, activities) = {last}\n"
+                         + await _unsettled_report(engine))
+
+
+async def _unsettled_report(engine: Any) -> str:
+    """Which calls are not done, with the kinds of their stored events: enough to tell a
+    routing loss (queued, never offered) from a lost event (answered, no ended)."""
+    try:
+        events, rows, acts = await _load(engine)
+    except Exception as exc:  # the store may be down: say so rather than hide the timeout
+        return f"(no report: {exc!r})"
+    lines = []
+    for cid, evs in events.items():
+        call = fold(evs)
+        if call.state is not CallState.ENDED or acts.get(cid, 0) != 1:
+            kinds = [f"{e.kind.value}{'@' + e.agent if e.agent else ''}"
+                     for e in sorted(evs, key=lambda e: (e.occurred_at, e.seq))]
+            lines.append(f"{cid} state={call.state.value} activities={acts.get(cid, 0)} events={kinds}")
+    return "\n".join(lines[:20]) or "(every call with events is settled: a calls row is missing its events)"

@@ -302,3 +302,46 @@ async def test_reservation_of_a_long_call_is_refreshed_and_an_ivr_answer_is_not_
     assert await h.resv.held("alice") == [e.call_id]
     await h.router.on_event(h.ev("ended"))
     assert await h.resv.held("alice") == []
+
+
+class _Flaky(MemoryReservations):
+    """Reservations whose store can be switched off (a Redis outage)."""
+
+    down = False
+
+    async def reserve(self, *a, **kw):
+        if self.down:
+            raise ConnectionError("Connection refused")
+        return await super().reserve(*a, **kw)
+
+    async def release(self, *a, **kw):
+        if self.down:
+            raise ConnectionError("Connection refused")
+        return await super().release(*a, **kw)
+
+
+async def test_reservation_store_outage_delays_offers_but_loses_no_call_and_no_release():
+    h = Harness()
+    h.resv = _Flaky(now=h.clock.monotonic)
+    h.router.reservations = h.resv
+    await h.login("alice", "bob")
+    await h.router.on_event(h.ev("queued", pcid="p1", queue="support"))
+    await h.router.on_event(h.ev("answered", pcid="p1", agent=h.connects()[0].targets[0][0]))
+    first = h.connects()[0].targets[0][0]
+    assert await h.resv.held(first) == [make_call_id("default", "pbx", "p1")]
+
+    h.resv.down = True
+    await h.router.on_event(h.ev("ended", pcid="p1", data={"cause": "normal"}))   # release fails
+    await h.router.on_event(h.ev("queued", pcid="p2", queue="support"))           # reserve fails
+    assert len(h.connects()) == 1, "nothing may be offered unguarded while the store is unreachable"
+    assert _q(h.router.snapshot(), "support")["waiting"] == 1  # the call waits, it is not dropped
+    await h.clock.advance(2)
+    await h.router.tick()                                                          # still down: still waiting
+    assert len(h.connects()) == 1
+
+    h.resv.down = False
+    await h.clock.advance(2)
+    await h.router.tick()
+    await h.router.tick()
+    assert len(h.connects()) == 2 and h.connects()[1].provider_call_id == "p2"
+    assert make_call_id("default", "pbx", "p1") not in await h.resv.held(first)   # the failed release was replayed
