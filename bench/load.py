@@ -163,8 +163,52 @@ async def _rows_in(engine: Any, start: datetime, end: datetime) -> tuple[list[An
     return rings, int(n), int(queued)
 
 
+def _start_profiler(node: Node, duration: float, work: Path) -> tuple[str, Any, Path] | None:
+    """py-spy (sampling, out of process: the node runs unchanged) over the window."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists() or node.proc is None:
+        print("--profile: py-spy is not installed (pip install py-spy)", flush=True)
+        return None
+    raw = work / f"{node.name}.pyspy.txt"
+    proc = subprocess.Popen([exe, "record", "-p", str(node.proc.pid), "-d", str(int(duration)), "-r", "50",
+                             "-f", "raw", "-o", str(raw), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return node.name, proc, raw
+
+
+def _finish_profiler(name: str, proc: Any, raw: Path, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive sample shares per function, from py-spy's collapsed stacks."""
+    from collections import Counter
+
+    proc.wait(timeout=60)
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines() if raw.exists() else []:
+        stack, _, n = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " (" + f.rsplit("/", 1)[-1] if " (" in f else f for f in stack.split(";")]
+        count = int(n)
+        total += count
+        own[frames[-1]] += count
+        for f in set(frames):
+            incl[f] += count
+    pct = lambda c: round(100.0 * c / max(1, total), 1)  # noqa: E731
+    print(f"\nprofile of {name} ({total} samples): top self time", flush=True)
+    for f, c in own.most_common(top):
+        print(f"  {pct(c):5.1f}%  {f}")
+    print(f"profile of {name}: top inclusive time")
+    for f, c in incl.most_common(top):
+        print(f"  {pct(c):5.1f}%  {f}")
+    return {"samples": total, "self": {f: pct(c) for f, c in own.most_common(top)},
+            "inclusive": {f: pct(c) for f, c in incl.most_common(top)}, "raw": str(raw)}
+
+
 async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, settle: float,
-                   work: Path, redis_url: str, pg: PostgresServer, soak_min: float = 0.0) -> dict[str, Any]:
+                   work: Path, redis_url: str, pg: PostgresServer, soak_min: float = 0.0,
+                   profile: bool = False) -> dict[str, Any]:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     store_url = pg.create_database(f"load{nodes_n}_{int(time.time())}")
@@ -233,7 +277,11 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
                     await asyncio.sleep(min(30.0, max(0.0, end_at - time.monotonic())))
                 samples.append((time.monotonic() - t0, {k: p.rss() for k, p in procs.items()}))
             else:
+                spies = [_start_profiler(n, duration, work) for n in nodes] if profile else []
                 await asyncio.sleep(duration)
+                for spy in spies:
+                    if spy is not None:
+                        out.setdefault("profile", {})[spy[0]] = await asyncio.to_thread(_finish_profiler, *spy)
             elapsed = time.monotonic() - t0
             end = datetime.now(UTC)
             out["cpu_pct"] = {k: round(p.cpu_pct(), 1) for k, p in (*procs.items(), *extra.items())}
@@ -379,6 +427,8 @@ def main() -> int:
     ap.add_argument("--settle", type=float, help="seconds between the last sign-in and the window")
     ap.add_argument("--nodes", default="1,2", help="which cases: 1, 2 or 1,2")
     ap.add_argument("--soak", type=float, metavar="MINUTES", help="one node, moderate load, RSS every 30 s")
+    ap.add_argument("--profile", action="store_true", help="sample each node with py-spy over the window")
+    ap.add_argument("--skip-idle", action="store_true", help="skip the idle-node memory measurement")
     args = ap.parse_args()
     soak = args.soak or 0.0
     if soak:
@@ -395,7 +445,7 @@ def main() -> int:
     idle: dict[str, Any] = {}
     tmp = tempfile.mkdtemp(prefix="cti-load-")  # kept: the nodes' logs are in it
     with servers() as (r, pg):
-        if not soak:
+        if not soak and not args.skip_idle:
             print(f"memory per connected agent: {agents} agents on an idle node", flush=True)
             idle = asyncio.run(idle_memory(agents=agents, work=Path(tmp), redis_url=r.url, pg=pg))
         for n in cases:
@@ -405,7 +455,8 @@ def main() -> int:
                   + (f"soak {soak:g} min" if soak else f"{duration:g} s"), flush=True)
             try:
                 rows.append(asyncio.run(run_case(nodes_n=n, agents=agents, rate=rate, duration=duration,
-                                                 settle=settle, work=work, redis_url=r.url, pg=pg, soak_min=soak)))
+                                                 settle=settle, work=work, redis_url=r.url, pg=pg, soak_min=soak,
+                                                 profile=args.profile)))
             except Exception as exc:  # one case failing still reports the others
                 print(f"  {n} node(s) failed: {exc!r}", flush=True)
                 rows.append({"nodes": n, "agents": agents, "rate_per_s": rate, "error": repr(exc)[:500]})
