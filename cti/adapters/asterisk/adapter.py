@@ -165,9 +165,8 @@ class AsteriskAdapter:
 
     async def start(self) -> None:
         if self._supervisor is None:
-            token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             self._session = aiohttp.ClientSession(
-                headers={"Authorization": f"Basic {token}"},
+                headers=self._auth_header(),
                 timeout=aiohttp.ClientTimeout(total=10),
             )
             self._supervisor = asyncio.create_task(self._run(), name=f"ari-{self.name}")
@@ -196,9 +195,14 @@ class AsteriskAdapter:
     # ---- connection supervisor ---------------------------------------------------------
 
     def _ws_url(self) -> str:
+        # credentials go in the Authorization header (ARI accepts Basic auth on the upgrade):
+        # an `api_key=` in the URL would reach proxies' access logs and every logged URL
         ws = self.base.replace("http://", "ws://").replace("https://", "wss://")
-        key = quote(f"{self.username}:{self.password}", safe=":")
-        return f"{ws}/events?app={quote(self.app)}&api_key={key}&subscribeAll=false"
+        return f"{ws}/events?app={quote(self.app)}&subscribeAll=false"
+
+    def _auth_header(self) -> dict[str, str]:
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
 
     async def _run(self) -> None:
         """One reconnect supervisor: backoff with jitter, not ready during the gap, resync."""
@@ -206,7 +210,8 @@ class AsteriskAdapter:
         while True:
             try:
                 async with websockets.connect(
-                    self._ws_url(), open_timeout=5, ping_interval=self.keepalive_s,
+                    self._ws_url(), additional_headers=self._auth_header(), open_timeout=5,
+                    ping_interval=self.keepalive_s,
                     ping_timeout=self.keepalive_timeout_s, close_timeout=self.keepalive_timeout_s,
                     max_size=2**22,
                 ) as ws:

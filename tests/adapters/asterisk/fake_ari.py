@@ -73,6 +73,7 @@ class FakeARI:
         self.stored: set[str] = set()
         self.endpoints: dict[str, Behaviour] = {}
         self.sockets: list[web.WebSocketResponse] = []
+        self.ws_auth: list[str] = []  # how each events socket authenticated: "header" or "api_key"
         self.wire_log: list[str] = []                 # every event sent (for fixtures)
         self.requests: list[tuple[str, str]] = []
         self.failures: list[tuple[str, re.Pattern[str], int]] = []
@@ -120,6 +121,7 @@ class FakeARI:
         return await handler(request)
 
     async def _events_ws(self, request: web.Request) -> web.StreamResponse:
+        self.ws_auth.append("api_key" if "api_key" in request.query else "header")
         if request.query.get("app") != self.app_name:
             return web.json_response({"message": "Invalid application provided in param [app]."}, status=400)
         ws = web.WebSocketResponse(protocols=("ari",))

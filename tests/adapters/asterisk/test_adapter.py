@@ -225,3 +225,10 @@ async def test_a_field_malformed_on_use_is_a_counted_wire_error_not_a_crash() ->
     for line in (FIX / "caller_hangup_while_queued.jsonl").read_text().splitlines():
         await adapter.handle_message(line)  # the adapter goes on with the next calls
     assert not adapter._queue.empty()
+
+
+async def test_events_socket_authenticates_with_a_header_never_a_password_in_the_url() -> None:
+    async with running() as (fake, adapter, _col):
+        assert adapter.ready
+        assert fake.ws_auth == ["header"]
+        assert "api_key" not in adapter._ws_url() and adapter.password not in adapter._ws_url()
