@@ -63,7 +63,7 @@ import threading
 import time
 import wave
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -123,6 +123,31 @@ class _LineCall:
     digits: int = 0
     done: threading.Event = field(default_factory=threading.Event)
 
+
+def _daemon_call(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Run a blocking call in its own daemon thread.
+
+    Not the loop's default executor: pyVoIP's de-REGISTER can wait forever on a registrar
+    that is gone, and the loop's shutdown waits for every executor thread (the process
+    would hang on exit); a daemon thread given up on by a timeout is simply left behind.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            fut.set_result(value) if ok else fut.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome = (True, fn())
+        except BaseException as exc:  # handed to the awaiting coroutine
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="sip-stop", daemon=True).start()
+    return fut
 
 @register("sip")
 class SipAdapter:
@@ -302,7 +327,7 @@ class SipAdapter:
         if phone is None:
             return
         try:
-            await asyncio.wait_for(asyncio.to_thread(phone.stop), self._stop_timeout)
+            await asyncio.wait_for(_daemon_call(phone.stop), self._stop_timeout)
         except (TimeoutError, Exception) as exc:
             # pyVoIP's de-REGISTER waits for a registrar that may be gone: give up on it
             log.warning("sip_stop_timeout", provider=self.name, error=repr(exc))
