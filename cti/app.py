@@ -241,6 +241,7 @@ class CtiApp:
             dispatch=self.dispatch,
             reservations=open_reservations(self.settings.bus.url),
             publish_event=self.publish_event,
+            publish_events=self.publish_events,
             record_decision=self._record_decision,
             lookup=crm_lookup(self.lookup),
             node_id=self.node_id,
@@ -499,6 +500,9 @@ class CtiApp:
     async def publish_event(self, event: CallEvent) -> None:
         await self.bus.publish(S.EVENTS, event.to_dict())
 
+    async def publish_events(self, events: list[CallEvent]) -> None:
+        await self.bus.publish_many(S.EVENTS, [e.to_dict() for e in events])
+
     async def dispatch(self, provider: str, command: Command) -> CommandResult:
         adapter = self.adapters.get(provider)
         if adapter is not None:
@@ -541,6 +545,7 @@ class CtiApp:
     async def _on_routing_events(self, batch: list[Message]) -> None:
         events = self._events(batch)
         await self._prefetch_callers(events)
+        routed: list[CallEvent] = []
         for e in events:
             msg = self.directory.on_event(e)
             if msg is not None:
@@ -548,13 +553,15 @@ class CtiApp:
             if self.router is None:
                 continue
             if e.kind is EventKind.AGENT_STATE_CHANGED:
-                await self.router.on_event(e)
+                routed.append(e)
             elif e.provider in self.adapters:
                 # providers that ring their agent themselves (a SIP line) are not queued by us,
                 # but their ringing/answered/ended facts still keep agent states right
                 if e.kind is EventKind.QUEUED and Capability.CONNECT not in self.adapters[e.provider].capabilities:
                     continue
-                await self.router.on_event(e)
+                routed.append(e)
+        if routed and self.router is not None:
+            await self.router.on_events(routed)
 
     async def _prefetch_callers(self, events: list[CallEvent]) -> None:
         """Look up a batch's new callers at once: the router awaits each queued call's CRM match in

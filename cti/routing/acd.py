@@ -64,11 +64,13 @@ UNREACHABLE_BLOCK_S = 1.0   # an agent whose reservation could not be checked (R
 class _Outbox:
     commands: list[tuple[Offer | Overflow, str, Command]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    states: list[CallEvent] = field(default_factory=list)  # agent_state_changed, published under the lock
 
 
 class Router:
     def __init__(self, settings: Settings, *, clock: Any, dispatch: Dispatch, reservations: Any,
                  publish_event: Callable[[CallEvent], Any] | None = None,
+                 publish_events: Callable[[list[CallEvent]], Any] | None = None,
                  record_decision: Callable[[Decision], Any] | None = None,
                  lookup: Lookup | None = None, tick_s: float = 0.5, ring_grace_s: float = 3.0,
                  lookup_timeout_s: float = 0.5, node_id: str | None = None) -> None:
@@ -77,6 +79,7 @@ class Router:
         self._dispatch = dispatch
         self.reservations = reservations
         self._publish = publish_event
+        self._publish_many = publish_events
         self._record = record_decision
         self._lookup = lookup
         self.lookup_timeout_s = lookup_timeout_s
@@ -126,18 +129,34 @@ class Router:
 
     async def on_event(self, ev: CallEvent) -> None:
         """Consume one normalized call event; never raises for a bad event (logs it)."""
-        if not self._first_time(ev.event_id):
+        await self.on_events([ev])
+
+    async def on_events(self, events: list[CallEvent]) -> None:
+        """Consume a batch of events in order; never raises for a bad event (logs it).
+
+        One lock, one state publish and one send for the whole batch: done per event, the
+        round trips (not the decisions, which take microseconds) set the routing rate.
+        """
+        fresh = [ev for ev in events if self._first_time(ev.event_id)]
+        if not fresh:
             return
-        try:
-            contact = owner = None
+        contacts: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
+        for ev in fresh:
             if ev.kind is EventKind.QUEUED:
-                contact, owner = await self._contact_for(ev)
-            async with self._lock:
-                actions = self._handle(ev, contact, owner)
-                commands = await self._carry_out(actions)
-            await self._send(commands)
-        except Exception:
-            log.exception("routing_event_failed", call_id=ev.call_id, kind=str(ev.kind), event_id=ev.event_id)
+                try:
+                    contacts[ev.event_id] = await self._contact_for(ev)
+                except Exception:
+                    log.exception("routing_event_failed", call_id=ev.call_id, kind=str(ev.kind), event_id=ev.event_id)
+        box = _Outbox()
+        async with self._lock:
+            for ev in fresh:
+                try:
+                    contact, owner = contacts.get(ev.event_id, (None, None))
+                    await self._carry_out(self._handle(ev, contact, owner), box)
+                except Exception:
+                    log.exception("routing_event_failed", call_id=ev.call_id, kind=str(ev.kind), event_id=ev.event_id)
+            await self._flush_states(box)
+        await self._send(box)
 
     async def _contact_for(self, ev: CallEvent) -> tuple[dict[str, Any] | None, str | None]:
         data = ev.data or {}
@@ -302,16 +321,19 @@ class Router:
 
     # ---- carrying out actions --------------------------------------------------------
 
-    async def _carry_out(self, actions: list[Action]) -> _Outbox:
-        """Reserve agents and publish state changes (under the lock); return commands and decisions."""
-        box = _Outbox()
+    async def _carry_out(self, actions: list[Action], into: _Outbox | None = None) -> _Outbox:
+        """Reserve agents (under the lock); collect state changes, commands and decisions.
+
+        Without `into`, the state changes are published before returning (still under the lock,
+        so agents' states reach the bus in the order they happened)."""
+        box = into if into is not None else _Outbox()
         commands = box.commands
         pending = list(actions)
         while pending:
             act = pending.pop(0)
             if isinstance(act, StateChange):
                 if not act.remote:
-                    await self._publish_state(act)
+                    box.states.append(self._state_event(act))
             elif isinstance(act, LegEnded):
                 try:
                     await self.reservations.release(act.agent, act.call_id)
@@ -365,6 +387,8 @@ class Router:
                     commands.append((act, act.provider, Play(act.provider_call_id, act.target)))
                 else:
                     log.info("routing_overflow", call_id=act.call_id, queue=act.queue, kind=act.kind)
+        if into is None:
+            await self._flush_states(box)
         return box
 
     async def _send(self, box: _Outbox) -> None:
@@ -402,11 +426,9 @@ class Router:
                     more = await self._carry_out(actions)
                 await self._send(more)
 
-    async def _publish_state(self, sc: StateChange) -> None:
-        if self._publish is None:
-            return
+    def _state_event(self, sc: StateChange) -> CallEvent:
         at = datetime.fromtimestamp(sc.at, UTC)
-        ev = CallEvent(
+        return CallEvent(
             event_id=make_event_id("cti", "agent_state", sc.agent, repr(sc.at), sc.previous, sc.state),
             # an agent-scoped id (not ""): stream consumers that require a call_id accept it
             provider="cti", provider_call_id="", call_id=f"agent:{sc.agent}", kind=EventKind.AGENT_STATE_CHANGED,
@@ -414,12 +436,26 @@ class Router:
             data={"state": sc.state.value, "reason": sc.reason, "previous": sc.previous.value,
                   "node": self.node_id},
         )
+
+    async def _flush_states(self, box: _Outbox) -> None:
+        """Publish the collected agent_state_changed events: one bus round trip when it can batch."""
+        states, box.states = box.states, []
+        if not states:
+            return
         try:
-            res = self._publish(ev)
-            if inspect.isawaitable(res):
-                await res
+            if self._publish_many is not None:
+                res = self._publish_many(states)
+                if inspect.isawaitable(res):
+                    await res
+                return
+            if self._publish is None:
+                return
+            for ev in states:
+                res = self._publish(ev)
+                if inspect.isawaitable(res):
+                    await res
         except Exception:
-            log.exception("routing_publish_failed", agent=sc.agent)
+            log.exception("routing_publish_failed", agents=sorted({ev.agent or "" for ev in states}))
 
     def _keep(self, d: Decision) -> None:
         lst = self._decisions.get(d.call_id)
