@@ -345,3 +345,19 @@ async def test_reservation_store_outage_delays_offers_but_loses_no_call_and_no_r
     await h.router.tick()
     assert len(h.connects()) == 2 and h.connects()[1].provider_call_id == "p2"
     assert make_call_id("default", "pbx", "p1") not in await h.resv.held(first)   # the failed release was replayed
+
+
+async def test_a_batch_is_routed_with_one_state_publish_in_event_order():
+    batches: list[list[CallEvent]] = []
+
+    async def publish_many(evs):
+        batches.append(list(evs))
+
+    h = Harness(publish_events=publish_many)
+    await h.login("alice", "bob")
+    batches.clear()
+    await h.router.on_events([h.ev("queued", pcid=f"p{i}", queue="support") for i in range(2)])
+    assert len(h.connects()) == 2
+    assert len(batches) == 1, "one bus round trip for the whole batch's agent states"
+    assert [(e.agent, e.data["state"]) for e in batches[0]] == [(c.targets[0][0], "ringing") for c in h.connects()]
+    assert h.published == []  # the single-event path is not used when the batch path exists
