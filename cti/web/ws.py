@@ -2,9 +2,9 @@
 
 - Authenticated before the upgrade (token + Origin check); refused upgrades are
   plain HTTP 401/403, so nothing is half-open.
-- One bounded outbound queue and one writer task per connection: a broadcast
-  never awaits a socket, and a client that stops reading is dropped when its
-  queue is full (others are unaffected).
+- One bounded outbound queue per connection, drained by a writer task that runs
+  only while messages wait: a broadcast never awaits a socket, and a client that
+  stops reading is dropped when its queue is full (others are unaffected).
 - A `snapshot` is the first message of every connection, so a reconnecting
   panel never misses a pop.
 - A revoked or expired token closes its open sockets (checked every second).
@@ -19,7 +19,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -91,7 +91,7 @@ class Outbox:
         return self.get_nowait()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
     principal: Principal
     ws: web.WebSocketResponse
@@ -99,8 +99,12 @@ class Connection:
     agent_team: str | None = None
     dropped: bool = False
     close_code: int = CLOSE_TOO_SLOW
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     transport: Any = None  # the TCP transport, to cut a client that never reads
+    # Served sockets get a writer task only while messages wait (`Hub._kick`): most connected
+    # agents are idle most of the time, and a parked task per socket costs ~1 KB of the
+    # per-agent memory budget. Connections built by hand (tests) drain their own queue.
+    drain: bool = False
+    writer: asyncio.Task[None] | None = None
 
 
 def origin_allowed(origin: str | None, allowed: list[str], host: str | None) -> bool:
@@ -158,11 +162,17 @@ class Hub:
         return len(self._all)
 
     # ---- delivery -----------------------------------------------------------
+    def _kick(self, conn: Connection) -> None:
+        """Start the connection's writer if messages wait and none runs (one at a time: order)."""
+        if conn.drain and (conn.writer is None or conn.writer.done()):
+            conn.writer = asyncio.get_running_loop().create_task(self._writer(conn))
+
     def _offer(self, conn: Connection, text: str) -> None:
         if conn.dropped:
             return
         try:
             conn.queue.put_nowait(text)
+            self._kick(conn)
         except asyncio.QueueFull:
             conn.dropped = True
             if self.metrics:
@@ -172,6 +182,7 @@ class Hub:
             with contextlib.suppress(asyncio.QueueEmpty):
                 conn.queue.get_nowait()
             conn.queue.put_nowait(None)
+            self._kick(conn)
             # a full queue usually means the writer is blocked sending to a client that
             # stopped reading: it would never reach the sentinel, so cut the connection
             # if it is still open shortly (the reader loop then ends and unregisters it)
@@ -232,6 +243,7 @@ class Hub:
                 conn.dropped = True
                 conn.close_code = CLOSE_BAD_TOKEN
                 conn.queue.put_nowait(None)
+                self._kick(conn)
                 n += 1
         return n
 
@@ -258,7 +270,7 @@ class Hub:
         # zlib window of ~256 KB (13x the memory budget of a connected agent) for messages of a few KB
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024, compress=False)
         await ws.prepare(request)
-        conn = Connection(principal, ws, Outbox(self.queue_max), transport=request.transport)
+        conn = Connection(principal, ws, Outbox(self.queue_max), transport=request.transport, drain=True)
         try:
             first = await snapshot(principal)
         except Exception:
@@ -267,8 +279,8 @@ class Hub:
         # register before the snapshot is queued: nothing published meanwhile is lost
         self.add(conn)
         conn.queue.put_nowait(json.dumps(first, default=str))
-        writer = asyncio.create_task(self._writer(conn), name=f"ws-writer-{principal.user}")
-        conn.tasks.append(writer)
+        del first  # this frame lives as long as the socket: keep no copy of the snapshot
+        self._kick(conn)
         try:
             async for msg in ws:
                 # clients only send pings/acks; anything else is ignored
@@ -276,24 +288,31 @@ class Hub:
                     self._offer(conn, '{"type":"pong"}')
         finally:
             self.remove(conn)
-            if conn.dropped and not writer.done():
-                # the writer is closing the socket (our close code); cancelling it now
-                # would turn a clean 4401/4408 into an abnormal closure
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(writer), 5)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+            conn.drain = False  # nothing starts a writer any more
+            writer = conn.writer
+            if writer is not None:
+                if conn.dropped and not writer.done():
+                    # the writer is closing the socket (our close code); cancelling it now
+                    # would turn a clean 4401/4408 into an abnormal closure
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(writer), 5)
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
         return ws
 
     async def _writer(self, conn: Connection) -> None:
+        """Send what waits, then end (the next message starts a new writer)."""
         ws = conn.ws
         try:
-            while True:
-                text = await conn.queue.get()
+            while not conn.queue.empty():
+                text = conn.queue.get_nowait()
                 if text is None:
                     await ws.close(code=conn.close_code, message=b"closed by server")
                     return
                 await ws.send_str(text)
         except (ConnectionResetError, RuntimeError):
             return
+        finally:
+            if conn.writer is asyncio.current_task():
+                conn.writer = None  # a finished task kept per idle socket is memory for nothing
