@@ -195,7 +195,8 @@ class ScreenPop:
         self._pops = _PopIndex()  # (call_id, agent) -> last message sent
         self._popping: set[tuple[str, str]] = set()
         self._seen: set[str] = set()
-        self._seen_order: deque[str] = deque(maxlen=100_000)
+        # a few ids per call (ringing legs, "ended:"): 30,000 covers minutes of redelivery at any rate
+        self._seen_order: deque[str] = deque(maxlen=30_000)
         self._tasks: set[asyncio.Task[None]] = set()  # pending-lookup updates
         self._pop_tasks: set[asyncio.Task[None]] = set()  # pops being built
         self._late: dict[tuple[str, str], asyncio.Task[Any]] = {}  # history still on its way

@@ -361,3 +361,19 @@ async def test_a_batch_is_routed_with_one_state_publish_in_event_order():
     assert len(batches) == 1, "one bus round trip for the whole batch's agent states"
     assert [(e.agent, e.data["state"]) for e in batches[0]] == [(c.targets[0][0], "ringing") for c in h.connects()]
     assert h.published == []  # the single-event path is not used when the batch path exists
+
+
+async def test_duplicate_filter_forgets_ids_older_than_its_window():
+    # the filter is there for redeliveries (seconds to minutes late); keeping every id of the
+    # day made a node's memory grow for as long as it ran
+    from cti.routing.acd import SEEN_EVENTS_TTL_S
+
+    h = Harness()
+    await h.login("alice")
+    first = h.ev("queued", pcid="p1", queue="support")
+    await h.router.on_event(first)
+    await h.router.on_event(first)
+    assert len(h.connects()) == 1          # within the window: a duplicate is ignored
+    await h.clock.advance(SEEN_EVENTS_TTL_S + 1)
+    await h.router.on_event(h.ev("ringing", pcid="p1", agent="alice"))
+    assert first.event_id not in h.router._seen and len(h.router._seen) == 1
