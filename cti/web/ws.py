@@ -43,16 +43,16 @@ class Outbox:
     """A connection's bounded outbound queue: the part of `asyncio.Queue` the hub uses.
 
     asyncio.Queue holds three deques and an Event (~3 KB) for its whole life; this holds a
-    deque only while messages wait, and one future while its writer waits (an idle agent's
-    socket is most of the time, and memory per connected agent is a budget).
+    deque only while messages wait (an idle agent's socket is most of the time, and memory
+    per connected agent is a budget). Nothing waits on it: the hub starts a writer when it
+    puts a message (`Hub._kick`).
     """
 
-    __slots__ = ("_items", "_maxsize", "_waiter")
+    __slots__ = ("_items", "_maxsize")
 
     def __init__(self, maxsize: int = 0) -> None:
         self._items: deque[str | None] | None = None
         self._maxsize = maxsize
-        self._waiter: asyncio.Future[None] | None = None
 
     def qsize(self) -> int:
         return len(self._items) if self._items else 0
@@ -69,9 +69,6 @@ class Outbox:
         if self._items is None:
             self._items = deque()
         self._items.append(item)
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
     def get_nowait(self) -> str | None:
         if not self._items:
@@ -80,15 +77,6 @@ class Outbox:
         if not self._items:
             self._items = None
         return item
-
-    async def get(self) -> str | None:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self.get_nowait()
 
 
 @dataclass(eq=False, slots=True)
