@@ -91,10 +91,10 @@ class Router:
         self._decisions: OrderedDict[str, list[Decision]] = OrderedDict()
         self._lock = asyncio.Lock()
         self._refreshed_at = 0.0
-        # reservation writes that failed because the store was unreachable, replayed by tick():
-        # (agent, call_id) -> "release" | "reserve". Dropping them would leave an agent held
-        # for minutes (release) or unguarded against other nodes (reserve).
-        self._unsynced: dict[tuple[str, str], str] = {}
+        # releases that failed because the store was unreachable, replayed by tick(): dropping
+        # one would leave its agent held for minutes. (A failed on-call reserve needs no list:
+        # it makes the periodic refresh of every connected leg due at once.)
+        self._unreleased: set[tuple[str, str]] = set()
 
     # ---- time --------------------------------------------------------------------
 
@@ -271,36 +271,34 @@ class Router:
             now = self._now()
             actions = self.engine.advance(now)
             commands = await self._carry_out(actions)
-            if self._unsynced:
-                await self._replay_unsynced()
+            if self._unreleased:
+                await self._replay_releases()
             if now - self._refreshed_at >= REFRESH_S:
-                self._refreshed_at = now
-                await self._refresh_reservations()
+                # a refresh that could not finish (store unreachable) is due again next tick
+                self._refreshed_at = now if await self._refresh_reservations() else 0.0
         await self._send(commands)
 
-    async def _refresh_reservations(self) -> None:
-        """Keep the reservations of agents on calls alive (they expire if this node dies)."""
+    async def _refresh_reservations(self) -> bool:
+        """Keep the reservations of agents on calls alive (they expire if this node dies).
+        False when the store could not be reached."""
         for rt in self.engine.agents.values():
             for call_id, kind in list(rt.legs.items()):
                 if kind == "connected":
                     try:
                         await self.reservations.reserve(rt.id, call_id, capacity=rt.cfg.capacity,
                                                         ttl_s=ON_CALL_TTL_S)
-                    except Exception:
-                        log.warning("routing_reservation_refresh_failed", agent=rt.id, exc_info=True)
-                        return
+                    except Exception as exc:
+                        log.warning("routing_reservation_refresh_failed", agent=rt.id, error=repr(exc)[:200])
+                        return False
+        return True
 
-    async def _replay_unsynced(self) -> None:
-        for (agent, call_id), op in list(self._unsynced.items()):
-            rt = self.engine.agents.get(agent)
+    async def _replay_releases(self) -> None:
+        for agent, call_id in list(self._unreleased):
             try:
-                if op == "release":
-                    await self.reservations.release(agent, call_id)
-                elif rt is not None and rt.legs.get(call_id) == "connected":
-                    await self.reservations.reserve(agent, call_id, capacity=rt.cfg.capacity, ttl_s=ON_CALL_TTL_S)
+                await self.reservations.release(agent, call_id)
             except Exception:
                 return  # still unreachable: keep them all for the next tick
-            del self._unsynced[(agent, call_id)]
+            self._unreleased.discard((agent, call_id))
         log.info("routing_reservations_resynced")
 
     async def _reserve(self, agent: str, call_id: str, *, capacity: int, ttl_s: float) -> bool | None:
@@ -340,16 +338,16 @@ class Router:
             elif isinstance(act, LegEnded):
                 try:
                     await self.reservations.release(act.agent, act.call_id)
-                    self._unsynced.pop((act.agent, act.call_id), None)
+                    self._unreleased.discard((act.agent, act.call_id))
                 except Exception as exc:
                     log.warning("routing_reservations_unreachable", agent=act.agent, call_id=act.call_id,
                                 error=repr(exc)[:200])
-                    self._unsynced[(act.agent, act.call_id)] = "release"
+                    self._unreleased.add((act.agent, act.call_id))
             elif isinstance(act, LegConnected):
                 rt = self.engine.agents.get(act.agent)
                 if await self._reserve(act.agent, act.call_id, capacity=rt.cfg.capacity if rt else 1,
                                        ttl_s=ON_CALL_TTL_S) is None:
-                    self._unsynced[(act.agent, act.call_id)] = "reserve"
+                    self._refreshed_at = 0.0  # re-reserve every connected leg on the next tick
             elif isinstance(act, Offer):
                 box.decisions.append(act.decision)
                 self._keep(act.decision)
