@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,25 +32,31 @@ class AppClient:
         return self.app.adapters["sim"]
 
 
-async def make_app(tmp: Path, **sim_overrides: Any) -> Any:
+async def start_app(settings: Any, node_id: str = "it") -> Any:
+    """Migrate, seed the demo directory, start the app."""
     from cti.app import CtiApp
     from cti.demo.run import seed_directory
     from cti.store.migrate import upgrade_async
-    from tests.e2e.conftest import build_live_settings
 
-    settings = build_live_settings(tmp, 8080, **sim_overrides)
     await upgrade_async(settings.store.url)
     await seed_directory(settings)
-    app = CtiApp(settings, node_id="it")
+    app = CtiApp(settings, node_id=node_id)
     await app.start()
     return app
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[AppClient]:
+async def make_app(tmp: Path, **sim_overrides: Any) -> Any:
+    from tests.e2e.conftest import build_live_settings
+
+    return await start_app(build_live_settings(tmp, 8080, **sim_overrides))
+
+
+@contextlib.asynccontextmanager
+async def app_client(settings: Any, node_id: str = "it") -> AsyncIterator[AppClient]:
+    """A started app with its agents signed in, and an HTTP client on it; both stopped after."""
     from cti.demo.run import agents_log_in
 
-    app = await make_app(tmp_path)
+    app = await start_app(settings, node_id)
     await agents_log_in(app)
     client = TestClient(TestServer(app.web_app))
     await client.start_server()
@@ -58,3 +65,11 @@ async def api(tmp_path: Path) -> AsyncIterator[AppClient]:
     finally:
         await client.close()
         await app.stop()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[AppClient]:
+    from tests.e2e.conftest import build_live_settings
+
+    async with app_client(build_live_settings(tmp_path, 8080)) as client:
+        yield client

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from tests.integration.conftest import AppClient
+from tests.integration.conftest import app_client as integration_app_client
 from tests.transcribe.conftest import recognizer  # noqa: F401  (the real tiny.en model, session-wide)
 
 
@@ -29,24 +29,9 @@ def live_settings(tmp: Path, update: dict[str, Any] | None = None) -> Any:
     return Settings.model_validate(merge(d, update or {}))
 
 
-@contextlib.asynccontextmanager
-async def app_client(settings: Any) -> AsyncIterator[AppClient]:
-    from cti.app import CtiApp
-    from cti.demo.run import agents_log_in, seed_directory
-    from cti.store.migrate import upgrade_async
-
-    await upgrade_async(settings.store.url)
-    await seed_directory(settings)
-    app = CtiApp(settings, node_id="sec")
-    await app.start()
-    await agents_log_in(app)
-    client = TestClient(TestServer(app.web_app))
-    await client.start_server()
-    try:
-        yield AppClient(app, client)
-    finally:
-        await client.close()
-        await app.stop()
+def app_client(settings: Any) -> contextlib.AbstractAsyncContextManager[AppClient]:
+    """The integration tests' app and client, under this suite's node name."""
+    return integration_app_client(settings, node_id="sec")
 
 
 @pytest.fixture
