@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,9 +29,16 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 SUPPORT = "100"  # the demo support queue's short number
 
 
-async def test_provider_cut_mid_call_then_back_each_completed_call_once(
-    redis_url: str, pg_url: str, tmp_path: Path
-) -> None:
+def _answering(fake: FakeARI, settings: Any) -> FakeARI:
+    """Every demo agent's PBX endpoint answers after 50 ms."""
+    for a in settings.agents:
+        fake.endpoints[f"PJSIP/{a.id}"] = Behaviour("answer", 0.05)
+    return fake
+
+
+async def _ari_behind_proxy(tmp_path: Path, redis_url: str, pg_url: str) -> tuple[FakeARI, TcpProxy, Any]:
+    """A fake Asterisk (agents answering) reached through the TCP proxy, and the demo
+    world's settings with that PBX as provider `pbx`."""
     from cti.config import Settings
     from tests.faults.conftest import fault_settings
 
@@ -38,15 +46,20 @@ async def test_provider_cut_mid_call_then_back_each_completed_call_once(
     await fake.start()
     proxy = TcpProxy("127.0.0.1", fake.port)
     port = await proxy.start()
-    base = fault_settings(tmp_path, bus_url=redis_url, store_url=pg_url)
-    d = base.model_dump()
+    d = fault_settings(tmp_path, bus_url=redis_url, store_url=pg_url).model_dump()
     d["providers"].append({"name": "pbx", "type": "asterisk", "url": f"http://127.0.0.1:{port}",
                            "username": "cti", "password": "secret", "app": "cti",
                            "backoff_initial_s": 0.05, "backoff_max_s": 0.3})
     for a in d["agents"]:
         a["endpoints"]["pbx"] = f"PJSIP/{a['id']}"
-        fake.endpoints[f"PJSIP/{a['id']}"] = Behaviour("answer", 0.05)
     settings = Settings.model_validate(d)
+    return _answering(fake, settings), proxy, settings
+
+
+async def test_provider_cut_mid_call_then_back_each_completed_call_once(
+    redis_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    fake, proxy, settings = await _ari_behind_proxy(tmp_path, redis_url, pg_url)
     app = await start_app(settings)
     try:
         await wait_for(lambda: app.adapters["pbx"].ready, 10, "the ARI adapter to connect")
@@ -92,29 +105,8 @@ async def test_provider_restart_ends_the_calls_it_lost_each_once(
     """The PBX restarts (a new Asterisk, no channels): after the reconnect the resync finds
     none of the calls in progress, so each is ended once, with one record and one activity;
     calls made on the new PBX flow normally."""
-    from cti.config import Settings
-    from tests.faults.conftest import fault_settings
-
-    fake = FakeARI()
-    await fake.start()
-    proxy = TcpProxy("127.0.0.1", fake.port)
-    port = await proxy.start()
-    base = fault_settings(tmp_path, bus_url=redis_url, store_url=pg_url)
-    d = base.model_dump()
-    d["providers"].append({"name": "pbx", "type": "asterisk", "url": f"http://127.0.0.1:{port}",
-                           "username": "cti", "password": "secret", "app": "cti",
-                           "backoff_initial_s": 0.05, "backoff_max_s": 0.3})
-    for a in d["agents"]:
-        a["endpoints"]["pbx"] = f"PJSIP/{a['id']}"
-    settings = Settings.model_validate(d)
+    fake, proxy, settings = await _ari_behind_proxy(tmp_path, redis_url, pg_url)
     fakes = [fake]
-
-    def answering(f: FakeARI) -> FakeARI:
-        for a in d["agents"]:
-            f.endpoints[f"PJSIP/{a['id']}"] = Behaviour("answer", 0.05)
-        return f
-
-    answering(fake)
     app = await start_app(settings)
     try:
         await wait_for(lambda: app.adapters["pbx"].ready, 10, "the ARI adapter to connect")
@@ -128,7 +120,7 @@ async def test_provider_restart_ends_the_calls_it_lost_each_once(
 
         await fake.close()                      # the PBX goes down ...
         proxy.cut()
-        fake2 = answering(FakeARI())            # ... and comes back empty
+        fake2 = _answering(FakeARI(), settings)  # ... and comes back empty
         fake2._ids = itertools.count(1000)      # a real Asterisk's new uniqueids differ from the old ones
         fakes.append(fake2)
         await fake2.start()
