@@ -32,6 +32,23 @@ async def proxied(redis_url: str):
         await proxy.close()
 
 
+@contextlib.asynccontextmanager
+async def _consuming(bus: RedisBus):
+    """Consume stream "s" (group "g") into a list of the entries' "n" while the block runs."""
+    got: list[int] = []
+
+    async def handler(batch: list[Message]) -> None:
+        got.extend(m.data["n"] for m in batch)
+
+    task = asyncio.create_task(bus.consume("s", "g", "c1", handler))
+    try:
+        yield got, task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _wait(cond, within: float) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + within
@@ -42,14 +59,8 @@ async def _wait(cond, within: float) -> None:
 
 async def test_consumer_survives_a_cut_and_an_outage_and_loses_nothing(proxied) -> None:
     proxy, bus, direct = proxied
-    got: list[int] = []
-
-    async def handler(batch: list[Message]) -> None:
-        got.extend(m.data["n"] for m in batch)
-
     with capture_logs() as logs:
-        task = asyncio.create_task(bus.consume("s", "g", "c1", handler))
-        try:
+        async with _consuming(bus) as (got, task):
             await direct.publish_many("s", [{"n": i} for i in range(10)])
             await _wait(lambda: len(set(got)) == 10, 5)
             proxy.refuse(True)
@@ -61,10 +72,6 @@ async def test_consumer_survives_a_cut_and_an_outage_and_loses_nothing(proxied) 
             proxy.refuse(False)
             await _wait(lambda: set(got) == set(range(20)), 15)
             assert await bus.ping() is True
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     assert any(e["event"] == "bus_connection_lost" for e in logs)
     assert any(e["event"] == "bus_reconnected" for e in logs)
     assert await direct.lag("s", "g") == 0
@@ -72,14 +79,8 @@ async def test_consumer_survives_a_cut_and_an_outage_and_loses_nothing(proxied) 
 
 async def test_a_silently_hanging_connection_is_detected_by_the_socket_timeout(proxied) -> None:
     proxy, bus, direct = proxied
-    got: list[int] = []
-
-    async def handler(batch: list[Message]) -> None:
-        got.extend(m.data["n"] for m in batch)
-
     with capture_logs() as logs:
-        task = asyncio.create_task(bus.consume("s", "g", "c1", handler))
-        try:
+        async with _consuming(bus) as (got, _task):
             await direct.publish("s", {"n": 0})
             await _wait(lambda: got == [0], 5)
             proxy.blackhole(True)  # no FIN, no RST: only a timeout can notice
@@ -88,10 +89,6 @@ async def test_a_silently_hanging_connection_is_detected_by_the_socket_timeout(p
             assert got == [0]
             proxy.blackhole(False)
             await _wait(lambda: 1 in got, 15)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     lost = [e for e in logs if e["event"] == "bus_connection_lost"]
     assert lost and "Timeout" in lost[0]["error"]
 
