@@ -275,7 +275,10 @@ class TwilioAdapter:
         if info.last_at is None or ev.occurred_at > info.last_at:
             info.last_at = ev.occurred_at
 
-    async def _handle(self, request: web.Request, parse: Any, **flags: Any) -> web.Response:
+    async def _parsed(self, request: web.Request, parse: Any, **flags: Any
+                      ) -> tuple[dict[str, str], str, list[CallEvent]] | web.Response:
+        """The callback read, checked and parsed: (params, dedupe key, events), or the reply
+        that refuses it (bad signature, malformed)."""
         got = await self._read(request)
         if isinstance(got, web.Response):
             return got
@@ -284,19 +287,22 @@ class TwilioAdapter:
             events = parse(params, dict(request.query), self._wctx, self._clock.now(), **flags)
         except wire.WireError as exc:
             return self._malformed(request, exc)
+        return params, key, events
+
+    async def _handle(self, request: web.Request, parse: Any, **flags: Any) -> web.Response:
+        got = await self._parsed(request, parse, **flags)
+        if isinstance(got, web.Response):
+            return got
+        _params, key, events = got
         await self._publish(events)
         self._remember(key)
         return web.Response(status=200, text=wire.twiml(), content_type="text/xml")
 
     async def _on_voice(self, request: web.Request) -> web.Response:
-        got = await self._read(request)
+        got = await self._parsed(request, wire.inbound_events)
         if isinstance(got, web.Response):
             return got
-        params, key = got
-        try:
-            events = wire.inbound_events(params, dict(request.query), self._wctx, self._clock.now())
-        except wire.WireError as exc:
-            return self._malformed(request, exc)
+        params, key, events = got
         info = self._info(params["CallSid"])
         info.number = params.get("To")
         await self._publish(events)
@@ -352,14 +358,10 @@ class TwilioAdapter:
         return await self._handle(request, wire.recording_events)
 
     async def _on_conference(self, request: web.Request) -> web.Response:
-        got = await self._read(request)
+        got = await self._parsed(request, wire.conference_events)
         if isinstance(got, web.Response):
             return got
-        params, key = got
-        try:
-            events = wire.conference_events(params, dict(request.query), self._wctx, self._clock.now())
-        except wire.WireError as exc:
-            return self._malformed(request, exc)
+        params, key, events = got
         parent = request.query.get("parent") or params.get("FriendlyName")
         if parent and params.get("ConferenceSid"):
             # participant updates address the conference by its sid
