@@ -151,6 +151,9 @@ class _CallInfo:
     status: str | None = None  # lookup status once known
     matches: list[Contact] = field(default_factory=list)
     lookup_started: bool = False
+    prefetched: bool = False
+    # (history keys, last calls, last summary) read when the call arrived
+    history: tuple[tuple[str, ...], list[dict[str, Any]], dict[str, Any] | None] | None = None
     stopped: set[str] = field(default_factory=set)  # agents whose leg stopped ringing
     answered_by: str | None = None
 
@@ -188,6 +191,7 @@ class ScreenPop:
         self._hist: dict[tuple[str, ...], tuple[float, list[dict[str, Any]], dict[str, Any] | None]] = {}
         self._hist_index: dict[str, set[tuple[str, ...]]] = {}
         self._hist_dirty: dict[str, float] = {}
+        self._hist_inflight: dict[tuple[str, ...], asyncio.Task[Any]] = {}
         self.region = settings.site.default_region
         self._agents = {a.id: a for a in settings.agents}
         self._queues = {q.name: q for q in settings.queues}
@@ -247,6 +251,9 @@ class ScreenPop:
         elif ev.kind is EventKind.TRANSFERRED and ev.agent:
             info.stopped.add(ev.agent)
             self._pops.pop((ev.call_id, ev.agent), None)
+        elif ev.kind in (EventKind.CREATED, EventKind.QUEUED) and not info.prefetched:
+            info.prefetched = True
+            self._spawn(self._prefetch(ev.call_id, info), self._tasks)
         elif ev.kind is EventKind.RINGING and ev.agent:
             key = (ev.call_id, ev.agent)
             if ev.event_id in self._seen or key in self._pops or key in self._popping:
@@ -285,6 +292,27 @@ class ScreenPop:
         msg = {**msg, "history": rows, "last_summary": summary, "update": True}
         self._pops[key] = msg
         await self.publish(msg)
+
+    async def _prefetch(self, call_id: str, info: _CallInfo) -> None:
+        """Look the caller up when the call arrives (IVR, queue), as contact-centre platforms
+        do, not when it rings: by the time an agent's phone rings, the CRM match and the last
+        calls are in memory and the pop is built without waiting on the CRM or the store."""
+        try:
+            number = self._number(info)
+            if number is None or not number.startswith("+"):
+                return
+            status, matches, later = await self.lookup.lookup_fast(number)
+            if later is not None:
+                status, matches = await later
+            if status != OK:
+                return
+            contact = matches[0] if len(matches) == 1 else None
+            keys = self._history_keys(number, contact)
+            # kept with the call, not only in the shared cache: it is valid for this call's pop
+            # however long it queues and even while a previous call's activity is settling
+            info.history = (keys, *await self._cached_history(keys, call_id, info.tenant))
+        except Exception:  # a prefetch is an optimisation: the pop looks up again
+            log.warning("screen_pop_prefetch_failed", call_id=call_id, exc_info=True)
 
     def _still_ringing(self, call_id: str, agent: str) -> bool:
         info = self._calls.get(call_id)
@@ -352,7 +380,7 @@ class ScreenPop:
         history: list[dict[str, Any]] = []
         last_summary = None
         if number or contact:
-            history, last_summary, late = await self._history(call_id, number, contact, info.tenant)
+            history, last_summary, late = await self._history(call_id, number, contact, info)
             if late is not None:
                 self._late[(call_id, agent)] = late
         priority, reasons = self._priority(matches)
@@ -387,24 +415,33 @@ class ScreenPop:
             "update": update,
         }
 
+    def _history_keys(self, number: str | None, contact: Contact | None) -> tuple[str, ...]:
+        return tuple(sorted(
+            k
+            for k in (
+                contact.id if contact and contact.kind == "contact" else None,
+                number if number and number.startswith("+") else None,
+            )
+            if k
+        ))
+
     async def _history(
-        self, call_id: str, number: str | None, contact: Contact | None, tenant: str
+        self, call_id: str, number: str | None, contact: Contact | None, info: _CallInfo
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, asyncio.Task[Any] | None]:
         """(last calls, last summary, None), or ([], None, task) when the store is slower than
         `history_timeout_s`: the pop goes without them and an update follows (`_late`)."""
+        tenant = info.tenant
         try:
-            keys = [
-                k
-                for k in (
-                    contact.id if contact and contact.kind == "contact" else None,
-                    number if number and number.startswith("+") else None,
-                )
-                if k
-            ]
+            keys = self._history_keys(number, contact)
+            if info.history is not None and info.history[0] == keys:
+                return info.history[1], info.history[2], None
+            hit = self._history_hit(keys, call_id)
+            if hit is not None:  # the common case once prefetched: no task, no timer
+                return (*hit, None)
             # the last calls are a nicety: a busy store never holds the pop back. The query is
             # not cancelled on timeout (cancelling a database call mid-flight can wedge the
             # connection pool): it finishes in the background and fills the cache.
-            task = asyncio.get_running_loop().create_task(self._cached_history(tuple(sorted(keys)), call_id, tenant))
+            task = asyncio.get_running_loop().create_task(self._cached_history(keys, call_id, tenant))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(_consume_exception)
@@ -418,14 +455,35 @@ class ScreenPop:
             log.exception("screen_pop_history_failed", call_id=call_id)
             return [], None, None
 
+    def _history_hit(
+        self, keys: tuple[str, ...], call_id: str
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None] | None:
+        hit = self._hist.get(keys)
+        if hit is None or hit[0] <= self.lookup.clock.monotonic():
+            return None
+        rows = [r for r in hit[1] if r["call_id"] != call_id]
+        return rows[: self.history_limit], hit[2]
+
     async def _cached_history(
         self, keys: tuple[str, ...], call_id: str, tenant: str
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        hit = self._history_hit(keys, call_id)
+        if hit is not None:
+            return hit
+        # the pops of a ring-all and the call's prefetch share one query
+        shared = self._hist_inflight.get(keys)
+        if shared is None:
+            shared = asyncio.get_running_loop().create_task(self._query_history(keys, tenant))
+            self._hist_inflight[keys] = shared
+            shared.add_done_callback(lambda _t, k=keys: self._hist_inflight.pop(k, None))
+        rows, summary = await asyncio.shield(shared)
+        rows = [r for r in rows if r["call_id"] != call_id]
+        return rows[: self.history_limit], summary
+
+    async def _query_history(
+        self, keys: tuple[str, ...], tenant: str
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         now = self.lookup.clock.monotonic()
-        hit = self._hist.get(keys)
-        if hit is not None and hit[0] > now:
-            rows = [r for r in hit[1] if r["call_id"] != call_id]
-            return rows[: self.history_limit], hit[2]
         # one more row than shown, so the cached answer still has enough after excluding a call;
         # a few queries at a time: a burst of pops must not exhaust the store's connection pool
         if self._history_waiting >= self.history_queue_max:
@@ -449,8 +507,7 @@ class ScreenPop:
             self._hist[keys] = (now + self.history_ttl_s, rows, summary)
             for k in keys:
                 self._hist_index.setdefault(k, set()).add(keys)
-        rows = [r for r in rows if r["call_id"] != call_id]
-        return rows[: self.history_limit], summary
+        return rows, summary
 
     def invalidate_history(self, *keys: str | None, settle_s: float = 0.0) -> None:
         """Forget cached last calls for these numbers / contact ids (and do not cache them

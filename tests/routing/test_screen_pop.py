@@ -427,19 +427,24 @@ async def test_a_slow_history_query_does_not_hold_the_pop_back(engine):
     await pop.close()
 
 
-async def test_history_queries_are_shed_when_the_store_is_far_behind(engine, monkeypatch):
-    from cti.routing import screen_pop as sp
+class GatedHistory:
+    """Stands in for the store's history query: counts calls, answers once `gate` is set."""
 
-    gate = asyncio.Event()
-    calls = 0
+    def __init__(self, monkeypatch) -> None:
+        from cti.routing import screen_pop as sp
 
-    async def stuck(*_a, **_k):
-        nonlocal calls
-        calls += 1
-        await gate.wait()
+        self.gate = asyncio.Event()
+        self.calls = 0
+        monkeypatch.setattr(sp, "local_history", self)
+
+    async def __call__(self, *_a, **_k):
+        self.calls += 1
+        await self.gate.wait()
         return [], None
 
-    monkeypatch.setattr(sp, "local_history", stuck)
+
+async def test_history_queries_are_shed_when_the_store_is_far_behind(engine, monkeypatch):
+    history = GatedHistory(monkeypatch)
     pop, sent = make_pop(engine, FakeCrm({}))
     pop.history_timeout_s = 0.01
     for i in range(40):
@@ -447,6 +452,68 @@ async def test_history_queries_are_shed_when_the_store_is_far_behind(engine, mon
     await pop.drain()
     assert len(sent) == 40  # every pop went out
     # 4 queries running, at most 16 waiting: the rest were shed, not queued
-    assert calls == 4 and pop._history_waiting == 16
-    gate.set()
+    assert history.calls == 4 and pop._history_waiting == 16
+    history.gate.set()
+    await pop.close()
+
+
+def arrival(call_id: str, kind: EventKind = EventKind.QUEUED, number: str = "+33612345678") -> CallEvent:
+    return CallEvent(
+        event_id=make_event_id("sim", call_id, kind),
+        provider="sim",
+        provider_call_id=call_id,
+        call_id=call_id,
+        kind=kind,
+        occurred_at=T0,
+        queue="support",
+        direction=Direction.INBOUND,
+        from_number=number,
+        to_number="+33170000000",
+    )
+
+
+async def test_the_caller_is_looked_up_when_the_call_arrives_so_the_pop_waits_on_nothing(engine, monkeypatch):
+    from cti.routing import screen_pop as sp
+
+    queries: list[list[str]] = []
+    real = sp.local_history
+
+    async def counting(engine_, keys, *a, **k):
+        queries.append(list(keys))
+        return await real(engine_, keys, *a, **k)
+
+    monkeypatch.setattr(sp, "local_history", counting)
+    crm = FakeCrm({"+33612345678": [CLAIRE]})
+    pop, sent = make_pop(engine, crm)
+    await pop.on_event(arrival("call-1", EventKind.CREATED))
+    await pop.on_event(arrival("call-1", EventKind.QUEUED))  # one prefetch per call
+    for _ in range(200):
+        if queries and not pop._tasks:
+            break
+        await asyncio.sleep(0.005)
+    assert crm.calls == ["+33612345678"] and queries == [["+33612345678", "c-1"]]
+    assert sent == []  # nothing pops before a phone rings
+
+    # a store that stopped answering: the pop is still complete, from what the arrival fetched
+    async def stuck(*_a, **_k):
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(sp, "local_history", stuck)
+    pop.history_timeout_s = 0.01
+    pop._hist.clear()  # even with the shared cache gone (expired, or a settling number)
+    await fire(pop, ringing("call-1", "alice"))
+    assert sent[-1]["contact"]["id"] == "c-1" and sent[-1]["update"] is False
+    assert crm.calls == ["+33612345678"] and not pop._late  # no late-history update pending
+    await pop.close()
+
+
+async def test_a_ring_all_shares_one_history_query(engine, monkeypatch):
+    history = GatedHistory(monkeypatch)
+    pop, sent = make_pop(engine, FakeCrm({"+33612345678": [CLAIRE]}))
+    pop.history_timeout_s = 0.01
+    await pop.on_event(ringing("call-1", "alice"))
+    await pop.on_event(ringing("call-1", "bob"))
+    await pop.drain()
+    assert len(sent) == 2 and history.calls == 1
+    history.gate.set()
     await pop.close()
