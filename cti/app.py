@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import random
 import socket
@@ -32,6 +31,7 @@ from cti.bus import streams as S
 from cti.calls.control import CallControl, ControlError, MonitorSession, RateLimiter
 from cti.clock import Clock, SystemClock
 from cti.config import Settings
+from cti.gc_policy import freeze_loop, tune_gc
 from cti.metrics import Metrics
 from cti.model import AgentState, Call, CallEvent, EventKind, Role
 from cti.services import Services
@@ -40,6 +40,8 @@ from cti.web.auth import Principal, TokenRecord, TokenStore, hash_token
 from cti.web.ws import Hub
 
 log = structlog.get_logger(__name__)
+
+POP_DELIVERED_BY = "delivered_by"  # on the POPS stream: the node that pushed it to its own sockets
 
 
 # ---- agent directory ---------------------------------------------------------------
@@ -110,22 +112,6 @@ class Directory:
 
 def _node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def _tune_gc() -> None:
-    """Keep full garbage collections from stalling the event loop (the screen pop's tail).
-
-    With 1,000 sockets and warm caches a gen-2 collection walked every object for 150-250 ms,
-    every few seconds: all pops in flight waited. What exists once the app has started
-    (modules, settings, SQLAlchemy metadata, phone metadata) is frozen out of collections,
-    and young collections run less often (gen 0 at 10,000 allocations instead of 700). Done
-    once per process, and never over thresholds someone already tuned.
-    """
-    if gc.get_freeze_count() == 0:
-        gc.collect()
-        gc.freeze()
-    if gc.get_threshold()[0] == 700:  # CPython's default
-        gc.set_threshold(10_000, 20, 20)
 
 
 def _backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -390,7 +376,8 @@ class CtiApp:
             if hasattr(adapter, "routes"):
                 extra_routes.append(adapter.routes())
         self.web_app = build_web_app(self.services, extra_routes)
-        _tune_gc()
+        tune_gc()
+        self._spawn("gc-freeze", freeze_loop)
         log.info("app_started", node=self.node_id, adapters=list(self.adapters))
 
     def _start_transcription(self) -> None:
@@ -624,14 +611,23 @@ class CtiApp:
             await self.screen_pop.on_event(e)
 
     async def _publish_pop(self, message: dict[str, Any]) -> None:
-        await self.bus.publish(S.POPS, message)
+        # the agent's sockets on this node get the pop at once, without a round trip through
+        # the bus; the bus carries it to the other nodes (an agent may be signed in on any),
+        # and this node's consumer skips what it delivered already
+        agent = message.get("agent")
+        if agent:
+            self.hub.to_agent(message.get("tenant") or self.settings.site.tenant, agent, message)
+        await self.bus.publish(S.POPS, {**message, POP_DELIVERED_BY: self.node_id})
 
     async def _on_pops_ws(self, batch: list[Message]) -> None:
         for m in batch:
             d = m.data
+            if d.get(POP_DELIVERED_BY) == self.node_id:
+                continue
             agent = d.get("agent")
             if agent:
-                self.hub.to_agent(d.get("tenant") or self.settings.site.tenant, agent, d)
+                msg = {k: v for k, v in d.items() if k != POP_DELIVERED_BY}
+                self.hub.to_agent(d.get("tenant") or self.settings.site.tenant, agent, msg)
 
     async def _on_calls_ws(self, batch: list[Message]) -> None:
         for m in batch:
