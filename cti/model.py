@@ -6,8 +6,9 @@ Events are facts (never mutated); a `Call` is computed from them by
 
 from __future__ import annotations
 
+import copy
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -132,11 +133,24 @@ class CallEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["kind"] = str(self.kind)
-        d["direction"] = str(self.direction) if self.direction else None
-        d["occurred_at"] = self.occurred_at.isoformat()
-        return d
+        # spelled out: dataclasses.asdict deep-copies recursively and costs ~100 us per event,
+        # on every event every stage publishes
+        return {
+            "event_id": self.event_id,
+            "provider": self.provider,
+            "provider_call_id": self.provider_call_id,
+            "call_id": self.call_id,
+            "kind": str(self.kind),
+            "occurred_at": self.occurred_at.isoformat(),
+            "seq": self.seq,
+            "tenant": self.tenant,
+            "agent": self.agent,
+            "queue": self.queue,
+            "direction": str(self.direction) if self.direction else None,
+            "from_number": self.from_number,
+            "to_number": self.to_number,
+            "data": copy.deepcopy(self.data) if self.data else {},
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CallEvent:

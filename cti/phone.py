@@ -9,6 +9,7 @@ dots, dashes, parentheses and extensions (`+33 1 70 00 00 00 ext. 12`, `;ext=12`
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType
@@ -50,6 +51,9 @@ def to_e164(raw: str, region: str = "FR") -> str:
     return phonenumbers.format_number(parse(raw, region), PhoneNumberFormat.E164)
 
 
+# Provider events, pops and activities normalize the same few numbers again and again, and
+# libphonenumber's parse costs ~40 us: a bounded cache of these pure functions saves it.
+@lru_cache(maxsize=8192)
 def normalize(raw: str | None, region: str = "FR") -> str | None:
     """Best effort for provider data: E.164 when valid, short extensions and anonymous
     callers kept as-is, None for empty."""
@@ -66,6 +70,7 @@ def normalize(raw: str | None, region: str = "FR") -> str | None:
         return s
 
 
+@lru_cache(maxsize=8192)
 def display(e164: str, region: str = "FR") -> str:
     """National format for people in the same country, international otherwise."""
     try:

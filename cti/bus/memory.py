@@ -35,7 +35,9 @@ class _Group:
 class _Stream:
     entries: list[dict[str, Any]] = field(default_factory=list)
     groups: dict[str, _Group] = field(default_factory=dict)
-    cond: asyncio.Condition | None = None
+    # consumers parked until the next publish: one future each, resolved directly, so a
+    # wake-up costs one loop iteration (a Condition costs a lock round and a wait_for task)
+    waiters: set[asyncio.Future[None]] = field(default_factory=set)
 
 
 class MemoryBus:
@@ -59,7 +61,7 @@ class MemoryBus:
     def _stream(self, name: str) -> _Stream:
         s = self._streams.get(name)
         if s is None:
-            s = self._streams[name] = _Stream(cond=asyncio.Condition())
+            s = self._streams[name] = _Stream()
         return s
 
     async def start(self) -> None:
@@ -78,9 +80,10 @@ class MemoryBus:
         s = self._stream(stream)
         start = len(s.entries)
         s.entries.extend(items)
-        assert s.cond is not None
-        async with s.cond:
-            s.cond.notify_all()
+        waiters, s.waiters = s.waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
         return [f"{i}-0" for i in range(start, start + len(items))]
 
     def _group(self, s: _Stream, group: str, from_start: bool = True) -> _Group:
@@ -98,7 +101,7 @@ class MemoryBus:
     ) -> None:
         s = self._stream(stream)
         g = self._group(s, group, from_start)
-        assert s.cond is not None
+        loop = asyncio.get_running_loop()
         # crash recovery: our own pending entries first
         own = [i for i, p in g.pending.items() if p.consumer == consumer]
         if own:
@@ -116,13 +119,17 @@ class MemoryBus:
                 if idle:
                     await self._deliver(stream, s, g, consumer, sorted(idle)[: self.batch], handler)
             if g.cursor >= len(s.entries):
-                async with s.cond:
-                    try:
-                        await asyncio.wait_for(
-                            s.cond.wait_for(lambda: g.cursor < len(s.entries)), self.block_ms / 1000
-                        )
-                    except TimeoutError:
-                        continue
+                fut = loop.create_future()
+                s.waiters.add(fut)
+                try:
+                    async with asyncio.timeout(self.block_ms / 1000):
+                        await fut
+                except TimeoutError:
+                    continue
+                finally:
+                    s.waiters.discard(fut)
+                if g.cursor >= len(s.entries):
+                    continue  # another consumer of the group took the entries
             ids = list(range(g.cursor, min(len(s.entries), g.cursor + self.batch)))
             g.cursor = ids[-1] + 1
             await self._deliver(stream, s, g, consumer, ids, handler)

@@ -86,10 +86,13 @@ class StatsRollup:
     async def _apply_chunk(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
         # sorted: concurrent batches take their row locks in the same order (no deadlocks)
         by_id = {r["call_id"]: r for r in sorted(rows, key=lambda r: r["call_id"])}
-        ins = _insert(conn, stats_applied).values(
-            [{"call_id": cid, "hour": hour_of(call_start(r))} for cid, r in by_id.items()]  # type: ignore[arg-type]
-        ).on_conflict_do_nothing(index_elements=["call_id"]).returning(stats_applied.c.call_id)
-        new_ids = [x[0] for x in (await conn.execute(ins)).all()]
+        # executemany of one fixed statement (not .values(rows)): SQLAlchemy compiles it once and
+        # caches it, where a VALUES list of each batch's length was compiled again every time
+        ins = _insert(conn, stats_applied).on_conflict_do_nothing(
+            index_elements=["call_id"]
+        ).returning(stats_applied.c.call_id)
+        params = [{"call_id": cid, "hour": hour_of(call_start(r))} for cid, r in by_id.items()]  # type: ignore[arg-type]
+        new_ids = [x[0] for x in (await conn.execute(ins, params)).all()]
         if not new_ids:
             return 0
         tenant_sums: dict[tuple, dict[str, float]] = {}
@@ -105,13 +108,14 @@ class StatsRollup:
     async def _upsert(self, conn: AsyncConnection, sums: dict[tuple, dict[str, float]]) -> None:
         values = [dict(zip(_KEY, k, strict=True), **v) for k, v in sorted(sums.items())]
         greatest = sa.func.greatest if conn.dialect.name == "postgresql" else sa.func.max
+        stmt = _insert(conn, stats_hourly)
+        ex = stmt.excluded
+        set_: dict[str, Any] = {f: stats_hourly.c[f] + ex[f] for f in COUNT_FIELDS + SUM_FIELDS}
+        for f in MAX_FIELDS:
+            set_[f] = greatest(stats_hourly.c[f], ex[f])
+        upsert = stmt.on_conflict_do_update(index_elements=list(_KEY), set_=set_)
         for chunk in _chunks(values, 1000):
-            stmt = _insert(conn, stats_hourly).values(chunk)
-            ex = stmt.excluded
-            set_: dict[str, Any] = {f: stats_hourly.c[f] + ex[f] for f in COUNT_FIELDS + SUM_FIELDS}
-            for f in MAX_FIELDS:
-                set_[f] = greatest(stats_hourly.c[f], ex[f])
-            await conn.execute(stmt.on_conflict_do_update(index_elements=list(_KEY), set_=set_))
+            await conn.execute(upsert, chunk)  # executemany: compiled once (see _apply_chunk)
 
     async def rebuild(self, tenant: str | None = None, batch: int = 20_000) -> int:
         """Recompute every rollup from the calls table (after a threshold change, say)."""

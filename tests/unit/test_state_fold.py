@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -114,6 +115,12 @@ def test_incremental_folder_converges_to_the_batch_fold(perm, dup_idx) -> None:
 def test_event_round_trips_through_dict_and_bad_fields_are_named() -> None:
     e = inbound_answered_with_hold()[0]
     assert CallEvent.from_dict(e.to_dict()) == e
+    # to_dict is spelled out field by field: a field added to CallEvent must be added there too
+    assert set(e.to_dict()) == {f.name for f in dataclasses.fields(CallEvent)}
+    nested = dataclasses.replace(e, data={"reason": {"code": 17}})
+    copied = nested.to_dict()
+    copied["data"]["reason"]["code"] = 0  # the dict form is a copy: the event stays as it was
+    assert nested.data["reason"]["code"] == 17
     d = e.to_dict()
     del d["call_id"]
     try:
