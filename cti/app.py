@@ -308,7 +308,8 @@ class CtiApp:
             self._build_stats()
             from cti.calls.pipeline import EventPipeline
 
-            self.pipeline = EventPipeline(self.bus, self.db, consumer=self.node_id, metrics=self.metrics)
+            self.pipeline = EventPipeline(self.bus, self.db, consumer=self.node_id, metrics=self.metrics,
+                                          linger_ms=self.settings.bus.store_linger_ms)
         self.control = CallControl(
             settings=self.settings,
             adapters=self.adapters,
@@ -351,17 +352,21 @@ class CtiApp:
                                                             self._on_routing_events))
             self._spawn("screen-pop", lambda: self.bus.consume(S.EVENTS, "pop", self.node_id, self._on_pop_events))
             # store writers: an outage delays their entries, it must not dead-letter them
+            linger = self.settings.bus.store_linger_ms
             self._spawn("activity", lambda: self.bus.consume(
-                S.CALLS, "activity", self.node_id, self._outage_tolerant("activity", self._on_calls_activity)))
+                S.CALLS, "activity", self.node_id, self._outage_tolerant("activity", self._on_calls_activity),
+                linger_ms=linger))
             self._spawn("stats", lambda: self.bus.consume(S.CALLS, "stats", self.node_id,
-                                                          self._outage_tolerant("stats", self._on_calls_stats)))
+                                                          self._outage_tolerant("stats", self._on_calls_stats),
+                                                          linger_ms=linger))
             self._spawn("ws-calls", lambda: self.bus.consume(S.CALLS, f"ws-{self.node_id}", self.node_id,
                                                              self._on_calls_ws, from_start=False))
             self._spawn("ws-pops", lambda: self.bus.consume(S.POPS, f"ws-{self.node_id}", self.node_id,
                                                             self._on_pops_ws, from_start=False))
             self._spawn("agent-log", lambda: self.bus.consume(S.EVENTS, "agent-log", self.node_id,
                                                               self._outage_tolerant("agent-log",
-                                                                                    self._on_agent_log_events)))
+                                                                                    self._on_agent_log_events),
+                                                              linger_ms=linger))
             self._spawn("router-loop", self._router_loop)
             self._spawn("live", self._live_loop)
             self._spawn("decision-writer", self._decision_writer)

@@ -67,6 +67,10 @@ class BusSettings(_Base):
     batch: int = 256
     socket_timeout_s: float = 5.0
     health_check_interval_s: int = 10
+    # store writers (events, activities, stats, agent log) wait this long after a short batch:
+    # under load they read and write in fewer, larger batches; the browser-facing stages
+    # (routing, pops, live updates) never wait
+    store_linger_ms: int = Field(default=50, ge=0, le=5_000)
 
 
 class TokenSettings(_Base):

@@ -97,7 +97,8 @@ class MemoryBus:
         return g
 
     async def consume(
-        self, stream: str, group: str, consumer: str, handler: Handler, *, from_start: bool = True
+        self, stream: str, group: str, consumer: str, handler: Handler, *, from_start: bool = True,
+        linger_ms: int = 0,
     ) -> None:
         s = self._stream(stream)
         g = self._group(s, group, from_start)
@@ -133,6 +134,8 @@ class MemoryBus:
             ids = list(range(g.cursor, min(len(s.entries), g.cursor + self.batch)))
             g.cursor = ids[-1] + 1
             await self._deliver(stream, s, g, consumer, ids, handler)
+            if linger_ms > 0 and len(ids) < self.batch:
+                await asyncio.sleep(linger_ms / 1000)
 
     async def _deliver(
         self, stream: str, s: _Stream, g: _Group, consumer: str, ids: list[int], handler: Handler

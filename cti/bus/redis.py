@@ -207,7 +207,8 @@ class RedisBus:
                 raise
 
     async def consume(
-        self, stream: str, group: str, consumer: str, handler: Handler, *, from_start: bool = True
+        self, stream: str, group: str, consumer: str, handler: Handler, *, from_start: bool = True,
+        linger_ms: int = 0,
     ) -> None:
         """Run until cancelled; survives connection loss (see module docstring).
 
@@ -235,6 +236,9 @@ class RedisBus:
                         continue
                     entries = resp[0][1]
                     await self._process(stream, group, consumer, entries, {}, handler)
+                    if linger_ms > 0 and len(entries) < self.batch:
+                        # fewer, larger batches: one XREADGROUP and one XACK for many entries
+                        await asyncio.sleep(linger_ms / 1000)
             except asyncio.CancelledError:
                 raise
             except _TRANSIENT as exc:

@@ -111,8 +111,10 @@ class EventPipeline:
         metrics: Metrics | None = None,
         folder: CallFolder | None = None,
         max_store_backoff_s: float = 10.0,
+        linger_ms: int = 0,
     ) -> None:
         self.bus = bus
+        self.linger_ms = linger_ms
         self.db = db
         self.repo = CallRepo(db)
         self.consumer = consumer
@@ -125,7 +127,7 @@ class EventPipeline:
     async def run(self) -> None:
         """Consume `events` until cancelled."""
         log.info("pipeline_started", group=self.group, consumer=self.consumer)
-        await self.bus.consume(streams.EVENTS, self.group, self.consumer, self.handle)
+        await self.bus.consume(streams.EVENTS, self.group, self.consumer, self.handle, linger_ms=self.linger_ms)
 
     async def handle(self, batch: list[Message]) -> None:
         """Process one batch of bus entries (the bus handler; also used by benchmarks)."""

@@ -229,3 +229,28 @@ async def test_lag_counts_undelivered_and_pending_entries(bus: Bus) -> None:
     assert await bus.lag("s", "g") == 3
     assert await bus.lag("s", "other") == 10  # a group that never read sees everything
     assert await bus.ping() is True
+
+
+async def test_a_lingering_consumer_reads_fewer_larger_batches_and_loses_nothing(bus: Bus) -> None:
+    sizes: list[int] = []
+    got: list[Message] = []
+
+    async def handler(batch: list[Message]) -> None:
+        sizes.append(len(batch))
+        got.extend(batch)
+
+    task = asyncio.create_task(bus.consume("s-linger", "g", "c1", handler, linger_ms=200))
+    try:
+        await bus.publish("s-linger", {"n": 0})
+        await until(lambda: len(got) == 1)
+        for n in range(1, 31):  # arrive one by one while the consumer lingers
+            await bus.publish("s-linger", {"n": n})
+            await asyncio.sleep(0.002)
+        await until(lambda: len(got) == 31)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [m.data["n"] for m in got] == list(range(31))
+    assert sizes[0] == 1 and len(sizes) <= 3  # not one read per entry
+    assert await bus.lag("s-linger", "g") == 0
