@@ -663,17 +663,14 @@ class CtiApp:
         return 30.0
 
     async def _on_calls_activity(self, batch: list[Message]) -> None:
-        ended: list[str] = []
-        for m in batch:
-            call = m.data.get("call")
-            if not call or call.get("state") != "ended":
-                continue
-            record = Call.from_dict(call)
-            await self.control.on_call_ended(record)
-            await self.activity.on_call(record)
-            ended.append(record.call_id)
-        if not ended:
+        records = [Call.from_dict(call) for m in batch
+                   if (call := m.data.get("call")) and call.get("state") == "ended"]
+        if not records:
             return
+        for record in records:
+            await self.control.on_call_ended(record)
+        await self.activity.on_calls(records)
+        ended = [r.call_id for r in records]
         # the match the activity went to is also the call's (stats list callers by contact):
         # one executemany per bus batch, not a transaction per call
         a, c = t.activities.c, t.calls.c

@@ -157,6 +157,37 @@ class ActivityWriter:
         self._release(call.call_id, ok)
         return ok
 
+    async def on_calls(self, batch: list[Call]) -> None:
+        """Record many ended calls (a bus batch). For the local CRM, whose history is the
+        activities table itself, that is one read of the agents' choices and one write
+        transaction for the whole batch, the rows written as synced; other CRMs get one write
+        and one push per call (`on_call`)."""
+        ended = [c for c in batch if c.is_ended]
+        if getattr(self.crm, "name", None) != "local":
+            for call in ended:
+                await self.on_call(call)
+            return
+        if not ended:
+            return
+        chosen = await self._chosen_many([c.call_id for c in ended])
+        acts: list[Activity] = []
+        for call in ended:
+            x: dict[str, Any] = {}
+            wrap = self._pending_wrap.pop(call.call_id, None)
+            if wrap:
+                x.update({k: v for k, v in wrap.items() if v is not None})
+            if not x.get("contact_id"):
+                x.update(chosen.get(call.call_id) or await self._match(call))
+            acts.append(activity_for(call, x, self.region))
+        now = self.clock.now()
+        async with self.engine.begin() as conn:
+            for act in acts:
+                await upsert_activity(conn, act, self.tenant, now, synced_ref=f"local:{act.call_id}")
+        for act in acts:
+            log.info("activity_recorded", call_id=act.call_id, contact_id=act.contact_id)
+            self._changed(act.from_number, act.to_number, act.contact_id)
+            self._next_try.pop(act.call_id, None)
+
     async def wrap_up(self, call_id: str, disposition: str | None, notes: str | None) -> bool:
         """Store the agent's wrap-up on the activity (and the call) and push it again.
 
@@ -225,6 +256,20 @@ class ActivityWriter:
         if row is not None and (row.contact_id or row.account_id):
             return {"contact_id": row.contact_id, "account_id": row.account_id}
         return {}
+
+    async def _chosen_many(self, call_ids: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        async with self.engine.connect() as conn:
+            for i in range(0, len(call_ids), 500):
+                rows = await conn.execute(
+                    sa.select(calls.c.call_id, calls.c.contact_id, calls.c.account_id).where(
+                        calls.c.call_id.in_(call_ids[i : i + 500])
+                    )
+                )
+                for row in rows:
+                    if row.contact_id or row.account_id:
+                        out[row.call_id] = {"contact_id": row.contact_id, "account_id": row.account_id}
+        return out
 
     async def _match(self, call: Call) -> dict[str, Any]:
         """Contact/account of the call from a CRM lookup of the customer's number.

@@ -52,16 +52,22 @@ def activity_values(a: Activity, tenant: str) -> dict[str, Any]:
     }
 
 
-async def upsert_activity(conn: AsyncConnection, a: Activity, tenant: str, now: datetime) -> None:
+async def upsert_activity(
+    conn: AsyncConnection, a: Activity, tenant: str, now: datetime, *, synced_ref: str | None = None
+) -> None:
     """One row per call (primary key call_id): a second write updates it.
 
     Wrap-up fields (disposition, notes) and the summary are kept when the new value is
     empty, so a late re-sync of the call facts never erases what the agent typed.
+    `synced_ref`: the CRM already has this version (the local CRM, whose history is this
+    table), so the row is written as synced with that reference.
     """
     values = activity_values(a, tenant)
     values["created_at"] = now
     values["updated_at"] = now
     values["crm_synced_at"] = None  # changed: the CRM must get this version
+    if synced_ref is not None:
+        values.update(crm_ref=synced_ref, crm_synced_at=now, crm_error=None)
     facts = [
         "contact_id",
         "account_id",
@@ -76,6 +82,8 @@ async def upsert_activity(conn: AsyncConnection, a: Activity, tenant: str, now: 
         "updated_at",
         "crm_synced_at",
     ]
+    if synced_ref is not None:
+        facts += ["crm_ref", "crm_error"]
     stmt = upsert_stmt(conn, activities, values, ["call_id"], facts)
     await conn.execute(stmt)
     keep = {k: values[k] for k in ("disposition", "notes", "summary") if values[k] not in (None, "")}

@@ -232,3 +232,33 @@ async def test_a_refused_activity_is_retried_a_few_times_then_left_until_it_chan
     crm.refuse = False
     await writer.wrap_up("call-1", "resolved", "fixed")  # new data: a fresh chance
     assert list(crm.records) == ["call-1"]
+
+
+async def test_a_batch_of_ended_calls_with_the_local_crm_is_one_write_of_synced_activities(engine):
+    from dataclasses import replace
+
+    crm = LocalConnector(engine)
+    clock = ManualClock()
+    writer = ActivityWriter(engine, crm, clock)
+    async with engine.begin() as conn:  # the agent chose a contact on call-2 (chooser)
+        await conn.execute(calls.insert().values(
+            call_id="call-2", tenant="default", provider="sim", provider_call_id="call-2",
+            direction="inbound", state="ended", contact_id="c-9", account_id="acc-9"))
+    assert await writer.wrap_up("call-3", "sale", "two licences") is False  # before its end
+    transactions = 0
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def count(_conn) -> None:
+        nonlocal transactions
+        transactions += 1
+
+    batch = [ended_call("call-1"), ended_call("call-2"), ended_call("call-3"),
+             replace(ended_call("call-4"), state=CallState.ANSWERED)]
+    await writer.on_calls(batch)
+    await writer.on_calls(batch[:2])  # a redelivered batch: still one activity per call
+    assert transactions == 4  # per batch: one read of the agents' choices, one write
+    got = {r.call_id: r for r in await rows(engine)}
+    assert sorted(got) == ["call-1", "call-2", "call-3"]
+    assert all(r.crm_ref == f"local:{cid}" and r.crm_synced_at is not None for cid, r in got.items())
+    assert (got["call-2"].contact_id, got["call-2"].account_id) == ("c-9", "acc-9")
+    assert (got["call-3"].disposition, got["call-3"].notes) == ("sale", "two licences")
