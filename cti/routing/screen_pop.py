@@ -504,10 +504,27 @@ class ScreenPop:
             if len(self._hist) >= 50_000:
                 self._hist.clear()
                 self._hist_index.clear()
+            self._hist.pop(keys, None)  # re-inserted at the end: the dict stays in expiry order
             self._hist[keys] = (now + self.history_ttl_s, rows, summary)
             for k in keys:
                 self._hist_index.setdefault(k, set()).add(keys)
+            self._drop_expired_history(now)
         return rows, summary
+
+    def _drop_expired_history(self, now: float) -> None:
+        """Expired entries go as new ones come (oldest first), so the cache holds about a TTL's
+        worth of callers rather than filling up to its cap over hours."""
+        while self._hist:
+            keys, (expires, _rows, _summary) = next(iter(self._hist.items()))
+            if expires > now:
+                return
+            del self._hist[keys]
+            for k in keys:
+                entries = self._hist_index.get(k)
+                if entries is not None:
+                    entries.discard(keys)
+                    if not entries:
+                        del self._hist_index[k]
 
     def invalidate_history(self, *keys: str | None, settle_s: float = 0.0) -> None:
         """Forget cached last calls for these numbers / contact ids (and do not cache them

@@ -517,3 +517,17 @@ async def test_a_ring_all_shares_one_history_query(engine, monkeypatch):
     assert len(sent) == 2 and history.calls == 1
     history.gate.set()
     await pop.close()
+
+
+async def test_expired_history_entries_leave_the_cache_as_new_ones_come(engine):
+    clock = ManualClock()
+    crm = FakeCrm({})
+    pop = ScreenPop(CachedLookup(crm, clock), engine, SETTINGS, publish=lambda _m: asyncio.sleep(0),
+                    history_ttl_s=30, history_timeout_s=5)
+    for i in range(50):
+        await fire(pop, ringing(f"call-{i}", "alice", number=f"+336123456{i:02d}"))
+        await clock.advance(1.0)
+    # 50 callers over 50 s with a 30 s TTL: only the last 30 s are kept, and their index entries
+    assert 29 <= len(pop._hist) <= 31
+    assert set(pop._hist_index) == {k for keys in pop._hist for k in keys}
+    await pop.close()
