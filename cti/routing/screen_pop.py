@@ -475,6 +475,9 @@ class ScreenPop:
         if shared is None:
             shared = asyncio.get_running_loop().create_task(self._query_history(keys, tenant))
             self._hist_inflight[keys] = shared
+            self._tasks.add(shared)  # close() cancels it
+            shared.add_done_callback(self._tasks.discard)
+            shared.add_done_callback(_consume_exception)  # its waiters may all have gone
             shared.add_done_callback(lambda _t, k=keys: self._hist_inflight.pop(k, None))
         rows, summary = await asyncio.shield(shared)
         rows = [r for r in rows if r["call_id"] != call_id]
