@@ -143,13 +143,19 @@ class Router:
         fresh = [ev for ev in events if self._first_time(ev.event_id)]
         if not fresh:
             return
+        # the callers' CRM records, side by side: one after the other, each lookup costs at least
+        # a loop cycle, and on a saturated node that set how many calls a batch could route
+        queued = [ev for ev in fresh if ev.kind is EventKind.QUEUED]
+        found = await asyncio.gather(*(self._contact_for(ev) for ev in queued), return_exceptions=True)
         contacts: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
-        for ev in fresh:
-            if ev.kind is EventKind.QUEUED:
-                try:
-                    contacts[ev.event_id] = await self._contact_for(ev)
-                except Exception:
-                    log.exception("routing_event_failed", call_id=ev.call_id, kind=str(ev.kind), event_id=ev.event_id)
+        for ev, res in zip(queued, found, strict=True):
+            if isinstance(res, BaseException):
+                if isinstance(res, asyncio.CancelledError):
+                    raise res
+                log.error("routing_event_failed", call_id=ev.call_id, kind=str(ev.kind), event_id=ev.event_id,
+                          error=repr(res)[:300])
+            else:
+                contacts[ev.event_id] = res
         box = _Outbox()
         async with self._lock:
             for ev in fresh:

@@ -270,6 +270,28 @@ async def test_slow_crm_lookup_does_not_hold_the_caller():
     assert [c.targets[0][0] for c in h.connects()] == ["alice"]
 
 
+async def test_the_crm_lookups_of_a_batch_run_side_by_side():
+    """Five callers queue in one bus batch; each lookup waits until all five have started.
+    Looked up one after another (each costing at least a loop cycle on a busy node), they
+    would time out; side by side, all five route with their records."""
+    started = 0
+    all_in = asyncio.Event()
+
+    async def lookup(ev):
+        nonlocal started
+        started += 1
+        if started == 5:
+            all_in.set()
+        await all_in.wait()
+        return {"contact": {"id": ev.provider_call_id}}
+
+    h = Harness(lookup=lookup, lookup_timeout_s=1.0)
+    await h.login("alice")
+    events = [h.ev("queued", pcid=f"p{i}", queue="support") for i in range(5)]
+    await asyncio.wait_for(h.router.on_events(events), 0.5)
+    assert started == 5 and all_in.is_set()
+
+
 async def test_crm_lookup_helper_uses_the_first_match():
     from cti.routing.acd import crm_lookup
 
