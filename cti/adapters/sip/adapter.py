@@ -49,6 +49,14 @@ pyVoIP 1.6.8 problems and how this module works around them:
 - pyVoIP forgets a call whose callback thread has returned, so each inbound call's
   callback (started 1 s late) just lives until the call ends; the media loop runs in
   our own thread from the INVITE on.
+- `VoIPCall.__del__` releases the call's RTP ports: it takes the phone's ports lock and
+  calls `Thread.is_alive()` on its threads. As a finalizer it runs wherever the garbage
+  collector happens to run. Once that was inside `Thread.start`, holding threading's
+  `_shutdown_locks_lock`; `is_alive` needed the same lock, and every later thread start in
+  the process hung (a py-spy dump of a hung CI run showed this; it was the SIP tests'
+  occasional hang). `_disarm_call_finalizer` removes that finalizer. Nothing leaks: pyVoIP
+  reclaims the ports of finished calls by itself when it runs short (`request_port` calls
+  `release_ports()`).
 """
 
 from __future__ import annotations
@@ -122,6 +130,15 @@ class _LineCall:
     plays: int = 0
     digits: int = 0
     done: threading.Event = field(default_factory=threading.Event)
+
+
+def _disarm_call_finalizer() -> None:
+    """Remove pyVoIP's `VoIPCall.__del__` (see the module docstring: it can deadlock thread
+    starts when the garbage collector runs it inside threading's own lock)."""
+    from pyVoIP.VoIP.VoIP import VoIPCall
+
+    if "__del__" in VoIPCall.__dict__:
+        del VoIPCall.__del__
 
 
 def _daemon_call(fn: Callable[[], Any]) -> asyncio.Future[Any]:
@@ -249,6 +266,8 @@ class SipAdapter:
 
     def _build_phone(self) -> Any:
         from pyVoIP.VoIP import VoIPPhone
+
+        _disarm_call_finalizer()
 
         phone = VoIPPhone(self._registrar, self._port, self._username, self._password,
                           myIP=self._local_ip, callCallback=self._media_loop, sipPort=self._sip_port,

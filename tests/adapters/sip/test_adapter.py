@@ -238,3 +238,28 @@ async def test_paused_audio_is_left_out_of_the_recording(kam: Kamailio, tmp_path
     assert kinds == [EventKind.RECORDING_STARTED, EventKind.RECORDING_PAUSED, EventKind.RECORDING_RESUMED,
                      EventKind.RECORDING_STOPPED, EventKind.RECORDING_READY]
     assert 1.0 <= _wav_seconds(ready.data["path"]) <= 1.9  # 0.8 s + 0.6 s heard, the 1.2 s pause left out
+
+
+def test_pyvoip_call_finalizer_is_removed_and_finished_calls_ports_still_come_back(tmp_path: Path) -> None:
+    """pyVoIP's VoIPCall.__del__ (port release from inside the garbage collector) once ran inside
+    Thread.start, under threading's own lock, and hung every later thread start. Building a line
+    removes it; pyVoIP still reclaims a finished call's RTP ports when it runs short."""
+    import threading
+
+    from pyVoIP.VoIP.VoIP import VoIPCall
+
+    adapter = SipAdapter(ProviderSettings(name="line1", type="sip", registrar="127.0.0.1", username="1001"),
+                         AdapterContext(agent_endpoints={"sip:1001": "bob"}, storage_dir=str(tmp_path)))
+    phone = adapter._build_phone()
+    assert "__del__" not in VoIPCall.__dict__
+    # every port taken by a call whose thread has finished: the next request gets one back
+    finished = threading.Thread(target=lambda: None)
+    finished.start()
+    finished.join()
+    low, high = phone.rtpPortLow, phone.rtpPortHigh
+    phone.assignedPorts = list(range(low, high + 1))
+    call = type("Call", (), {"assignedPorts": {p: None for p in range(low, high + 1)}})()
+    phone.calls["gone"] = call
+    phone.threads.append(finished)
+    phone.threadLookup[finished] = "gone"
+    assert low <= phone.request_port(blocking=False) <= high
