@@ -8,8 +8,7 @@ collection CPython runs by itself, so each object is walked by one full collecti
 of them. A frozen object that later dies in a reference cycle is not collected while frozen
 (asyncio makes many such cycles: tasks, futures, exceptions), so every `full_every_s`
 everything is unfrozen and collected once: one long pause a minute instead of one every few
-seconds, and cyclic garbage kept for a minute at most (a 10-minute period let RSS grow
-~6 MiB/min in the soak).
+seconds, and cyclic garbage kept for a minute at most.
 """
 
 from __future__ import annotations
