@@ -60,6 +60,43 @@ def contact_number(i: int) -> str:
 # ------------------------------------------------------------------------------------ server side
 
 
+def bench_event(agent: str, call_id: str, number: str, kind: str = "ringing") -> dict[str, Any]:
+    """A provider event of an inbound call to the support queue, as an adapter publishes it
+    (`created` is the call's arrival: no agent yet)."""
+    import datetime as dt
+
+    from cti.model import CallEvent, Direction, EventKind, make_event_id
+
+    return CallEvent(
+        event_id=make_event_id("bench", call_id, kind, agent),
+        provider="bench",
+        provider_call_id=call_id,
+        call_id=call_id,
+        kind=EventKind(kind),
+        occurred_at=dt.datetime.now(dt.UTC),
+        agent=None if kind == "created" else agent,
+        queue="support",
+        direction=Direction.INBOUND,
+        from_number=number,
+        to_number="+33170000100",
+    ).to_dict()
+
+
+def control_handler(inject: Any) -> Any:
+    """The control socket: each message is one event for `inject` (the bench client drives it)."""
+    from aiohttp import web
+
+    async def control(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            d = json.loads(msg.data)
+            await inject(d["agent"], d["call_id"], d["number"], d.get("kind", "ringing"))
+        return ws
+
+    return control
+
+
 async def build_pipeline(agents: int, db_path: str) -> tuple[Any, Any]:
     """The real components wired as cti.app wires them; returns (hub, inject(agent, call_id, number))."""
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -70,7 +107,7 @@ async def build_pipeline(agents: int, db_path: str) -> tuple[Any, Any]:
     from cti.config import Settings
     from cti.crm.cache import CachedLookup
     from cti.crm.local import LocalConnector, import_csv
-    from cti.model import CallEvent, Direction, EventKind, make_event_id
+    from cti.model import CallEvent
     from cti.routing.screen_pop import ScreenPop
     from cti.store.tables import metadata
     from cti.web.ws import Hub
@@ -101,12 +138,6 @@ async def build_pipeline(agents: int, db_path: str) -> tuple[Any, Any]:
         await bus.publish(S.POPS, {**msg, "delivered_by": "n1"})
 
     pop = ScreenPop(lookup, engine, settings, publish=publish)
-    if os.environ.get("BENCH_NO_HISTORY"):  # diagnosis only: what the history query costs
-
-        async def no_history(*_a: Any, **_k: Any) -> tuple[list[Any], None]:
-            return [], None
-
-        pop._history = no_history  # type: ignore[method-assign]
 
     async def on_events(batch: list[Any]) -> None:
         for m in batch:
@@ -123,21 +154,7 @@ async def build_pipeline(agents: int, db_path: str) -> tuple[Any, Any]:
     ]
 
     async def inject(agent: str, call_id: str, number: str, kind: str = "ringing") -> None:
-        now = time.time()
-        ev = CallEvent(
-            event_id=make_event_id("bench", call_id, kind, agent),
-            provider="bench",
-            provider_call_id=call_id,
-            call_id=call_id,
-            kind=EventKind(kind),
-            occurred_at=__import__("datetime").datetime.fromtimestamp(now, __import__("datetime").UTC),
-            agent=None if kind == "created" else agent,
-            queue="support",
-            direction=Direction.INBOUND,
-            from_number=number,
-            to_number="+33170000100",
-        )
-        await bus.publish(S.EVENTS, ev.to_dict())
+        await bus.publish(S.EVENTS, bench_event(agent, call_id, number, kind))
 
     # the same garbage-collector policy as cti.app (frozen at start and after each full collection)
     from cti.gc_policy import freeze_loop, tune_gc
@@ -151,7 +168,6 @@ async def build_pipeline(agents: int, db_path: str) -> tuple[Any, Any]:
 async def serve_app(port: int, agents: int) -> None:
     """The whole product (cti.app.CtiApp: store fold, routing, screen pop, hub) on this port;
     ringing events are published on its event bus the way an adapter publishes them."""
-    import datetime as dt
 
     from aiohttp import web
 
@@ -159,7 +175,6 @@ async def serve_app(port: int, agents: int) -> None:
     from cti.bus import streams as S
     from cti.config import Settings
     from cti.crm.local import import_csv
-    from cti.model import CallEvent, Direction, EventKind, make_event_id
     from cti.store.migrate import upgrade_async
 
     tmp = tempfile.mkdtemp(prefix="bench-pop-app-")
@@ -197,30 +212,9 @@ async def serve_app(port: int, agents: int) -> None:
     await app.start()
 
     async def inject(agent: str, call_id: str, number: str, kind: str = "ringing") -> None:
-        ev = CallEvent(
-            event_id=make_event_id("bench", call_id, kind, agent),
-            provider="bench",
-            provider_call_id=call_id,
-            call_id=call_id,
-            kind=EventKind(kind),
-            occurred_at=dt.datetime.now(dt.UTC),
-            agent=None if kind == "created" else agent,
-            queue="support",
-            direction=Direction.INBOUND,
-            from_number=number,
-            to_number="+33170000100",
-        )
-        await app.bus.publish(S.EVENTS, ev.to_dict())
+        await app.bus.publish(S.EVENTS, bench_event(agent, call_id, number, kind))
 
-    async def control(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for msg in ws:
-            d = json.loads(msg.data)
-            await inject(d["agent"], d["call_id"], d["number"], d.get("kind", "ringing"))
-        return ws
-
-    app.web_app.router.add_get("/bench-control", control)
+    app.web_app.router.add_get("/bench-control", control_handler(inject))
     runner = web.AppRunner(app.web_app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
@@ -280,17 +274,9 @@ async def serve(mode: str, port: int, agents: int) -> None:
         sockets.pop(agent, None)
         return ws
 
-    async def control(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for msg in ws:
-            d = json.loads(msg.data)
-            await inject(d["agent"], d["call_id"], d["number"], d.get("kind", "ringing"))
-        return ws
-
     app = web.Application()
     app.router.add_get("/ws", ws_handler)
-    app.router.add_get("/control", control)
+    app.router.add_get("/control", control_handler(inject))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
