@@ -136,18 +136,7 @@ class ActivityWriter:
         """Record an ended call (other states are ignored); returns True once the CRM has it."""
         if not call.is_ended:
             return False
-        x = dict(extras or {})
-        wrap = self._pending_wrap.pop(call.call_id, None)
-        if wrap:
-            x.update({k: v for k, v in wrap.items() if v is not None})
-        if not x.get("contact_id"):
-            # what the agent chose (chooser, new contact) is on the call row and wins over a lookup
-            chosen = await self._chosen(call.call_id)
-            if chosen:
-                x.update(chosen)
-            elif x.get("contact") is None:
-                x.update(await self._match(call))
-        act = activity_for(call, x, self.region)
+        act = activity_for(call, await self._facts(call, extras), self.region)
         async with self._lock(call.call_id):
             async with self.engine.begin() as conn:
                 await upsert_activity(conn, act, self.tenant, self.clock.now())
@@ -170,15 +159,8 @@ class ActivityWriter:
         if not ended:
             return
         chosen = await self._chosen_many([c.call_id for c in ended])
-        acts: list[Activity] = []
-        for call in ended:
-            x: dict[str, Any] = {}
-            wrap = self._pending_wrap.pop(call.call_id, None)
-            if wrap:
-                x.update({k: v for k, v in wrap.items() if v is not None})
-            if not x.get("contact_id"):
-                x.update(chosen.get(call.call_id) or await self._match(call))
-            acts.append(activity_for(call, x, self.region))
+        acts = [activity_for(call, await self._facts(call, chosen=chosen.get(call.call_id, {})), self.region)
+                for call in ended]
         now = self.clock.now()
         async with self.engine.begin() as conn:
             for act in acts:
@@ -248,16 +230,27 @@ class ActivityWriter:
         except Exception as exc:
             log.warning("crm_transcript_failed", call_id=call_id, error=str(exc))
 
-    async def _chosen(self, call_id: str) -> dict[str, Any]:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(sa.select(calls.c.contact_id, calls.c.account_id).where(calls.c.call_id == call_id))
-            ).first()
-        if row is not None and (row.contact_id or row.account_id):
-            return {"contact_id": row.contact_id, "account_id": row.account_id}
-        return {}
+    async def _facts(
+        self, call: Call, extras: dict[str, Any] | None = None, *, chosen: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """What the activity records beyond the call: a wrap-up typed before the call was
+        recorded, and the contact. What the agent chose (chooser, new contact) is on the call
+        row and wins over a lookup; `chosen` is that, when the caller already read it."""
+        x = dict(extras or {})
+        wrap = self._pending_wrap.pop(call.call_id, None)
+        if wrap:
+            x.update({k: v for k, v in wrap.items() if v is not None})
+        if not x.get("contact_id"):
+            if chosen is None:
+                chosen = (await self._chosen_many([call.call_id])).get(call.call_id, {})
+            if chosen:
+                x.update(chosen)
+            elif x.get("contact") is None:
+                x.update(await self._match(call))
+        return x
 
     async def _chosen_many(self, call_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """call id -> the contact/account the agent chose on that call, for calls that have one."""
         out: dict[str, dict[str, Any]] = {}
         async with self.engine.connect() as conn:
             for i in range(0, len(call_ids), 500):
