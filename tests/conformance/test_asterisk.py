@@ -4,6 +4,7 @@ over a real loopback WebSocket + HTTP."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -115,8 +116,12 @@ async def test_recording_ready(tmp_path) -> None:  # type: ignore[no-untyped-def
         assert Path(ready.data["path"]).read_bytes()[:4] == b"RIFF"  # noqa: ASYNC240 - tiny file
 
 
-async def test_supervisor_whisper() -> None:
+@pytest.mark.parametrize("ahead_s", [0, 2], ids=["same-clock", "asterisk-clock-2s-ahead"])
+async def test_supervisor_whisper(ahead_s: int) -> None:
     async with running() as (fake, adapter, col):
+        # the stop is ordered by us and stamped by our clock: it must still sort after the
+        # start Asterisk stamped, whichever clock runs ahead
+        fake.skew = timedelta(seconds=ahead_s)
         ch, call_id = await _inbound_answered(fake, adapter, col)
         res = await adapter.execute(Monitor(ch, "PJSIP/sam", "whisper"))
         await col.kind(EventKind.MONITOR_STARTED, call_id)

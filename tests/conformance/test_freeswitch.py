@@ -114,8 +114,12 @@ async def test_recording_ready() -> None:
         assert ready.data["path"].startswith("/recordings/")  # written by FreeSWITCH itself
 
 
-async def test_supervisor_whisper() -> None:
+@pytest.mark.parametrize("ahead_s", [0, 2], ids=["same-clock", "freeswitch-clock-2s-ahead"])
+async def test_supervisor_whisper(ahead_s: int) -> None:
     async with running() as (fake, adapter, col):
+        # the stop is ordered by us and stamped by our clock: it must still sort after the
+        # start FreeSWITCH stamped, whichever clock runs ahead
+        fake.skew_us = ahead_s * 1_000_000
         ch, call_id = await _inbound_answered(fake, adapter, col)
         res = await adapter.execute(Monitor(ch, "user/sam", "whisper"))
         await col.kind(EventKind.MONITOR_STARTED, call_id)

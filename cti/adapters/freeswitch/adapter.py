@@ -27,7 +27,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import structlog
@@ -399,9 +399,12 @@ class FreeSwitchAdapter:
 
     def _now(self, call: _Call) -> datetime:
         """Time for a fact we observe ourselves (a command's reply): never before the provider's
-        latest timestamp for the call, so host clock skew cannot reorder the call's facts."""
+        latest timestamp for the call, so host clock skew cannot reorder the call's facts.
+        Strictly after it: a tie would be broken by the provider's sequence, which ours lacks."""
         now = self.clock.now()
-        return max(now, call.last_at) if call.last_at else now
+        if call.last_at is not None and now <= call.last_at:
+            return call.last_at + timedelta(microseconds=1)
+        return now
 
     def _number(self, raw: str | None) -> str | None:
         return normalize_number(raw, self.ctx.default_region) if raw else None
@@ -624,6 +627,11 @@ class FreeSwitchAdapter:
         if call is not None:
             call.monitors.pop(mon.session_id, None)
             if mon.started:
+                # a stop we ordered is stamped by our clock; the provider's stamps (its start
+                # among them) may run ahead of it, and the stop must sort after the start: strictly
+                # later, since a tie would be broken by the provider's sequence, which ours lacks
+                if call.last_at is not None and at <= call.last_at:
+                    at = call.last_at + timedelta(microseconds=1)
                 self._emit(call, EventKind.MONITOR_STOPPED, at, mon.session_id, mon.mode,
                            data={"mode": mon.mode, "session_id": mon.session_id})
         mon.started = False

@@ -79,6 +79,7 @@ class FakeARI:
         self.failures: list[tuple[str, re.Pattern[str], int]] = []
         self._ids = itertools.count(1)
         self._t = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)
+        self.skew = timedelta(0)  # how far Asterisk's clock runs ahead of this host's
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -141,7 +142,7 @@ class FakeARI:
 
     def _ts(self) -> str:
         # strictly increasing millisecond timestamps, in Asterisk's format
-        now = datetime.now(UTC)
+        now = datetime.now(UTC) + self.skew
         self._t = max(now, self._t + timedelta(milliseconds=1))
         return self._t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self._t.microsecond // 1000:03d}+0000"
 

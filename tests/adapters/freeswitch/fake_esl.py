@@ -77,6 +77,7 @@ class FakeESL:
         self._seq = itertools.count(4000)
         self._ids = itertools.count(1)
         self._last_us = 0
+        self.skew_us = 0  # how far FreeSWITCH's clock runs ahead of this host's
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -174,7 +175,7 @@ class FakeESL:
     # ---- events --------------------------------------------------------------------------
 
     def _now_us(self) -> int:
-        us = max(int(time.time() * 1_000_000), self._last_us + 1)
+        us = max(int(time.time() * 1_000_000) + self.skew_us, self._last_us + 1)
         self._last_us = us
         return us
 
