@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -208,7 +209,7 @@ def _finish_profiler(name: str, proc: Any, raw: Path, top: int = 25) -> dict[str
 
 async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, settle: float,
                    work: Path, redis_url: str, pg: PostgresServer, soak_min: float = 0.0,
-                   profile: bool = False) -> dict[str, Any]:
+                   profile: bool = False, trace: bool = False) -> dict[str, Any]:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     store_url = pg.create_database(f"load{nodes_n}_{int(time.time())}")
@@ -226,7 +227,10 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
     cfg_b = write_config(work / f"b{nodes_n}.toml", base)
     migrate(cfg_b)
     await seed_contacts(store_url, write_contacts(work / "contacts.csv", CONTACTS))
-    nodes = [Node("node-a", "serve", cfg_a, work / f"a{nodes_n}.log", port=free_port(), log_level="warning")]
+    snaps = work / "tracemalloc"
+    env_a = {"CTI_TRACEMALLOC_DIR": str(snaps)} if trace else {}
+    nodes = [Node("node-a", "serve", cfg_a, work / f"a{nodes_n}.log", port=free_port(), log_level="warning",
+                  env=env_a)]
     if nodes_n == 2:
         nodes.append(Node("node-b", "serve", cfg_b, work / f"b{nodes_n}.log", port=free_port(), log_level="warning"))
     ids = agent_ids(agents)
@@ -271,9 +275,14 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
             if soak_min:
                 end_at = t0 + soak_min * 60
                 while time.monotonic() < end_at:
-                    samples.append((time.monotonic() - t0, {k: p.rss() for k, p in procs.items()}))
-                    print(f"  soak t={samples[-1][0]:6.0f}s rss " + ", ".join(
-                        f"{k} {v / 2**20:.1f} MiB" for k, v in samples[-1][1].items()), flush=True)
+                    sample = {k: p.rss() for k, p in procs.items()}
+                    for n in nodes:
+                        sample[f"{n.name}_heap_blocks"] = await _heap_blocks(session, n.base_url)
+                    samples.append((time.monotonic() - t0, sample))
+                    if trace and nodes[0].proc is not None:
+                        nodes[0].proc.send_signal(signal.SIGUSR2)
+                    print(f"  soak t={samples[-1][0]:6.0f}s " + ", ".join(
+                        f"{k} {_unit(k, v):.1f}" for k, v in samples[-1][1].items()), flush=True)
                     await asyncio.sleep(min(30.0, max(0.0, end_at - time.monotonic())))
                 samples.append((time.monotonic() - t0, {k: p.rss() for k, p in procs.items()}))
             else:
@@ -313,6 +322,8 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
         })
         if samples:
             out["soak"] = _soak_summary(samples)
+        if trace:
+            out["tracemalloc"] = _growth(snaps)
         out["node_errors"] = {n.name: sum(1 for line in n.log_text().splitlines() if '"level": "error"' in line)
                               for n in nodes}
         return out
@@ -386,20 +397,51 @@ def _pg_pid(pg: PostgresServer) -> int:
     return int((pg.dir / "data" / "postmaster.pid").read_text().split()[0])
 
 
+def _growth(snaps: Path) -> str:
+    """What grew on node A between the snapshot two minutes in (caches full) and the last."""
+    from cti.diagnostics import compare
+
+    files = sorted(snaps.glob("*.snap"), key=lambda p: int(p.stem.split("-")[1]))
+    if len(files) < 3:
+        return "fewer than three snapshots"
+    report = compare(str(files[min(4, len(files) - 2)]), str(files[-1]))
+    print("growth on node-a (tracemalloc, 2 min in -> end):\n" + report, flush=True)
+    return report
+
+
+async def _heap_blocks(session: aiohttp.ClientSession, base_url: str) -> int:
+    """The node's live Python memory blocks (`cti_python_heap_blocks` on /metrics); -1 if unread."""
+    try:
+        async with session.get(f"{base_url}/metrics") as r:
+            for line in (await r.text()).splitlines():
+                if line.startswith("cti_python_heap_blocks "):
+                    return int(float(line.split()[1]))
+    except (aiohttp.ClientError, ValueError):
+        pass
+    return -1
+
+
+def _unit(key: str, value: int) -> float:
+    """RSS in MiB; Python heap blocks in thousands."""
+    return value / 1000 if key.endswith("_heap_blocks") else value / 2**20
+
+
 def _soak_summary(samples: list[tuple[float, dict[str, int]]]) -> dict[str, Any]:
-    """Least-squares RSS slope per node, skipping the first sample (warm-up)."""
-    res: dict[str, Any] = {"samples": [{"t_s": round(t, 1), **{k: round(v / 2**20, 2) for k, v in r.items()}}
+    """Least-squares slope per node of RSS (MiB/min) and of live Python blocks (thousands/min),
+    skipping the first sample (warm-up)."""
+    res: dict[str, Any] = {"samples": [{"t_s": round(t, 1), **{k: round(_unit(k, v), 2) for k, v in r.items()}}
                                        for t, r in samples]}
     use = samples[1:] if len(samples) > 2 else samples
     # the second half apart: bounded caches (seen event ids, recent decisions) fill first, then plateau
     for label, part in (("", use), ("_second_half", use[len(use) // 2:])):
         for k in samples[0][1]:
             xs = [t / 60 for t, _ in part]
-            ys = [r[k] / 2**20 for _, r in part]
+            ys = [_unit(k, r[k]) for _, r in part]
             if len(xs) >= 2 and max(xs) > min(xs):
                 mx, my = statistics.fmean(xs), statistics.fmean(ys)
                 slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-                res[f"{k}_slope_mib_per_min{label}"] = round(slope, 3)
+                unit = "kblocks" if k.endswith("_heap_blocks") else "mib"
+                res[f"{k}_slope_{unit}_per_min{label}"] = round(slope, 3)
     return res
 
 
@@ -428,6 +470,8 @@ def main() -> int:
     ap.add_argument("--nodes", default="1,2", help="which cases: 1, 2 or 1,2")
     ap.add_argument("--soak", type=float, metavar="MINUTES", help="one node, moderate load, RSS every 30 s")
     ap.add_argument("--profile", action="store_true", help="sample each node with py-spy over the window")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="soak only: trace node A's allocations and print what grew (slows the node)")
     ap.add_argument("--skip-idle", action="store_true", help="skip the idle-node memory measurement")
     args = ap.parse_args()
     soak = args.soak or 0.0
@@ -456,7 +500,7 @@ def main() -> int:
             try:
                 rows.append(asyncio.run(run_case(nodes_n=n, agents=agents, rate=rate, duration=duration,
                                                  settle=settle, work=work, redis_url=r.url, pg=pg, soak_min=soak,
-                                                 profile=args.profile)))
+                                                 profile=args.profile, trace=args.tracemalloc and bool(soak))))
             except Exception as exc:  # one case failing still reports the others
                 print(f"  {n} node(s) failed: {exc!r}", flush=True)
                 rows.append({"nodes": n, "agents": agents, "rate_per_s": rate, "error": repr(exc)[:500]})
@@ -481,8 +525,8 @@ def main() -> int:
               f"{'OK' if verdict['rate_reached'] else 'MISSED'}")
     for x in rows:
         if "soak" in x:
-            print("soak RSS slope (MiB/min, after the first sample): "
-                  + ", ".join(f"{k}: {v}" for k, v in x["soak"].items() if "slope_mib_per_min" in k))
+            print("soak slopes after the first sample (RSS in MiB/min, Python heap in thousand blocks/min): "
+                  + ", ".join(f"{k}: {v}" for k, v in x["soak"].items() if "_slope_" in k))
     print(f"machine: {os.cpu_count()} CPUs, load average before {load_before[0]:.2f} (shared with other work); "
           "bench client, nodes, Redis and PostgreSQL all on it")
     name = "load_soak.json" if soak else "load.json"

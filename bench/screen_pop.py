@@ -210,6 +210,7 @@ async def serve_app(port: int, agents: int) -> None:
     await engine.dispose()
     app = CtiApp(settings, node_id="bench")
     await app.start()
+    _report_slow_steps_on_exit()
 
     async def inject(agent: str, call_id: str, number: str, kind: str = "ringing") -> None:
         await app.bus.publish(S.EVENTS, bench_event(agent, call_id, number, kind))
@@ -220,6 +221,25 @@ async def serve_app(port: int, agents: int) -> None:
     await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
     print("READY", flush=True)
     await asyncio.Event().wait()
+
+
+def _report_slow_steps_on_exit() -> None:
+    """With BENCH_SLOW_STEPS_MS set, count the loop steps at least that long and print them to
+    stderr when the bench stops this server: what held the loop while pops waited."""
+    threshold = os.environ.get("BENCH_SLOW_STEPS_MS")
+    if not threshold:
+        return
+    import signal
+
+    from cti.diagnostics import SlowSteps
+
+    steps = SlowSteps(float(threshold)).install()
+
+    def report() -> None:
+        print(steps.report(), file=sys.stderr, flush=True)
+        os._exit(0)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, report)
 
 
 def write_contacts(path: Path) -> None:

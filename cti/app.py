@@ -18,6 +18,7 @@ import contextlib
 import os
 import random
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -964,6 +965,7 @@ class CtiApp:
             for stream, group in ((S.EVENTS, "store"), (S.CALLS, "activity"), (S.CALLS, "stats")):
                 self.metrics.bus_lag.labels(stream, group).set(await self.bus.lag(stream, group))
         self.metrics.calls_active.set(sum(len(self.directory.calls_of(a)) for a in self.directory.agents))
+        self.metrics.heap_blocks.set(sys.getallocatedblocks())
 
     async def _load_db_tokens(self) -> None:
         async with self.db.engine.connect() as conn:

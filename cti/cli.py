@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from cti.config import ConfigError, Settings, load_settings
+from cti.diagnostics import install_snapshot_signal
 
 
 def configure_logging(level: str = "info") -> None:
@@ -80,6 +81,8 @@ async def _serve(app: Any, host: str, port: int, duration: float | None, on_read
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError, AttributeError):
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(app.reload()))
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        install_snapshot_signal(loop)
     if on_ready is not None:
         await on_ready(app)
     try:

@@ -27,6 +27,9 @@ class Metrics:
         self.adapter_reconnects = Counter(
             "cti_adapter_reconnects", "Provider reconnections", ["provider"], registry=r
         )
+        # live Python objects' memory blocks: flat under steady load while RSS may still creep
+        # (allocator retention), so the two together tell a leak from fragmentation
+        self.heap_blocks = Gauge("cti_python_heap_blocks", "Memory blocks allocated by Python", registry=r)
         self.jobs = Counter("cti_jobs", "Background jobs by result", ["kind", "result"], registry=r)
 
     def render(self) -> bytes:
