@@ -274,17 +274,20 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
             t0 = time.monotonic()
             if soak_min:
                 end_at = t0 + soak_min * 60
-                while time.monotonic() < end_at:
-                    sample = {k: p.rss() for k, p in procs.items()}
+                async def sample() -> None:
+                    values = {k: p.rss() for k, p in procs.items()}
                     for n in nodes:
-                        sample[f"{n.name}_heap_blocks"] = await _heap_blocks(session, n.base_url)
-                    samples.append((time.monotonic() - t0, sample))
+                        values[f"{n.name}_heap_blocks"] = await _heap_blocks(session, n.base_url)
+                    samples.append((time.monotonic() - t0, values))
+
+                while time.monotonic() < end_at:
+                    await sample()
                     if trace and nodes[0].proc is not None:
                         nodes[0].proc.send_signal(signal.SIGUSR2)
                     print(f"  soak t={samples[-1][0]:6.0f}s " + ", ".join(
                         f"{k} {_unit(k, v):.1f}" for k, v in samples[-1][1].items()), flush=True)
                     await asyncio.sleep(min(30.0, max(0.0, end_at - time.monotonic())))
-                samples.append((time.monotonic() - t0, {k: p.rss() for k, p in procs.items()}))
+                await sample()
             else:
                 spies = [_start_profiler(n, duration, work) for n in nodes] if profile else []
                 await asyncio.sleep(duration)

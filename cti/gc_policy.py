@@ -9,13 +9,22 @@ of them. A frozen object that later dies in a reference cycle is not collected w
 (asyncio makes many such cycles: tasks, futures, exceptions), so every `full_every_s`
 everything is unfrozen and collected once: one long pause a minute instead of one every few
 seconds, and cyclic garbage kept for a minute at most.
+
+After that minute's collection the C allocator is asked to give its free pages back
+(`malloc_trim`, glibc only). Without it a node's RSS crept up by ~4 MiB a minute under steady
+load while its live Python heap (`cti_python_heap_blocks`) was flat: freed memory stayed
+with the process, scattered between live blocks where the heap's top cannot shrink.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -43,12 +52,38 @@ def tune_gc() -> None:
         gc.callbacks.append(_count_full)
 
 
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim  # glibc; musl has none
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+_malloc_trim = _find_malloc_trim()
+
+
+def release_free_memory() -> bool:
+    """Hand the C allocator's free pages back to the OS; False where that is not available."""
+    if _malloc_trim is None:
+        return False
+    _malloc_trim(0)
+    return True
+
+
 def full_collect() -> float:
-    """Unfreeze, collect everything, freeze the survivors again; returns the pause in ms."""
+    """Unfreeze, collect everything, freeze the survivors again, give free pages back; returns
+    the pause in ms."""
     t0 = time.perf_counter()
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    release_free_memory()
     return (time.perf_counter() - t0) * 1000
 
 

@@ -31,6 +31,7 @@ import structlog
 from cti.adapters.base import BlindTransfer, CallNotFound, Command, CommandResult, Connect, Originate, Play
 from cti.config import ConfigError, Settings
 from cti.model import AgentState, CallEvent, EventKind, make_event_id
+from cti.recent import RecentIds
 from cti.routing.callbacks import CallbackRequest
 from cti.routing.decision import Decision
 from cti.routing.engine import (
@@ -51,8 +52,8 @@ log = structlog.get_logger("cti.routing")
 Dispatch = Callable[[str, Command], Awaitable[CommandResult]]
 Lookup = Callable[[CallEvent], Awaitable[Any]]
 
-SEEN_EVENTS_MAX = 100_000   # duplicate filter: the ids of the last events (a redelivery is minutes late at most)
-SEEN_EVENTS_TTL_S = 300.0   # ...and no older than this, so memory plateaus within minutes at any rate
+SEEN_EVENTS_MAX = 100_000   # duplicate filter: the ids of the last events (a redelivery is seconds late)
+SEEN_EVENTS_TTL_S = 120.0   # ...and no older than this, so memory plateaus within two minutes at any rate
 DECISIONS_CALLS_MAX = 1_000  # recent calls' decisions in memory (the API reads them from the store)
 RESERVE_GRACE_S = 10.0      # reservation TTL beyond the ring timeout
 ON_CALL_TTL_S = 300.0       # reservation TTL while the agent talks: refreshed every REFRESH_S, released
@@ -87,7 +88,7 @@ class Router:
         self.node_id = node_id or uuid.uuid4().hex[:12]
         self.tick_s = tick_s
         self.engine = Engine(compile_routing(settings), ring_grace_s=ring_grace_s)
-        self._seen: OrderedDict[str, float] = OrderedDict()  # event id -> first seen (monotonic)
+        self._seen = RecentIds(SEEN_EVENTS_TTL_S, SEEN_EVENTS_MAX, self.clock.monotonic)
         self._decisions: OrderedDict[str, list[Decision]] = OrderedDict()
         self._lock = asyncio.Lock()
         self._refreshed_at = 0.0
@@ -121,14 +122,7 @@ class Router:
     # ---- events ------------------------------------------------------------------
 
     def _first_time(self, event_id: str) -> bool:
-        if event_id in self._seen:
-            return False
-        now = self.clock.monotonic()
-        self._seen[event_id] = now
-        seen = self._seen
-        while seen and (len(seen) > SEEN_EVENTS_MAX or next(iter(seen.values())) < now - SEEN_EVENTS_TTL_S):
-            seen.popitem(last=False)
-        return True
+        return self._seen.add(event_id)
 
     async def on_event(self, ev: CallEvent) -> None:
         """Consume one normalized call event; never raises for a bad event (logs it)."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,11 +29,14 @@ from cti.crm.base import contact_view
 from cti.crm.cache import FAILED, OK, PENDING, CachedLookup
 from cti.crm.store import local_history
 from cti.model import CallEvent, Contact, Direction, EventKind
+from cti.recent import RecentIds
 
 log = structlog.get_logger(__name__)
 
 Rules = Callable[[Contact | None], tuple[int, list[str]]]
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
+
+SEEN_TTL_S = 120.0  # duplicate ringing and late events of ended calls come seconds late, not minutes
 
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][\w]*)\.([A-Za-z_][\w.]*)\s*\}")
 
@@ -198,9 +200,8 @@ class ScreenPop:
         self._calls: dict[str, _CallInfo] = {}
         self._pops = _PopIndex()  # (call_id, agent) -> last message sent
         self._popping: set[tuple[str, str]] = set()
-        self._seen: set[str] = set()
-        # a few ids per call (ringing legs, "ended:"): 30,000 covers minutes of redelivery at any rate
-        self._seen_order: deque[str] = deque(maxlen=30_000)
+        # ringing legs popped and calls ended, for a duplicate or a late event of a finished call
+        self._seen = RecentIds(SEEN_TTL_S, 30_000, self.lookup.clock.monotonic)
         self._tasks: set[asyncio.Task[None]] = set()  # pending-lookup updates
         self._pop_tasks: set[asyncio.Task[None]] = set()  # pops being built
         self._late: dict[tuple[str, str], asyncio.Task[Any]] = {}  # history still on its way
@@ -627,9 +628,6 @@ class ScreenPop:
             del self._pops[key]
 
     def _remember(self, event_id: str) -> None:
-        if len(self._seen_order) == self._seen_order.maxlen:
-            self._seen.discard(self._seen_order[0])
-        self._seen_order.append(event_id)
         self._seen.add(event_id)
 
     async def close(self) -> None:

@@ -42,3 +42,19 @@ async def test_survivors_of_a_full_collection_are_frozen_and_frozen_cycles_are_r
         loop.cancel()
     finally:
         gc.unfreeze()
+
+
+def test_the_periodic_full_collection_gives_free_pages_back_to_the_os(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    trims: list[int] = []
+    monkeypatch.setattr(gc_policy, "_malloc_trim", lambda pad: trims.append(pad) or 1)
+    try:
+        gc_policy.full_collect()
+    finally:
+        gc.unfreeze()
+    assert trims == [0]
+    if sys.platform.startswith("linux"):
+        monkeypatch.undo()
+        assert gc_policy._malloc_trim is not None  # found in glibc here
+        assert gc_policy.release_free_memory() is True
