@@ -210,9 +210,16 @@ async def serve_app(port: int, agents: int) -> None:
     await engine.dispose()
     app = CtiApp(settings, node_id="bench")
     await app.start()
-    _report_slow_steps_on_exit()
+    steps = _report_slow_steps_on_exit()
 
     async def inject(agent: str, call_id: str, number: str, kind: str = "ringing") -> None:
+        nonlocal steps
+        if steps is not None:  # the first call: count from here, not the sockets' start-up
+            steps.reset()
+            steps = None
+            census_at = os.environ.get("BENCH_GARBAGE_AT_S")
+            if census_at:
+                asyncio.get_running_loop().call_later(float(census_at), _census)
         await app.bus.publish(S.EVENTS, bench_event(agent, call_id, number, kind))
 
     app.web_app.router.add_get("/bench-control", control_handler(inject))
@@ -223,12 +230,12 @@ async def serve_app(port: int, agents: int) -> None:
     await asyncio.Event().wait()
 
 
-def _report_slow_steps_on_exit() -> None:
+def _report_slow_steps_on_exit() -> Any:
     """With BENCH_SLOW_STEPS_MS set, count the loop steps at least that long and print them to
     stderr when the bench stops this server: what held the loop while pops waited."""
     threshold = os.environ.get("BENCH_SLOW_STEPS_MS")
     if not threshold:
-        return
+        return None
     import signal
 
     from cti.diagnostics import SlowSteps
@@ -240,6 +247,26 @@ def _report_slow_steps_on_exit() -> None:
         os._exit(0)
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, report)
+    return steps
+
+
+def _census() -> None:
+    """With BENCH_GARBAGE_AT_S (and BENCH_SLOW_STEPS_MS) set: that long after the first call,
+    print to stderr what died in reference cycles over the next second."""
+    from cti.diagnostics import garbage_census
+
+    async def run() -> None:
+        found = await garbage_census(1.0)
+        print(f"garbage in cycles over 1 s: {sum(found.values())} objects", file=sys.stderr)
+        for name, n in found.most_common(15):
+            print(f"  {n:7d} {name}", file=sys.stderr)
+
+    task = asyncio.ensure_future(run())
+    _census_tasks.add(task)
+    task.add_done_callback(_census_tasks.discard)
+
+
+_census_tasks: set[asyncio.Future[None]] = set()
 
 
 def write_contacts(path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import os
 import signal
@@ -57,6 +58,16 @@ class SlowSteps:
         self.total_s: Counter[str] = Counter()
         self.steps = 0
         self._orig: Any = None
+        self.gc_pauses: Counter[int] = Counter()    # generation -> collections >= threshold
+        self.gc_total_s: Counter[int] = Counter()
+        self.gc_collected: Counter[int] = Counter()  # unreachable objects those collections freed
+        self._gc_t0 = 0.0
+
+    def reset(self) -> None:
+        """Forget what was counted so far (e.g. start-up, before a measurement)."""
+        self.steps = 0
+        for c in (self.count, self.total_s, self.gc_pauses, self.gc_total_s, self.gc_collected):
+            c.clear()
 
     def install(self) -> SlowSteps:
         orig = self._orig = asyncio.events.Handle._run
@@ -73,12 +84,28 @@ class SlowSteps:
                 timer.total_s[key] += dt
 
         asyncio.events.Handle._run = _run  # type: ignore[method-assign]
+        gc.callbacks.append(self._on_gc)
         return self
 
     def uninstall(self) -> None:
         if self._orig is not None:
             asyncio.events.Handle._run = self._orig  # type: ignore[method-assign]
             self._orig = None
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        # a collection runs inside whichever step allocated last: count it apart, or the step
+        # that happened to trigger it takes the blame
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+            return
+        dt = time.perf_counter() - self._gc_t0
+        if dt >= self.threshold_s:
+            gen = int(info.get("generation", -1))
+            self.gc_pauses[gen] += 1
+            self.gc_total_s[gen] += dt
+            self.gc_collected[gen] += int(info.get("collected", 0))
 
     @staticmethod
     def describe(handle: asyncio.events.Handle) -> str:
@@ -94,7 +121,27 @@ class SlowSteps:
         lines = [f"{self.steps} loop steps, {sum(self.count.values())} of them >= {self.threshold_s * 1000:g} ms"]
         for key, n in self.count.most_common(top):
             lines.append(f"  {n:6d} x, {self.total_s[key] / n * 1000:6.1f} ms avg  {key}")
+        for gen, n in sorted(self.gc_pauses.items()):
+            lines.append(f"  of which garbage collections of generation {gen}: {n} x, "
+                         f"{self.gc_total_s[gen] / n * 1000:.1f} ms avg, "
+                         f"{self.gc_collected[gen] // n} objects freed avg")
         return "\n".join(lines)
+
+
+async def garbage_census(seconds: float) -> Counter[str]:
+    """What the cycle collector would free over `seconds`, by type: the objects that die in
+    reference cycles (each one costs a collection's time, not a refcount drop)."""
+    gc.collect()
+    saved = len(gc.garbage)
+    gc.set_debug(gc.get_debug() | gc.DEBUG_SAVEALL)
+    try:
+        await asyncio.sleep(seconds)
+        gc.collect()
+    finally:
+        gc.set_debug(gc.get_debug() & ~gc.DEBUG_SAVEALL)
+    found = gc.garbage[saved:]
+    del gc.garbage[saved:]
+    return Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in found)
 
 
 def compare(before: str, after: str, top: int = 15) -> str:

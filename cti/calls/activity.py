@@ -22,7 +22,7 @@ import structlog
 
 from cti import phone
 from cti.crm.base import CrmAuthError, CrmError, CrmUnavailable
-from cti.crm.store import upsert_activity
+from cti.crm.store import upsert_activities, upsert_activity
 from cti.model import Activity, Call, Direction, Outcome
 from cti.routing.screen_pop import customer_number
 from cti.store.tables import activities, calls
@@ -163,8 +163,7 @@ class ActivityWriter:
                 for call in ended]
         now = self.clock.now()
         async with self.engine.begin() as conn:
-            for act in acts:
-                await upsert_activity(conn, act, self.tenant, now, synced_ref=f"local:{act.call_id}")
+            await upsert_activities(conn, [(act, f"local:{act.call_id}") for act in acts], self.tenant, now)
         for act in acts:
             log.info("activity_recorded", call_id=act.call_id, contact_id=act.contact_id)
             self._changed(act.from_number, act.to_number, act.contact_id)

@@ -3,6 +3,7 @@ and read the last calls with a customer (the pop's history), whatever CRM is con
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -52,6 +53,43 @@ def activity_values(a: Activity, tenant: str) -> dict[str, Any]:
     }
 
 
+_FACTS = (
+    "contact_id",
+    "account_id",
+    "agent",
+    "subject",
+    "direction",
+    "from_number",
+    "to_number",
+    "duration_s",
+    "outcome",
+    "recording_url",
+    "updated_at",
+    "crm_synced_at",
+)
+_KEPT = ("disposition", "notes", "summary")  # written only when the new value is not empty
+
+
+@functools.cache
+def _activity_upsert(dialect: str, synced: bool) -> Any:
+    """INSERT ... ON CONFLICT (call_id) DO UPDATE SET <facts>, built once per dialect.
+
+    Built per write it cost more than the write: `.excluded` is an alias of the whole table,
+    and each one left ~200 objects in reference cycles for the garbage collector (at 100
+    calls/s, collections freeing 13,000 objects every 60 ms held the event loop 4-13 ms)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(activities)
+    facts = [*_FACTS, "crm_ref", "crm_error"] if synced else list(_FACTS)
+    return stmt.on_conflict_do_update(index_elements=["call_id"], set_={k: stmt.excluded[k] for k in facts})
+
+
+# the SET columns come from each execution's parameters (the non-empty kept fields)
+_UPDATE_KEPT = activities.update().where(activities.c.call_id == sa.bindparam("b_call_id"))
+
+
 async def upsert_activity(
     conn: AsyncConnection, a: Activity, tenant: str, now: datetime, *, synced_ref: str | None = None
 ) -> None:
@@ -62,33 +100,31 @@ async def upsert_activity(
     `synced_ref`: the CRM already has this version (the local CRM, whose history is this
     table), so the row is written as synced with that reference.
     """
-    values = activity_values(a, tenant)
-    values["created_at"] = now
-    values["updated_at"] = now
-    values["crm_synced_at"] = None  # changed: the CRM must get this version
-    if synced_ref is not None:
-        values.update(crm_ref=synced_ref, crm_synced_at=now, crm_error=None)
-    facts = [
-        "contact_id",
-        "account_id",
-        "agent",
-        "subject",
-        "direction",
-        "from_number",
-        "to_number",
-        "duration_s",
-        "outcome",
-        "recording_url",
-        "updated_at",
-        "crm_synced_at",
-    ]
-    if synced_ref is not None:
-        facts += ["crm_ref", "crm_error"]
-    stmt = upsert_stmt(conn, activities, values, ["call_id"], facts)
-    await conn.execute(stmt)
-    keep = {k: values[k] for k in ("disposition", "notes", "summary") if values[k] not in (None, "")}
-    if keep:
-        await conn.execute(activities.update().where(activities.c.call_id == a.call_id).values(**keep))
+    await upsert_activities(conn, [(a, synced_ref)], tenant, now)
+
+
+async def upsert_activities(
+    conn: AsyncConnection, items: Sequence[tuple[Activity, str | None]], tenant: str, now: datetime
+) -> None:
+    """`upsert_activity` for many calls: one executemany per kind of row, whatever their number."""
+    rows: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    kept: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for a, synced_ref in items:
+        values = activity_values(a, tenant)
+        values["created_at"] = now
+        values["updated_at"] = now
+        values["crm_synced_at"] = None  # changed: the CRM must get this version
+        if synced_ref is not None:
+            values.update(crm_ref=synced_ref, crm_synced_at=now, crm_error=None)
+        rows[synced_ref is not None].append(values)
+        keep = {k: values[k] for k in _KEPT if values[k] not in (None, "")}
+        if keep:
+            kept.setdefault(tuple(keep), []).append({"b_call_id": a.call_id, **keep})
+    for synced, params in rows.items():
+        if params:
+            await conn.execute(_activity_upsert(conn.dialect.name, synced), params)
+    for params in kept.values():
+        await conn.execute(_UPDATE_KEPT, params)
 
 
 def _history_row(r: Any) -> dict[str, Any]:
@@ -104,6 +140,29 @@ def _history_row(r: Any) -> dict[str, Any]:
     }
 
 
+def _history_query(exclude_call: bool) -> sa.Select[Any]:
+    a = activities
+    numbers, ids = sa.bindparam("numbers", expanding=True), sa.bindparam("contact_ids", expanding=True)
+    q = sa.select(a).where(
+        a.c.tenant == sa.bindparam("tenant"),
+        sa.or_(a.c.from_number.in_(numbers), a.c.to_number.in_(numbers), a.c.contact_id.in_(ids)),
+    )
+    if exclude_call:
+        q = q.where(a.c.call_id != sa.bindparam("exclude_call"))
+    return q.order_by(a.c.created_at.desc(), a.c.call_id).limit(sa.bindparam("limit"))
+
+
+# built once: the screen pop runs this for every caller, and building the statement (columns,
+# operators, cache key) cost more loop time than the query itself on a warm store
+_HISTORY = {False: _history_query(False), True: _history_query(True)}
+_SUMMARY = (
+    sa.select(transcripts.c.summary)
+    .where(transcripts.c.call_id.in_(sa.bindparam("call_ids", expanding=True)), transcripts.c.summary.is_not(None))
+    .order_by(transcripts.c.updated_at.desc())
+    .limit(1)
+)
+
+
 async def local_history(
     engine: AsyncEngine,
     key: str | Sequence[str],
@@ -113,31 +172,21 @@ async def local_history(
     exclude_call: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """(last calls, last summary) for E.164 numbers (start with '+') and/or contact ids, in one query."""
-    a = activities
     keys = [key] if isinstance(key, str) else [k for k in key if k]
-    conds = []
-    for k in keys:
-        if k.startswith("+"):
-            conds += [a.c.from_number == k, a.c.to_number == k]
-        else:
-            conds.append(a.c.contact_id == k)
-    if not conds:
+    if not keys:
         return [], None
-    cond = sa.or_(*conds)
-    q = sa.select(a).where(a.c.tenant == tenant, cond)
+    params: dict[str, Any] = {
+        "tenant": tenant,
+        "numbers": [k for k in keys if k.startswith("+")],
+        "contact_ids": [k for k in keys if not k.startswith("+")],
+        "limit": max(1, limit),
+    }
     if exclude_call:
-        q = q.where(a.c.call_id != exclude_call)
-    q = q.order_by(a.c.created_at.desc(), a.c.call_id).limit(max(1, limit))
+        params["exclude_call"] = exclude_call
     async with engine.connect() as conn:
-        rows = (await conn.execute(q)).all()
+        rows = (await conn.execute(_HISTORY[bool(exclude_call)], params)).all()
         summary = next((r.summary for r in rows if r.summary), None)
         if summary is None and rows:
             # the transcription stage may have written the summary only on the transcript
-            t = await conn.execute(
-                sa.select(transcripts.c.summary)
-                .where(transcripts.c.call_id.in_([r.call_id for r in rows]), transcripts.c.summary.is_not(None))
-                .order_by(transcripts.c.updated_at.desc())
-                .limit(1)
-            )
-            summary = t.scalar()
+            summary = (await conn.execute(_SUMMARY, {"call_ids": [r.call_id for r in rows]})).scalar()
     return [_history_row(r) for r in rows], summary

@@ -7,6 +7,7 @@ node or two, counts once). Only ended calls are applied.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,13 +45,37 @@ def thresholds(settings: Settings, queue: str | None) -> tuple[float, float]:
 
 
 def _insert(engine_or_conn: AsyncEngine | AsyncConnection, table: sa.Table) -> Any:
-    if engine_or_conn.dialect.name == "postgresql":
+    return _dialect_insert(engine_or_conn.dialect.name, table)
+
+
+def _dialect_insert(dialect: str, table: sa.Table) -> Any:
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-    elif engine_or_conn.dialect.name == "sqlite":
+    elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - only the two supported stores
-        raise RuntimeError(f"unsupported database dialect {engine_or_conn.dialect.name}")
+        raise RuntimeError(f"unsupported database dialect {dialect}")
     return insert(table)
+
+
+# Both built once per dialect: a statement built per batch is garbage in reference cycles
+# (`.excluded` aliases the whole table) that the collector frees while the loop waits.
+@functools.cache
+def _applied_insert(dialect: str) -> Any:
+    return _dialect_insert(dialect, stats_applied).on_conflict_do_nothing(
+        index_elements=["call_id"]
+    ).returning(stats_applied.c.call_id)
+
+
+@functools.cache
+def _hourly_upsert(dialect: str) -> Any:
+    greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max
+    stmt = _dialect_insert(dialect, stats_hourly)
+    ex = stmt.excluded
+    set_: dict[str, Any] = {f: stats_hourly.c[f] + ex[f] for f in COUNT_FIELDS + SUM_FIELDS}
+    for f in MAX_FIELDS:
+        set_[f] = greatest(stats_hourly.c[f], ex[f])
+    return stmt.on_conflict_do_update(index_elements=list(_KEY), set_=set_)
 
 
 def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
@@ -88,9 +113,7 @@ class StatsRollup:
         by_id = {r["call_id"]: r for r in sorted(rows, key=lambda r: r["call_id"])}
         # executemany of one fixed statement (not .values(rows)): SQLAlchemy compiles it once and
         # caches it, where a VALUES list of each batch's length was compiled again every time
-        ins = _insert(conn, stats_applied).on_conflict_do_nothing(
-            index_elements=["call_id"]
-        ).returning(stats_applied.c.call_id)
+        ins = _applied_insert(conn.dialect.name)
         params = [{"call_id": cid, "hour": hour_of(call_start(r))} for cid, r in by_id.items()]  # type: ignore[arg-type]
         new_ids = [x[0] for x in (await conn.execute(ins, params)).all()]
         if not new_ids:
@@ -107,13 +130,7 @@ class StatsRollup:
 
     async def _upsert(self, conn: AsyncConnection, sums: dict[tuple, dict[str, float]]) -> None:
         values = [dict(zip(_KEY, k, strict=True), **v) for k, v in sorted(sums.items())]
-        greatest = sa.func.greatest if conn.dialect.name == "postgresql" else sa.func.max
-        stmt = _insert(conn, stats_hourly)
-        ex = stmt.excluded
-        set_: dict[str, Any] = {f: stats_hourly.c[f] + ex[f] for f in COUNT_FIELDS + SUM_FIELDS}
-        for f in MAX_FIELDS:
-            set_[f] = greatest(stats_hourly.c[f], ex[f])
-        upsert = stmt.on_conflict_do_update(index_elements=list(_KEY), set_=set_)
+        upsert = _hourly_upsert(conn.dialect.name)
         for chunk in _chunks(values, 1000):
             await conn.execute(upsert, chunk)  # executemany: compiled once (see _apply_chunk)
 
