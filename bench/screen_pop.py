@@ -252,13 +252,13 @@ def _report_slow_steps_on_exit() -> Any:
 
 def _census() -> None:
     """With BENCH_GARBAGE_AT_S (and BENCH_SLOW_STEPS_MS) set: that long after the first call,
-    print to stderr what died in reference cycles over the next second."""
+    print to stderr what died in reference cycles over the next 4 seconds."""
     from cti.diagnostics import garbage_census
 
     async def run() -> None:
-        found = await garbage_census(1.0)
-        print(f"garbage in cycles over 1 s: {sum(found.values())} objects", file=sys.stderr)
-        for name, n in found.most_common(15):
+        found = await garbage_census(4.0)
+        print(f"garbage in cycles over 4 s: {sum(found.values())} objects", file=sys.stderr)
+        for name, n in found.most_common(25):
             print(f"  {n:7d} {name}", file=sys.stderr)
 
     task = asyncio.ensure_future(run())

@@ -62,10 +62,14 @@ class SlowSteps:
         self.gc_total_s: Counter[int] = Counter()
         self.gc_collected: Counter[int] = Counter()  # unreachable objects those collections freed
         self._gc_t0 = 0.0
+        self._since = time.perf_counter()
+        self.gc_log: list[tuple[float, int, float, int]] = []  # (s since reset, gen, ms, freed)
 
     def reset(self) -> None:
         """Forget what was counted so far (e.g. start-up, before a measurement)."""
         self.steps = 0
+        self._since = time.perf_counter()
+        self.gc_log.clear()
         for c in (self.count, self.total_s, self.gc_pauses, self.gc_total_s, self.gc_collected):
             c.clear()
 
@@ -106,6 +110,8 @@ class SlowSteps:
             self.gc_pauses[gen] += 1
             self.gc_total_s[gen] += dt
             self.gc_collected[gen] += int(info.get("collected", 0))
+            if len(self.gc_log) < 1000:
+                self.gc_log.append((self._gc_t0 - self._since, gen, dt * 1000, int(info.get("collected", 0))))
 
     @staticmethod
     def describe(handle: asyncio.events.Handle) -> str:
@@ -125,6 +131,9 @@ class SlowSteps:
             lines.append(f"  of which garbage collections of generation {gen}: {n} x, "
                          f"{self.gc_total_s[gen] / n * 1000:.1f} ms avg, "
                          f"{self.gc_collected[gen] // n} objects freed avg")
+        if self.gc_log:
+            lines.append("  when (s, generation, ms/freed): " + ", ".join(
+                f"{t:.1f}s gen{g} {ms:.0f}ms/{freed}" for t, g, ms, freed in self.gc_log[:30]))
         return "\n".join(lines)
 
 
