@@ -172,7 +172,7 @@ class ScreenPop:
         history_limit: int = 5,
         history_ttl_s: float = 30.0,
         max_calls: int = 100_000,
-        history_timeout_s: float = 0.05,
+        history_timeout_s: float = 0.0,
         history_concurrency: int = 4,
     ) -> None:
         self.lookup = crm_lookup
@@ -430,7 +430,12 @@ class ScreenPop:
         self, call_id: str, number: str | None, contact: Contact | None, info: _CallInfo
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, asyncio.Task[Any] | None]:
         """(last calls, last summary, None), or ([], None, task) when the store is slower than
-        `history_timeout_s`: the pop goes without them and an update follows (`_late`)."""
+        `history_timeout_s`: the pop goes without them and an update follows (`_late`).
+
+        By default the pop never waits on the store: the last calls were read when the call
+        arrived (prefetch) or are cached; a call that rings with nothing before it (a direct
+        dial) pops at once and gets its last calls a few ms later, as a CRM record that is
+        still loading does."""
         tenant = info.tenant
         try:
             keys = self._history_keys(number, contact)

@@ -427,6 +427,34 @@ async def test_a_slow_history_query_does_not_hold_the_pop_back(engine):
     await pop.close()
 
 
+async def test_by_default_a_direct_dial_pops_without_waiting_for_the_store(engine):
+    # nothing arrived before the ringing, so nothing was prefetched: the pop goes at once and
+    # the last calls follow, even from a store answering in a few milliseconds
+    sent: list[dict] = []
+
+    async def publish(msg: dict) -> None:
+        sent.append(msg)
+
+    pop = ScreenPop(CachedLookup(FakeCrm({"+33612345678": [CLAIRE]}), ManualClock()), engine, SETTINGS,
+                    publish=publish)
+    old = {"call_id": "old-1", "at": "2026-03-01T10:00:00+00:00", "direction": "inbound",
+           "outcome": "answered", "duration_s": 60.0, "agent": "bob", "disposition": "resolved"}
+
+    async def quick(*_a, **_k):
+        await asyncio.sleep(0.005)
+        return [old], None
+
+    pop._cached_history = quick
+    await fire(pop, ringing("call-1", "alice"))
+    for _ in range(100):
+        if len(sent) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [(m["contact"]["id"], m["history"], m["update"]) for m in sent] == [
+        ("c-1", [], False), ("c-1", [old], True)]
+    await pop.close()
+
+
 class GatedHistory:
     """Stands in for the store's history query: counts calls, answers once `gate` is set."""
 
