@@ -214,7 +214,7 @@ async def serve_app(port: int, agents: int) -> None:
 
     async def inject(agent: str, call_id: str, number: str, kind: str = "ringing") -> None:
         nonlocal steps
-        if steps is not None:  # the first call: count from here, not the sockets' start-up
+        if steps is not None and call_id.startswith("call"):  # count the measured calls only
             steps.reset()
             steps = None
             census_at = os.environ.get("BENCH_GARBAGE_AT_S")

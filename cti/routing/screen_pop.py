@@ -451,7 +451,9 @@ class ScreenPop:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(_consume_exception)
-            done, _ = await asyncio.wait({task}, timeout=self.history_timeout_s)
+            # no budget: not even one loop turn, where the query's own start (building and
+            # sending the statement) would run before the pop
+            done = (await asyncio.wait({task}, timeout=self.history_timeout_s))[0] if self.history_timeout_s > 0 else ()
             if not done:
                 log.info("screen_pop_history_late", call_id=call_id, timeout_s=self.history_timeout_s)
                 return [], None, task
