@@ -125,3 +125,44 @@ async def test_long_gone_consumers_with_nothing_pending_are_forgotten(redis_url:
     names = {c["name"] for c in await bus.client.xinfo_consumers("s", "g")}
     assert names == {b"busy-node"}  # its pending entry keeps it (XAUTOCLAIM's job, not ours)
     await bus.close()
+
+
+async def test_acknowledgements_ride_on_the_next_read_and_are_flushed_when_the_consumer_stops(
+    redis_url: str,
+) -> None:
+    # a handled batch is acknowledged with the next XREADGROUP (one round trip per batch); one
+    # handled just before the consumer is cancelled is acknowledged on the way out, so a
+    # draining node leaves no handled entry for another node to handle again
+    bus = RedisBus(redis_url, block_ms=2000)
+    await bus.client.xgroup_create("s", "g", id="0", mkstream=True)
+    handled: list[int] = []
+
+    async def handler(batch: list[Message]) -> None:
+        handled.extend(m.data["n"] for m in batch)
+
+    async def pending() -> int:
+        return int((await bus.client.xpending("s", "g"))["pending"])
+
+    task = asyncio.create_task(bus.consume("s", "g", "c1", handler))
+    try:
+        await bus.publish("s", {"n": 1})
+        await _wait(lambda: handled == [1], 2)
+        await asyncio.sleep(0.1)
+        assert await pending() == 0  # acknowledged by the blocking read now waiting (2 s)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # a lingering consumer holds its acknowledgement while it waits for more entries
+    task = asyncio.create_task(bus.consume("s", "g", "c1", handler, linger_ms=5000))
+    try:
+        await bus.publish("s", {"n": 2})
+        await _wait(lambda: handled == [1, 2], 2)
+        await asyncio.sleep(0.1)
+        assert await pending() == 1  # handled, its XACK waiting for the next read
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert await pending() == 0
+    await bus.close()
