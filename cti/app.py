@@ -150,6 +150,7 @@ class CtiApp:
         self.adapters: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._decisions: asyncio.Queue[Any] = asyncio.Queue(10_000)
+        self._pops_out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(10_000)
         self._stopping = asyncio.Event()
         self.db: Any = None
         self.router: Any = None
@@ -352,6 +353,7 @@ class CtiApp:
             self._spawn("routing", lambda: self.bus.consume(S.EVENTS, f"routing-{self.node_id}", self.node_id,
                                                             self._on_routing_events))
             self._spawn("screen-pop", lambda: self.bus.consume(S.EVENTS, "pop", self.node_id, self._on_pop_events))
+            self._spawn("pops-publisher", self._pops_publisher)
             # store writers: an outage delays their entries, it must not dead-letter them
             linger = self.settings.bus.store_linger_ms
             self._spawn("activity", lambda: self.bus.consume(
@@ -623,7 +625,28 @@ class CtiApp:
         agent = message.get("agent")
         if agent:
             self.hub.to_agent(message.get("tenant") or self.settings.site.tenant, agent, message)
-        await self.bus.publish(S.POPS, {**message, POP_DELIVERED_BY: self.node_id})
+        # queued for one publisher task, in order: the screen pop goes on with the next event
+        # at once instead of waiting a Redis round trip per pop
+        try:
+            self._pops_out.put_nowait({**message, POP_DELIVERED_BY: self.node_id})
+        except asyncio.QueueFull:
+            log.warning("pop_not_forwarded", call_id=message.get("call_id"), reason="publisher_behind")
+
+    async def _pops_publisher(self) -> None:
+        """Forward this node's pops to the other nodes (POPS stream), many per round trip."""
+        while True:
+            batch = [await self._pops_out.get()]
+            while not self._pops_out.empty() and len(batch) < 500:
+                batch.append(self._pops_out.get_nowait())
+            while True:
+                try:
+                    await self.bus.publish_many(S.POPS, batch)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the bus is down: keep them (in order) until it is back
+                    log.warning("pops_publish_failed", pops=len(batch), exc_info=True)
+                    await asyncio.sleep(0.5)
 
     async def _on_pops_ws(self, batch: list[Message]) -> None:
         for m in batch:

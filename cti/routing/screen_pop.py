@@ -262,9 +262,24 @@ class ScreenPop:
             self._remember(ev.event_id)
             self._popping.add(key)
             info.stopped.discard(ev.agent)  # rung again after a no-answer
-            # each pop is built in its own task: one caller's slow lookup never holds up the
-            # next caller's pop (drain() waits for them)
+            if self._pop_is_ready(info):
+                # everything is in memory (looked up on arrival, or cached): built and sent
+                # now, without a task's extra turn of the event loop
+                await self._ringing(ev, info, key)
+                return
+            # otherwise in its own task: one caller's slow lookup never holds up the next
+            # caller's pop (drain() waits for them)
             self._spawn(self._ringing(ev, info, key), self._pop_tasks)
+
+    def _pop_is_ready(self, info: _CallInfo) -> bool:
+        """True when the pop can be built without waiting: the caller's match is known (or
+        there is nothing to look up) and the last calls are never waited for."""
+        if self.history_timeout_s > 0:
+            return False
+        if info.status in (OK, FAILED):
+            return True
+        number = self._number(info)
+        return number is None or not number.startswith("+") or self.lookup.cached(number) is not None
 
     def _spawn(self, coro: Any, into: set[asyncio.Task[None]]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

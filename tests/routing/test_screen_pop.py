@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -452,6 +453,29 @@ async def test_by_default_a_direct_dial_pops_without_waiting_for_the_store(engin
         await asyncio.sleep(0.01)
     assert [(m["contact"]["id"], m["history"], m["update"]) for m in sent] == [
         ("c-1", [], False), ("c-1", [old], True)]
+    await pop.close()
+
+
+async def test_a_pop_whose_caller_is_known_goes_out_before_the_event_is_done(engine):
+    # looked up on arrival (or cached): the pop is built and sent within the event, with no
+    # task and no extra turn of the event loop; an unknown caller still gets its own task
+    sent: list[dict] = []
+
+    async def publish(msg: dict) -> None:
+        sent.append(msg)
+
+    crm = FakeCrm({"+33612345678": [CLAIRE]})
+    pop = ScreenPop(CachedLookup(crm, ManualClock()), engine, SETTINGS, publish=publish)
+    await pop.on_event(dataclasses.replace(ringing("call-1", "alice"), kind=EventKind.CREATED, agent=None,
+                                           event_id="created-1"))
+    await pop.drain()
+    await asyncio.sleep(0.05)  # the arrival's lookup and last calls are in
+    await pop.on_event(ringing("call-1", "alice"))
+    assert [m["call_id"] for m in sent] == ["call-1"] and not pop._pop_tasks
+    await pop.on_event(ringing("call-2", "bob", number="+33699999999"))  # nobody looked it up
+    assert len(pop._pop_tasks) == 1
+    await pop.drain()
+    assert [m["call_id"] for m in sent] == ["call-1", "call-2"]
     await pop.close()
 
 

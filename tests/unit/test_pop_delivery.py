@@ -3,6 +3,8 @@ exactly once, and still reaches the agent's sockets on other nodes through the b
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,8 +24,20 @@ class RecordingHub:
         return 1
 
 
-def node(name: str, bus: MemoryBus) -> Any:
-    return SimpleNamespace(node_id=name, bus=bus, hub=RecordingHub(), settings=Settings())
+def node(name: str, bus: Any) -> Any:
+    return SimpleNamespace(node_id=name, bus=bus, hub=RecordingHub(), settings=Settings(),
+                           _pops_out=asyncio.Queue())
+
+
+async def forwarded(n: Any) -> None:
+    """Run the node's pops publisher until what it queued is on the bus."""
+    task = asyncio.create_task(CtiApp._pops_publisher(n))
+    while not n._pops_out.empty():  # noqa: ASYNC110 - polling a queue we do not own
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def test_a_pop_is_pushed_locally_once_and_reaches_the_other_nodes_through_the_bus() -> None:
@@ -33,6 +47,7 @@ async def test_a_pop_is_pushed_locally_once_and_reaches_the_other_nodes_through_
 
     await CtiApp._publish_pop(a, pop)
     assert a.hub.sent == [("default", "alice", pop)]  # before any consumer ran
+    await forwarded(a)
 
     s = bus._stream(S.POPS)
     entries = [Message(f"{i}-0", S.POPS, d) for i, d in enumerate(s.entries)]
@@ -41,3 +56,33 @@ async def test_a_pop_is_pushed_locally_once_and_reaches_the_other_nodes_through_
     await CtiApp._on_pops_ws(b, entries)  # node B: alice may have a socket there too
     assert a.hub.sent == [("default", "alice", pop)]
     assert b.hub.sent == [("default", "alice", pop)]  # the marker stays internal
+
+
+class StuckBus:
+    """A bus whose round trips take 1 s (or an outage): what it was given, in order."""
+
+    def __init__(self) -> None:
+        self.published: list[dict[str, Any]] = []
+
+    async def publish_many(self, stream: str, items: list[dict[str, Any]]) -> None:
+        await asyncio.sleep(1.0)
+        self.published.extend(items)
+
+
+async def test_a_slow_bus_never_holds_the_local_push_back_and_keeps_the_pops_in_order() -> None:
+    n = node("node-a", StuckBus())
+    task = asyncio.create_task(CtiApp._pops_publisher(n))
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for i in range(5):
+            await CtiApp._publish_pop(n, {"type": "screen_pop", "tenant": "default", "agent": "alice",
+                                          "call_id": f"c{i}"})
+        assert loop.time() - t0 < 0.1 and len(n.hub.sent) == 5  # pushed here without waiting
+        while len(n.bus.published) < 5:  # noqa: ASYNC110 - polling a fake
+            await asyncio.sleep(0.05)
+        assert [p["call_id"] for p in n.bus.published] == [f"c{i}" for i in range(5)]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
