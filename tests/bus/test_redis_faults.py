@@ -153,16 +153,46 @@ async def test_acknowledgements_ride_on_the_next_read_and_are_flushed_when_the_c
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    # a lingering consumer holds its acknowledgement while it waits for more entries
-    task = asyncio.create_task(bus.consume("s", "g", "c1", handler, linger_ms=5000))
+    # a handler cancelled mid-batch: the entries acknowledged are exactly those handled
+    gate = asyncio.Event()
+
+    async def slow_second(batch: list[Message]) -> None:
+        for m in batch:
+            if m.data["n"] == 3:
+                await gate.wait()
+            handled.append(m.data["n"])
+
+    task = asyncio.create_task(bus.consume("s", "g", "c1", slow_second))
     try:
         await bus.publish("s", {"n": 2})
         await _wait(lambda: handled == [1, 2], 2)
+        await bus.publish("s", {"n": 3})  # the read that carries 2's XACK brings 3, which hangs
         await asyncio.sleep(0.1)
-        assert await pending() == 1  # handled, its XACK waiting for the next read
+        assert await pending() == 1  # 2 acknowledged with that read; 3 in the handler
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert await pending() == 0
+    assert await pending() == 1  # 3 was never handled: left for another consumer
+    await bus.close()
+
+
+async def test_a_lingering_consumer_acknowledges_before_it_waits(redis_url: str) -> None:
+    bus = RedisBus(redis_url, block_ms=2000)
+    await bus.client.xgroup_create("s", "g", id="0", mkstream=True)
+    handled: list[int] = []
+
+    async def handler(batch: list[Message]) -> None:
+        handled.extend(m.data["n"] for m in batch)
+
+    task = asyncio.create_task(bus.consume("s", "g", "c1", handler, linger_ms=5000))
+    try:
+        await bus.publish("s", {"n": 1})
+        await _wait(lambda: handled == [1], 2)
+        await asyncio.sleep(0.1)
+        assert int((await bus.client.xpending("s", "g"))["pending"]) == 0  # not after the 5 s wait
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await bus.close()
