@@ -234,6 +234,9 @@ class RedisBus:
                     _raise_if_cancelled()
                     if time.monotonic() - last_claim >= claim_every:
                         last_claim = time.monotonic()
+                        if to_ack:  # not held back by the claim's round trips
+                            await self.client.xack(stream, group, *to_ack)
+                            to_ack = []
                         await self._claim_idle(stream, group, consumer, handler)
                     if to_ack:
                         pipe = self.client.pipeline(transaction=False)
