@@ -13,17 +13,17 @@ Datetimes are stored and returned as UTC (SQLite keeps them naive: we re-attach 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cti.model import Call, CallEvent
-from cti.store.db import Database
+from cti.store.db import Database, dialect_insert
 from cti.store.tables import call_events, calls
 
 # Columns computed by cti.calls.state.fold: the only ones an upsert may overwrite.
@@ -129,7 +129,7 @@ class CallRepo:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        insert = functools.partial(dialect_insert, db.dialect)
         # RETURNING makes SQLAlchemy send each chunk of rows as ONE multi-row INSERT
         # ("insertmanyvalues") compiled once and cached, instead of one statement per row
         self._insert_events = (

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cti.model import Activity
+from cti.store.db import dialect_insert
 from cti.store.tables import activities, transcripts
 
 
@@ -23,11 +24,7 @@ def upsert_stmt(
     update: list[str],
 ) -> Any:
     """INSERT ... ON CONFLICT (keys) DO UPDATE SET update — on SQLite and PostgreSQL."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).values(**values)
+    stmt = dialect_insert(conn.dialect.name, table).values(**values)
     if not update:
         return stmt.on_conflict_do_nothing(index_elements=keys)
     return stmt.on_conflict_do_update(index_elements=keys, set_={k: stmt.excluded[k] for k in update})
@@ -77,11 +74,7 @@ def _activity_upsert(dialect: str, synced: bool) -> Any:
     Built per write it cost more than the write: `.excluded` is an alias of the whole table,
     and each one left ~200 objects in reference cycles for the garbage collector (at 100
     calls/s, collections freeing 13,000 objects every 60 ms held the event loop 4-13 ms)."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(activities)
+    stmt = dialect_insert(dialect, activities)
     facts = [*_FACTS, "crm_ref", "crm_error"] if synced else list(_FACTS)
     return stmt.on_conflict_do_update(index_elements=["call_id"], set_={k: stmt.excluded[k] for k in facts})
 

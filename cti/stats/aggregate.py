@@ -28,6 +28,7 @@ from cti.stats.metrics import (
     hour_of,
     row_of,
 )
+from cti.store.db import dialect_insert
 from cti.store.tables import calls as calls_t
 from cti.store.tables import stats_applied, stats_hourly
 
@@ -45,24 +46,14 @@ def thresholds(settings: Settings, queue: str | None) -> tuple[float, float]:
 
 
 def _insert(engine_or_conn: AsyncEngine | AsyncConnection, table: sa.Table) -> Any:
-    return _dialect_insert(engine_or_conn.dialect.name, table)
-
-
-def _dialect_insert(dialect: str, table: sa.Table) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - only the two supported stores
-        raise RuntimeError(f"unsupported database dialect {dialect}")
-    return insert(table)
+    return dialect_insert(engine_or_conn.dialect.name, table)
 
 
 # Both built once per dialect: a statement built per batch is garbage in reference cycles
 # (`.excluded` aliases the whole table) that the collector frees while the loop waits.
 @functools.cache
 def _applied_insert(dialect: str) -> Any:
-    return _dialect_insert(dialect, stats_applied).on_conflict_do_nothing(
+    return dialect_insert(dialect, stats_applied).on_conflict_do_nothing(
         index_elements=["call_id"]
     ).returning(stats_applied.c.call_id)
 
@@ -70,7 +61,7 @@ def _applied_insert(dialect: str) -> Any:
 @functools.cache
 def _hourly_upsert(dialect: str) -> Any:
     greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max
-    stmt = _dialect_insert(dialect, stats_hourly)
+    stmt = dialect_insert(dialect, stats_hourly)
     ex = stmt.excluded
     set_: dict[str, Any] = {f: stats_hourly.c[f] + ex[f] for f in COUNT_FIELDS + SUM_FIELDS}
     for f in MAX_FIELDS:

@@ -25,6 +25,17 @@ log = structlog.get_logger(__name__)
 DEFAULT_URL = "sqlite+aiosqlite:///cti.db"
 
 
+def dialect_insert(dialect: str, table: Any) -> Any:
+    """`INSERT` with `ON CONFLICT` support for the two supported stores (SQLite, PostgreSQL)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise RuntimeError(f"unsupported database dialect {dialect}")
+    return insert(table)
+
+
 def normalize_url(url: str) -> str:
     """Map the sync driver names people write to the async drivers we use."""
     if url.startswith("sqlite:///") or url == "sqlite://":

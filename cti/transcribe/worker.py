@@ -34,6 +34,7 @@ from cti.bus import streams
 from cti.bus.base import Bus, Message
 from cti.model import EventKind, make_event_id
 from cti.security.crypto import transcript_columns, transcript_content
+from cti.store.db import dialect_insert
 from cti.store.tables import activities, call_events, calls, recordings, transcripts
 from cti.transcribe.asr import ModelError, Recognizer, load_recognizer
 from cti.transcribe.pipeline import summarize_for, transcribe_redacted
@@ -63,11 +64,7 @@ def _now() -> datetime:
 
 async def _insert_ignore(conn: Any, table: sa.Table, values: dict[str, Any]) -> bool:
     """INSERT unless the primary key exists (portable SQLite/PostgreSQL). True if inserted."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    res = await conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+    res = await conn.execute(dialect_insert(conn.dialect.name, table).values(**values).on_conflict_do_nothing())
     return bool(res.rowcount)
 
 
