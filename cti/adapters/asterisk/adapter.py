@@ -113,6 +113,13 @@ class _Call:
     last_at: datetime | None = None            # latest provider time seen for this call
 
 
+
+def _after_latest(call: _Call, at: datetime) -> datetime:
+    """`at`, or just after the call's latest provider timestamp if `at` is not later."""
+    if call.last_at is not None and at <= call.last_at:
+        return call.last_at + timedelta(microseconds=1)
+    return at
+
 @register("asterisk")
 class AsteriskAdapter:
     type: ClassVar[str] = "asterisk"
@@ -314,10 +321,7 @@ class AsteriskAdapter:
         """Time for a fact we observe ourselves (a command's reply): never before the provider's
         latest timestamp for the call, so host clock skew cannot reorder the call's facts.
         Strictly after it: a tie would be broken by the provider's sequence, which ours lacks."""
-        now = self.clock.now()
-        if call.last_at is not None and now <= call.last_at:
-            return call.last_at + timedelta(microseconds=1)
-        return now
+        return _after_latest(call, self.clock.now())
 
     def _number(self, raw: str | None) -> str | None:
         return normalize_number(raw, self.ctx.default_region) if raw else None
@@ -703,11 +707,9 @@ class AsteriskAdapter:
         if call is not None:
             call.monitors.pop(mon.session_id, None)
             if mon.started:
-                # a stop we ordered is stamped by our clock; the provider's stamps (its start
-                # among them) may run ahead of it, and the stop must sort after the start: strictly
-                # later, since a tie would be broken by the provider's sequence, which ours lacks
-                if call.last_at is not None and at <= call.last_at:
-                    at = call.last_at + timedelta(microseconds=1)
+                # a stop we ordered is stamped by our clock, and the provider's stamps (its
+                # start among them) may run ahead of it: the stop must still sort after the start
+                at = _after_latest(call, at)
                 self._emit(call, EventKind.MONITOR_STOPPED, at, mon.session_id, mon.mode,
                            data={"mode": mon.mode, "session_id": mon.session_id})
         mon.started = False
