@@ -137,12 +137,12 @@ class _Conn:
                 fut.set_exception(exc)
 
 
-
 def _after_latest(call: _Call, at: datetime) -> datetime:
     """`at`, or just after the call's latest provider timestamp if `at` is not later."""
     if call.last_at is not None and at <= call.last_at:
         return call.last_at + timedelta(microseconds=1)
     return at
+
 
 @register("freeswitch")
 class FreeSwitchAdapter:
