@@ -119,6 +119,15 @@ def _backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
     return min(cap, base * 2**attempt) * (0.5 + random.random() / 2)
 
 
+
+async def _take_batch(queue: asyncio.Queue[Any], limit: int) -> list[Any]:
+    """Wait for one item, then take what else is already queued, up to `limit` in all."""
+    batch = [await queue.get()]
+    while not queue.empty() and len(batch) < limit:
+        batch.append(queue.get_nowait())
+    return batch
+
+
 class CtiApp:
     def __init__(
         self,
@@ -248,9 +257,7 @@ class CtiApp:
 
     async def _decision_writer(self) -> None:
         while True:
-            batch = [await self._decisions.get()]
-            while not self._decisions.empty() and len(batch) < 500:
-                batch.append(self._decisions.get_nowait())
+            batch = await _take_batch(self._decisions, 500)
             try:
                 async with self.db.engine.begin() as conn:
                     await conn.execute(t.routing_decisions.insert(), [d.to_row() for d in batch])
@@ -635,9 +642,7 @@ class CtiApp:
     async def _pops_publisher(self) -> None:
         """Forward this node's pops to the other nodes (POPS stream), many per round trip."""
         while True:
-            batch = [await self._pops_out.get()]
-            while not self._pops_out.empty() and len(batch) < 500:
-                batch.append(self._pops_out.get_nowait())
+            batch = await _take_batch(self._pops_out, 500)
             while True:
                 try:
                     await self.bus.publish_many(S.POPS, batch)
