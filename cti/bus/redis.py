@@ -219,24 +219,27 @@ class RedisBus:
         # handled entries whose XACK goes out with the next XREADGROUP: one round trip per
         # batch instead of two (Redis applies the XACK at once; only its reply waits)
         to_ack: list[str] = []
+
+        async def ack_now() -> None:
+            nonlocal to_ack
+            if to_ack:
+                await self.client.xack(stream, group, *to_ack)
+                to_ack = []
+
         while True:
             try:
                 await self._ensure_group(stream, group, from_start)
                 if attempt:
                     log.info("bus_reconnected", stream=stream, group=group, consumer=consumer)
                 attempt = 0
-                if to_ack:  # handled before the connection was lost
-                    await self.client.xack(stream, group, *to_ack)
-                    to_ack = []
+                await ack_now()  # what was handled before the connection was lost
                 await self._reread_own(stream, group, consumer, handler)
                 last_claim = time.monotonic()
                 while True:
                     _raise_if_cancelled()
                     if time.monotonic() - last_claim >= claim_every:
                         last_claim = time.monotonic()
-                        if to_ack:  # not held back by the claim's round trips
-                            await self.client.xack(stream, group, *to_ack)
-                            to_ack = []
+                        await ack_now()  # not held back by the claim's round trips
                         await self._claim_idle(stream, group, consumer, handler)
                     if to_ack:
                         pipe = self.client.pipeline(transaction=False)
@@ -257,14 +260,11 @@ class RedisBus:
                         # fewer, larger batches: one XREADGROUP and one XACK for many entries;
                         # acknowledged before the wait, not with the read after it, so what is
                         # handled never shows as pending (bus lag) for the length of a linger
-                        if to_ack:
-                            await self.client.xack(stream, group, *to_ack)
-                            to_ack = []
+                        await ack_now()
                         await asyncio.sleep(linger_ms / 1000)
             except asyncio.CancelledError:
-                if to_ack:  # handled: not to be handed to another node again
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self.client.xack(stream, group, *to_ack), 1.0)
+                with contextlib.suppress(Exception):  # handled: not for another node again
+                    await asyncio.wait_for(ack_now(), 1.0)
                 raise
             except _TRANSIENT as exc:
                 delay = backoff_delay(attempt)
