@@ -58,20 +58,18 @@ class SlowSteps:
         self.total_s: Counter[str] = Counter()
         self.steps = 0
         self._orig: Any = None
-        self.gc_pauses: Counter[int] = Counter()    # generation -> collections >= threshold
-        self.gc_total_s: Counter[int] = Counter()
-        self.gc_collected: Counter[int] = Counter()  # unreachable objects those collections freed
         self._gc_t0 = 0.0
         self._since = time.perf_counter()
-        self.gc_log: list[tuple[float, int, float, int]] = []  # (s since reset, gen, ms, freed)
+        # the collections >= threshold: (s since reset, generation, ms, unreachable objects freed)
+        self.gc_log: list[tuple[float, int, float, int]] = []
 
     def reset(self) -> None:
         """Forget what was counted so far (e.g. start-up, before a measurement)."""
         self.steps = 0
         self._since = time.perf_counter()
         self.gc_log.clear()
-        for c in (self.count, self.total_s, self.gc_pauses, self.gc_total_s, self.gc_collected):
-            c.clear()
+        self.count.clear()
+        self.total_s.clear()
 
     def install(self) -> SlowSteps:
         orig = self._orig = asyncio.events.Handle._run
@@ -106,12 +104,8 @@ class SlowSteps:
             return
         dt = time.perf_counter() - self._gc_t0
         if dt >= self.threshold_s:
-            gen = int(info.get("generation", -1))
-            self.gc_pauses[gen] += 1
-            self.gc_total_s[gen] += dt
-            self.gc_collected[gen] += int(info.get("collected", 0))
-            if len(self.gc_log) < 1000:
-                self.gc_log.append((self._gc_t0 - self._since, gen, dt * 1000, int(info.get("collected", 0))))
+            self.gc_log.append((self._gc_t0 - self._since, int(info.get("generation", -1)), dt * 1000,
+                                int(info.get("collected", 0))))
 
     @staticmethod
     def describe(handle: asyncio.events.Handle) -> str:
@@ -127,10 +121,11 @@ class SlowSteps:
         lines = [f"{self.steps} loop steps, {sum(self.count.values())} of them >= {self.threshold_s * 1000:g} ms"]
         for key, n in self.count.most_common(top):
             lines.append(f"  {n:6d} x, {self.total_s[key] / n * 1000:6.1f} ms avg  {key}")
-        for gen, n in sorted(self.gc_pauses.items()):
-            lines.append(f"  of which garbage collections of generation {gen}: {n} x, "
-                         f"{self.gc_total_s[gen] / n * 1000:.1f} ms avg, "
-                         f"{self.gc_collected[gen] // n} objects freed avg")
+        for gen in sorted({g for _t, g, _ms, _freed in self.gc_log}):
+            mine = [(ms, freed) for _t, g, ms, freed in self.gc_log if g == gen]
+            lines.append(f"  of which garbage collections of generation {gen}: {len(mine)} x, "
+                         f"{sum(ms for ms, _ in mine) / len(mine):.1f} ms avg, "
+                         f"{sum(freed for _, freed in mine) // len(mine)} objects freed avg")
         if self.gc_log:
             lines.append("  when (s, generation, ms/freed): " + ", ".join(
                 f"{t:.1f}s gen{g} {ms:.0f}ms/{freed}" for t, g, ms, freed in self.gc_log[:30]))
