@@ -3,8 +3,8 @@
 A gen-2 collection walks every tracked object. With 1,000 sockets and warm caches that took
 20-170 ms, every few seconds, and every pop in flight waited for it (the screen pop's p99).
 What survives a full collection is frozen (`gc.freeze()`: moved to a generation that
-collections skip): once at start (modules, settings, metadata) and then after every full
-collection CPython runs by itself, so each object is walked by one full collection, not by all
+collections skip): once at start (modules, settings, metadata) and then after every
+generation-1 or full collection CPython runs by itself, so each object is walked by one full collection, not by all
 of them. A frozen object that later dies in a reference cycle is not collected while frozen
 (asyncio makes many such cycles: tasks, futures, exceptions), so every `full_every_s`
 everything is unfrozen and collected once: one long pause a minute instead of one every few
@@ -31,15 +31,15 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-_full_collections = 0
+_older_collections = 0
 
 
-def _count_full(phase: str, info: dict[str, Any]) -> None:
+def _count_older(phase: str, info: dict[str, Any]) -> None:
     # generation 1 too: its survivors would otherwise pile up in generation 1 and 2 and be
     # walked again by each later gen-1 collection (70 ms ones were seen with 1,000 sockets)
-    global _full_collections
+    global _older_collections
     if phase == "stop" and info.get("generation", 0) >= 1:
-        _full_collections += 1
+        _older_collections += 1
 
 
 def tune_gc() -> None:
@@ -50,8 +50,8 @@ def tune_gc() -> None:
         gc.freeze()
     if gc.get_threshold()[0] == 700:  # CPython's default
         gc.set_threshold(10_000, 20, 20)
-    if _count_full not in gc.callbacks:
-        gc.callbacks.append(_count_full)
+    if _count_older not in gc.callbacks:
+        gc.callbacks.append(_count_older)
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
@@ -90,9 +90,10 @@ def full_collect() -> float:
 
 
 async def freeze_loop(check_s: float = 1.0, full_every_s: float = 60.0) -> None:
-    """Run for the life of the process (a supervised task): freeze the survivors of each full
-    collection CPython ran (freezing is cheap: the lists are spliced, nothing is walked)."""
-    seen = _full_collections
+    """Run for the life of the process (a supervised task): freeze the survivors of each
+    generation-1 or full collection CPython ran (freezing is cheap: the lists are spliced,
+    nothing is walked)."""
+    seen = _older_collections
     last_full = time.monotonic()
     while True:
         await asyncio.sleep(check_s)
@@ -100,7 +101,7 @@ async def freeze_loop(check_s: float = 1.0, full_every_s: float = 60.0) -> None:
             last_full = time.monotonic()
             pause_ms = full_collect()
             log.debug("gc_full_collection", pause_ms=round(pause_ms, 1), frozen=gc.get_freeze_count())
-            seen = _full_collections
-        elif _full_collections != seen:
-            seen = _full_collections
+            seen = _older_collections
+        elif _older_collections != seen:
+            seen = _older_collections
             gc.freeze()
