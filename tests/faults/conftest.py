@@ -124,6 +124,17 @@ async def wait_for(pred: Callable[[], Awaitable[bool] | bool], timeout: float, w
         await asyncio.sleep(every)
 
 
+async def wait_store_caught_up(bus: Any, timeout: float = 5.0) -> None:
+    """Until the store group has nothing pending or unread. Read once, its lag can still count
+    the last calls' agent-state events, which the store writer reads every 50 ms (linger)."""
+    from cti.bus import streams
+
+    async def caught_up() -> bool:
+        return await bus.lag(streams.EVENTS, "store") == 0
+
+    await wait_for(caught_up, timeout, "the store group caught up, nothing pending")
+
+
 # ---- an in-process app -----------------------------------------------------------------
 
 async def prepare_store(settings: Any) -> None:

@@ -18,7 +18,7 @@ import pytest
 from cti.bus import streams as S
 from cti.model import CallEvent, EventKind, make_call_id, make_event_id
 from tests.faults.checks import assert_each_completed_call_once, counts, wait_settled
-from tests.faults.conftest import fault_settings, inject_calls, start_app, wait_for
+from tests.faults.conftest import fault_settings, inject_calls, start_app, wait_for, wait_store_caught_up
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -61,12 +61,8 @@ async def test_poison_event_is_dead_lettered_after_max_deliveries_and_the_rest_f
         total, _, _ = await counts(app.db.engine)
         assert total == settled.calls  # the poison call has no row
         assert await app.load_call(bad.call_id) is None
-        # nothing of the store group is left pending: the poison entry was acknowledged (the
-        # last calls' agent-state events may still be on their way: the store reads every 50 ms)
-        async def caught_up() -> bool:
-            return await app.bus.lag(S.EVENTS, "store") == 0
-
-        await wait_for(caught_up, 5, "the store group caught up, nothing pending")
+        # nothing of the store group is left pending: the poison entry was acknowledged
+        await wait_store_caught_up(app.bus)
     finally:
         await app.stop()
 

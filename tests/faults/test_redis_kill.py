@@ -20,7 +20,14 @@ import pytest
 from cti.bus import streams as S
 from cti.calls.pipeline import EventPipeline
 from tests.faults.checks import assert_each_completed_call_once, wait_settled
-from tests.faults.conftest import PersistentRedis, fault_settings, inject_calls, start_app, wait_for
+from tests.faults.conftest import (
+    PersistentRedis,
+    fault_settings,
+    inject_calls,
+    start_app,
+    wait_for,
+    wait_store_caught_up,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
@@ -62,11 +69,7 @@ async def test_redis_killed_between_read_and_ack_then_restarted(
         settled = await assert_each_completed_call_once(app.db.engine)
         assert settled.calls == CALLS == settled.ended
         assert await app.bus.dead_letters(S.EVENTS) == []
-        # nothing left pending or unread once the store writer catches up (it reads every 50 ms,
-        # and the last calls' agent-state events may still be on their way)
-        async def caught_up() -> bool:
-            return await app.bus.lag(S.EVENTS, "store") == 0
-
-        await wait_for(caught_up, 5, "the store group caught up, nothing pending")
+        # nothing left pending or unread in the store group
+        await wait_store_caught_up(app.bus)
     finally:
         await app.stop()
