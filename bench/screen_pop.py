@@ -10,6 +10,9 @@ Three server modes, each in its own process, measured the same way by the same c
 - `app`: the whole product (`cti.app.CtiApp`: store fold, routing, screen pop, hub,
   browser-style token auth on the socket), the events published on its event bus as an
   adapter publishes them.
+- `app-split` (`--split`): the same product deployed in two processes on Redis: a gateway
+  with `server.store_writers = false` (providers, routing, pops, sockets) and the store
+  writers of `cti worker --store` (event fold, activities, stats, agent log) beside it.
 - `floor`: a bare aiohttp WebSocket push of a similar message to the same agent's socket
   (no bus, no lookup, no hub): what the machine and aiohttp cost by themselves.
 
@@ -27,6 +30,7 @@ Targets: p99 <= 3x floor p99 and <= 20 ms.
 
     .venv/bin/python bench/screen_pop.py            # 1,000 agents, 100 calls/s, 10 s
     .venv/bin/python bench/screen_pop.py --quick    # 300 agents, 100 calls/s, 3 s
+    .venv/bin/python bench/screen_pop.py --split    # also the app-split rows (starts a Redis)
 """
 
 from __future__ import annotations
@@ -165,24 +169,13 @@ async def build_pipeline(agents: int, db_path: str) -> tuple[Any, Any]:
     return hub, inject
 
 
-async def serve_app(port: int, agents: int) -> None:
-    """The whole product (cti.app.CtiApp: store fold, routing, screen pop, hub) on this port;
-    ringing events are published on its event bus the way an adapter publishes them."""
-
-    from aiohttp import web
-
-    from cti.app import CtiApp
-    from cti.bus import streams as S
+def app_settings(port: int, agents: int, tmp: str, bus_url: str) -> Any:
     from cti.config import Settings
-    from cti.crm.local import import_csv
-    from cti.store.migrate import upgrade_async
 
-    tmp = tempfile.mkdtemp(prefix="bench-pop-app-")
-    url = f"sqlite+aiosqlite:///{tmp}/cti.db"
-    settings = Settings.model_validate(
+    return Settings.model_validate(
         {
-            "store": {"url": url},
-            "bus": {"url": "memory://"},
+            "store": {"url": f"sqlite+aiosqlite:///{tmp}/cti.db"},
+            "bus": {"url": bus_url},
             "server": {
                 "host": "127.0.0.1",
                 "port": port,
@@ -200,6 +193,24 @@ async def serve_app(port: int, agents: int) -> None:
             "transcribe": {"enabled": False, "storage": tmp},
         }
     )
+
+
+async def serve_app(port: int, agents: int, *, tmp: str | None = None, bus_url: str = "memory://",
+                    roles: tuple[str, ...] = ("gateway", "store")) -> None:
+    """The whole product (cti.app.CtiApp: store fold, routing, screen pop, hub) on this port;
+    ringing events are published on its event bus the way an adapter publishes them. With
+    roles ("gateway",) the store writers are left to `serve_store` in another process."""
+
+    from aiohttp import web
+
+    from cti.app import CtiApp
+    from cti.bus import streams as S
+    from cti.crm.local import import_csv
+    from cti.store.migrate import upgrade_async
+
+    tmp = tmp or tempfile.mkdtemp(prefix="bench-pop-app-")
+    settings = app_settings(port, agents, tmp, bus_url)
+    url = settings.store.url
     await upgrade_async(url)
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -209,6 +220,8 @@ async def serve_app(port: int, agents: int) -> None:
     await import_csv(engine, csv_path, None, "FR")
     await engine.dispose()
     app = CtiApp(settings, node_id="bench")
+    if os.environ.get("SWI"):
+        sys.setswitchinterval(float(os.environ["SWI"]))
     await app.start()
     steps = _report_slow_steps_on_exit()
 
@@ -226,6 +239,16 @@ async def serve_app(port: int, agents: int) -> None:
     runner = web.AppRunner(app.web_app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+
+
+async def serve_store(agents: int, tmp: str, bus_url: str) -> None:
+    """The store writers of a split deployment (`cti worker --store`) on the gateway's bus and store."""
+    from cti.app import CtiApp
+
+    app = CtiApp(app_settings(0, agents, tmp, bus_url), node_id="bench-store", roles=("store",))
+    await app.start()
     print("READY", flush=True)
     await asyncio.Event().wait()
 
@@ -346,21 +369,32 @@ async def measure(
     import aiohttp
 
     port = free_port()
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-        [sys.executable, __file__, "--serve", mode, "--port", str(port), "--agents", str(agents)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=str(ROOT),
-    )
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.to_thread(proc.stdout.readline)
-        if "READY" not in line:
-            raise RuntimeError(f"{mode} server did not start: {line!r}")
-        # keep reading the server's output: a full pipe would block its event loop mid-run
-        import threading
+    extra: list[str] = []
+    servers = contextlib.ExitStack()
+    if mode == "app-split":  # the gateway and the store writers in two processes, on Redis
+        from tests.servers import redis_server
 
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+        redis = servers.enter_context(redis_server())
+        tmp = tempfile.mkdtemp(prefix="bench-pop-split-")
+        extra = ["--bus", redis.url, "--tmp", tmp]
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for serve in (mode, "store") if mode == "app-split" else (mode,):
+            proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
+                [sys.executable, __file__, "--serve", serve, "--port", str(port), "--agents", str(agents), *extra],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=str(ROOT),
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            line = await asyncio.to_thread(proc.stdout.readline)
+            if "READY" not in line:
+                raise RuntimeError(f"{serve} server did not start: {line!r}")
+            # keep reading the server's output: a full pipe would block its event loop mid-run
+            import threading
+
+            threading.Thread(target=lambda p=proc: [None for _ in p.stdout], daemon=True).start()  # type: ignore[union-attr]
         sent: dict[str, float] = {}
         lat: list[float] = []
         got = asyncio.Event()
@@ -369,7 +403,7 @@ async def measure(
 
             async def client(agent: str) -> None:
                 # app mode authenticates like a browser (token); the others take the agent name
-                q = f"token=tok-{agent}" if mode == "app" else f"agent={agent}"
+                q = f"token=tok-{agent}" if mode.startswith("app") else f"agent={agent}"
                 async with session.ws_connect(f"http://127.0.0.1:{port}/ws?{q}", heartbeat=None) as ws:
                     async for msg in ws:
                         t = time.perf_counter()
@@ -389,7 +423,7 @@ async def measure(
                 clients += [asyncio.create_task(client(a)) for a in names[i : i + 100]]
                 await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)
-            control = "/bench-control" if mode == "app" else "/control"
+            control = "/bench-control" if mode.startswith("app") else "/control"
             async with session.ws_connect(f"http://127.0.0.1:{port}{control}") as ctl:
                 enders: set[asyncio.Task[None]] = set()
 
@@ -489,9 +523,11 @@ async def measure(
             "max_ms": round(lat[-1], 3) if lat else None,
         }
     finally:
-        proc.terminate()
-        with contextlib.suppress(Exception):
-            proc.wait(10)
+        for proc in procs:
+            proc.terminate()
+            with contextlib.suppress(Exception):
+                proc.wait(10)
+        servers.close()
 
 
 def main() -> int:
@@ -500,8 +536,12 @@ def main() -> int:
     ap.add_argument("--agents", type=int, default=None)
     ap.add_argument("--rate", type=float, default=100.0, help="calls per second")
     ap.add_argument("--duration", type=float, default=None, help="seconds of load")
-    ap.add_argument("--serve", choices=["pipeline", "floor", "app"], help=argparse.SUPPRESS)
+    ap.add_argument("--serve", choices=["pipeline", "floor", "app", "app-split", "store"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--bus", help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", help=argparse.SUPPRESS)
+    ap.add_argument("--split", action="store_true",
+                    help="also the whole app split in two processes on Redis: gateway + `cti worker --store`")
     ap.add_argument("--no-app", action="store_true", help="skip the whole-app rows")
     ap.add_argument(
         "--ring-after-ms", type=float, default=50.0,
@@ -516,6 +556,10 @@ def main() -> int:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         if args.serve == "app":
             asyncio.run(serve_app(args.port, args.agents or 1000))
+        elif args.serve == "app-split":
+            asyncio.run(serve_app(args.port, args.agents or 1000, tmp=args.tmp, bus_url=args.bus, roles=("gateway",)))
+        elif args.serve == "store":
+            asyncio.run(serve_store(args.agents or 1000, args.tmp, args.bus))
         else:
             asyncio.run(serve(args.serve, args.port, args.agents or 1000))
         return 0
@@ -527,6 +571,8 @@ def main() -> int:
     cases = [("floor", 0.0), ("pipeline", ring_after), ("pipeline", 0.0)]
     if not args.no_app:
         cases += [("app", ring_after), ("app", 0.0)]
+    if args.split:
+        cases += [("app-split", ring_after), ("app-split", 0.0)]
     rows = [asyncio.run(measure(mode, agents, args.rate, duration, after)) for mode, after in cases]
     floor = rows[0]
     print(

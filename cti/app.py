@@ -135,7 +135,9 @@ class CtiApp:
         *,
         clock: Clock | None = None,
         node_id: str | None = None,
-        roles: tuple[str, ...] = ("gateway",),   # gateway | worker
+        # gateway: providers, routing, pops, sockets, API; store: the store writers (event
+        # fold, activities, stats, agent log); worker: transcription
+        roles: tuple[str, ...] = ("gateway", "store"),
         migrate: bool = False,
     ) -> None:
         self.settings = settings
@@ -288,9 +290,10 @@ class CtiApp:
     def _build_activity(self) -> None:
         from cti.calls.activity import ActivityWriter
 
+        pop = self.screen_pop
         self.activity = ActivityWriter(self.db.engine, self.crm, self.clock, tenant=self.settings.site.tenant,
                                        region=self.settings.site.default_region, lookup=self.lookup,
-                                       on_change=self.screen_pop.invalidate_history)
+                                       on_change=pop.invalidate_history if pop is not None else None)
 
     def _build_stats(self) -> None:
         from cti.stats.aggregate import StatsRollup
@@ -307,13 +310,18 @@ class CtiApp:
         await self.bus.start()
         await self._open_store()
         await self._load_db_tokens()
-        if "gateway" in self.roles:
+        gateway, store = "gateway" in self.roles, "store" in self.roles
+        if gateway:
             self._build_adapters()
+        if gateway or store:
             self._build_crm()
+        if gateway:
             self._build_router()
             self.directory.router = self.router
             self._build_screen_pop()
-            self._build_activity()
+        if gateway or store:
+            self._build_activity()  # a gateway's wrap-up API writes activities too
+        if store:
             self._build_stats()
             from cti.calls.pipeline import EventPipeline
 
@@ -356,32 +364,19 @@ class CtiApp:
                 self._spawn(f"adapter-pump-{name}", lambda a=adapter, n=name: self._pump(n, a))
                 self._spawn(f"commands-{name}", lambda n=name: self.bus.consume(
                     S.commands(n), "cmd", self.node_id, self._on_commands))
-            self._spawn("pipeline", self.pipeline.run)
             self._spawn("routing", lambda: self.bus.consume(S.EVENTS, f"routing-{self.node_id}", self.node_id,
                                                             self._on_routing_events))
             self._spawn("screen-pop", lambda: self.bus.consume(S.EVENTS, "pop", self.node_id, self._on_pop_events))
             self._spawn("pops-publisher", self._pops_publisher)
-            # store writers: an outage delays their entries, it must not dead-letter them
-            linger = self.settings.bus.store_linger_ms
-            self._spawn("activity", lambda: self.bus.consume(
-                S.CALLS, "activity", self.node_id, self._outage_tolerant("activity", self._on_calls_activity),
-                linger_ms=linger))
-            self._spawn("stats", lambda: self.bus.consume(S.CALLS, "stats", self.node_id,
-                                                          self._outage_tolerant("stats", self._on_calls_stats),
-                                                          linger_ms=linger))
             self._spawn("ws-calls", lambda: self.bus.consume(S.CALLS, f"ws-{self.node_id}", self.node_id,
                                                              self._on_calls_ws, from_start=False))
             self._spawn("ws-pops", lambda: self.bus.consume(S.POPS, f"ws-{self.node_id}", self.node_id,
                                                             self._on_pops_ws, from_start=False))
-            self._spawn("agent-log", lambda: self.bus.consume(S.EVENTS, "agent-log", self.node_id,
-                                                              self._outage_tolerant("agent-log",
-                                                                                    self._on_agent_log_events),
-                                                              linger_ms=linger))
             self._spawn("router-loop", self._router_loop)
             self._spawn("live", self._live_loop)
             self._spawn("decision-writer", self._decision_writer)
-            if hasattr(self.activity, "run_retries"):
-                self._spawn("crm-retries", self.activity.run_retries)
+        if "store" in self.roles:
+            self._spawn_store_writers()
         if self.settings.transcribe.enabled and ("worker" in self.roles or "gateway" in self.roles):
             self._start_transcription()
         from cti.web.server import build_web_app
@@ -394,6 +389,23 @@ class CtiApp:
         tune_gc()
         self._spawn("gc-freeze", freeze_loop)
         log.info("app_started", node=self.node_id, adapters=list(self.adapters))
+
+    def _spawn_store_writers(self) -> None:
+        """The consumer groups that write the store; any number of processes may share them."""
+        self._spawn("pipeline", self.pipeline.run)
+        # an outage delays their entries, it must not dead-letter them
+        linger = self.settings.bus.store_linger_ms
+        self._spawn("activity", lambda: self.bus.consume(
+            S.CALLS, "activity", self.node_id, self._outage_tolerant("activity", self._on_calls_activity),
+            linger_ms=linger))
+        self._spawn("stats", lambda: self.bus.consume(S.CALLS, "stats", self.node_id,
+                                                      self._outage_tolerant("stats", self._on_calls_stats),
+                                                      linger_ms=linger))
+        self._spawn("agent-log", lambda: self.bus.consume(S.EVENTS, "agent-log", self.node_id,
+                                                          self._outage_tolerant("agent-log", self._on_agent_log_events),
+                                                          linger_ms=linger))
+        if hasattr(self.activity, "run_retries"):
+            self._spawn("crm-retries", self.activity.run_retries)
 
     def _start_transcription(self) -> None:
         from cti.transcribe.worker import RecordingIngest, TranscriptionWorker
@@ -668,6 +680,9 @@ class CtiApp:
             call = m.data.get("call") or {}
             if call.get("state") == "ended":
                 self.active_calls.pop(call.get("call_id"), None)
+                # monitoring sessions live on the node that started them: every node closes its own
+                if self.control.monitors:
+                    await self.control.on_call_ended(Call.from_dict(call))
             elif call.get("call_id"):
                 self.active_calls[call["call_id"]] = call
             agent = call.get("agent")
@@ -696,8 +711,6 @@ class CtiApp:
                    if (call := m.data.get("call")) and call.get("state") == "ended"]
         if not records:
             return
-        for record in records:
-            await self.control.on_call_ended(record)
         await self.activity.on_calls(records)
         ended = [r.call_id for r in records]
         # the match the activity went to is also the call's (stats list callers by contact):

@@ -106,9 +106,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"{args.config}: " + "; ".join(errors))
     from cti.app import CtiApp
 
+    if not settings.server.store_writers and settings.bus.url.startswith("memory"):
+        return _fail(f"{args.config}: server.store_writers = false needs a shared bus (bus.url = redis://...) "
+                     "and a `cti worker --store`: with the memory bus nothing would write calls to the store")
     configure_logging(args.log_level or "info")
     migrate = settings.store.url.startswith("sqlite")
-    app = CtiApp(settings, migrate=migrate)
+    roles = ("gateway", "store") if settings.server.store_writers else ("gateway",)
+    app = CtiApp(settings, migrate=migrate, roles=roles)
     app.config_path = args.config
     host = args.host or settings.server.host
     port = args.port or settings.server.port
@@ -123,12 +127,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     from cti.app import CtiApp
 
+    roles = (("worker",) if settings.transcribe.enabled else ()) + (("store",) if args.store else ())
+    if not roles:
+        return _fail(f"{args.config}: transcribe.enabled is false and --store is not given: nothing for a worker to do")
+    if args.store and settings.bus.url.startswith("memory"):
+        return _fail(f"{args.config}: --store needs the bus the gateways use (bus.url = redis://...), not memory://")
     configure_logging(args.log_level or "info")
-    if not settings.transcribe.enabled:
-        return _fail(f"{args.config}: transcribe.enabled is false: nothing for a worker to do")
 
     async def run() -> None:
-        app = CtiApp(settings, roles=("worker",))
+        app = CtiApp(settings, roles=roles)
         await app.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -243,8 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("worker", help="run a transcription/summary worker")
+    s = sub.add_parser("worker", help="run a transcription/summary worker (and, with --store, the store writers)")
     s.add_argument("--config", required=True)
+    s.add_argument("--store", action="store_true",
+                   help="also fold call events and write activities, stats and the agent log (for gateways "
+                        "run with server.store_writers = false)")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("demo", help="everything in one process: simulated PBX, SQLite, memory bus")

@@ -52,6 +52,10 @@ class ServerSettings(_Base):
     # stable name of this node (bus consumer name): a restarted node re-reads its own pending
     # entries at once instead of waiting for another to claim them; default hostname-pid
     node_id: str | None = None
+    # false: this node only does real-time work (providers, routing, pops, sockets, API) and
+    # `cti worker --store` processes fold events and write activities, stats and the agent
+    # log (needs a shared bus: Redis). Keeps store work off the loop that pushes pops.
+    store_writers: bool = True
 
 
 class StoreSettings(_Base):

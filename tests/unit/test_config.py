@@ -64,3 +64,20 @@ def test_cti_serve_with_bad_config_exits_2_with_one_message(tmp_path: Path) -> N
     assert r.returncode == 2
     assert str(f) in r.stderr and "store.url" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("command", "text", "expected"), [
+    (["serve"], "[server]\nstore_writers = false\n", "server.store_writers = false needs a shared bus"),
+    (["worker"], "[transcribe]\nenabled = false\n", "nothing for a worker to do"),
+    (["worker", "--store"], "[transcribe]\nenabled = false\n", "--store needs the bus the gateways use"),
+])
+def test_a_split_deployment_that_could_not_write_the_store_is_refused(
+    tmp_path: Path, command: list[str], text: str, expected: str
+) -> None:
+    f = tmp_path / "split.toml"
+    f.write_text(text)
+    r = subprocess.run([sys.executable, "-m", "cti.cli", *command, "--config", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert expected in r.stderr and str(f) in r.stderr
+    assert "Traceback" not in r.stderr

@@ -133,6 +133,7 @@ class Node:
     log: Path
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)   # after --config, e.g. ["--store"]
     log_level: str = "info"
     proc: subprocess.Popen[bytes] | None = None
 
@@ -142,7 +143,7 @@ class Node:
 
     def start(self) -> Node:
         argv = [sys.executable, "-m", "cti.cli", "--log-level", self.log_level, self.command,
-                "--config", str(self.config)]
+                "--config", str(self.config), *self.args]
         if self.port is not None:
             argv += ["--port", str(self.port)]
         env = {**os.environ, "CTI_SERVER__NODE_ID": self.name, "PYTHONUNBUFFERED": "1", **self.env}
