@@ -157,6 +157,22 @@ async def test_monitor_errors_say_which(api: AppClient) -> None:
     assert (await api.call("POST", f"/api/v1/calls/{call_id}/hold", "demo-agent-alice"))[0] == 409
 
 
+async def test_a_session_still_monitoring_when_the_call_ends_is_closed(api: AppClient) -> None:
+    call_id = await answered_call_for_alice(api)
+    s, body, _ = await api.call("POST", f"/api/v1/calls/{call_id}/monitor", "demo-supervisor-support",
+                                {"mode": "listen"})
+    assert s == 200, body
+    assert (await api.call("POST", f"/api/v1/calls/{call_id}/hangup", "demo-agent-alice"))[0] == 200
+
+    async def closed():
+        s, sessions, _ = await api.call("GET", "/api/v1/monitor-sessions", "demo-admin")
+        mine = [m for m in sessions if m["call_id"] == call_id]
+        return mine and all(m["ended_at"] is not None for m in mine)
+
+    await settle(api, closed)
+    assert not api.app.control.monitors, "the node let go of the session"
+
+
 async def test_agent_state_errors(api: AppClient) -> None:
     assert (await api.call("PUT", "/api/v1/agents/nobody/state", "demo-admin", {"state": "available"}))[0] == 404
     s, body, _ = await api.call("PUT", "/api/v1/agents/alice/state", "demo-agent-alice", {"state": "sleeping"})
