@@ -258,6 +258,9 @@ class CtiApp:
             log.warning("routing_decision_not_recorded", call_id=d.call_id, reason="writer_behind")
 
     async def _decision_writer(self) -> None:
+        # lingers like the store writers: at 100 calls/s each write carried one or two
+        # decisions, a transaction (and a pool checkout) per call for an audit record
+        linger_s = self.settings.bus.store_linger_ms / 1000
         while True:
             batch = await _take_batch(self._decisions, 500)
             try:
@@ -269,6 +272,8 @@ class CtiApp:
                                 priority=d.priority, priority_reason=", ".join(d.rules) or None))
             except Exception:  # the decisions are lost, routing goes on
                 log.exception("routing_decisions_write_failed", decisions=len(batch))
+            if linger_s > 0 and len(batch) < 500:
+                await asyncio.sleep(linger_s)
 
     def _build_crm(self) -> None:
         from cti.crm import build_connector
@@ -457,7 +462,7 @@ class CtiApp:
         or reset, OperationalError: `is_transient`) hold the batch until the store is back;
         any other error still goes to the bus. Handlers are idempotent (at-least-once).
         """
-        from cti.calls.pipeline import is_transient
+        from cti.store.db import is_transient
 
         async def run(batch: list[Message]) -> None:
             attempt = 0

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import exc as sa_exc
 
 from cti.bus import Bus, Message, streams
 from cti.bus.base import DEAD_SUFFIX
@@ -44,7 +43,7 @@ from cti.calls.repo import CallRepo
 from cti.calls.state import CallFolder
 from cti.metrics import Metrics
 from cti.model import Call, CallEvent, EventKind
-from cti.store.db import Database
+from cti.store.db import Database, is_transient
 
 log = structlog.get_logger(__name__)
 
@@ -78,13 +77,6 @@ def parse_event(data: Any) -> CallEvent:
         if v is not None and len(v) > width:
             raise ValueError(f"call event field {name!r} is longer than {width} characters")
     raise ValueError("call event has an empty event_id or call_id")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors that mean 'the store is not reachable right now', not 'this batch is bad'."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
-    return isinstance(exc, (OSError, ConnectionError, TimeoutError))
 
 
 @dataclass

@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from cti.calls.control import RateLimiter
+from cti.store.db import is_transient
 from cti.web import api
 from cti.web.common import SERVICES, ApiError
 from cti.web.ws import origin_allowed
@@ -45,9 +46,14 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         resp = web.json_response({"error": {"status": exc.status, "message": exc.reason}}, status=exc.status,
                                  headers={k: v for k, v in exc.headers.items() if k == "Allow"})
-    except Exception:
-        log.exception("request_failed", path=request.path, method=request.method)
-        resp = web.json_response({"error": {"status": 500, "message": "internal error"}}, status=500)
+    except Exception as exc:
+        if is_transient(exc):  # the store is restarting or unreachable: say so, and when to retry
+            log.warning("request_store_unavailable", path=request.path, method=request.method, error=repr(exc)[:200])
+            resp = web.json_response({"error": {"status": 503, "message": "store unavailable, retry shortly"}},
+                                     status=503, headers={"Retry-After": "1"})
+        else:
+            log.exception("request_failed", path=request.path, method=request.method)
+            resp = web.json_response({"error": {"status": 500, "message": "internal error"}}, status=500)
     if request.path.startswith("/api/") and not resp.prepared:
         resp.headers.update(_cors_headers(request))
     return resp

@@ -234,3 +234,19 @@ async def test_websocket_origin_token_snapshot_and_revocation(api: AppClient) ->
         # only an admin may revoke, and for others the endpoint does not exist
         assert (await api.call("POST", "/api/v1/admin/tokens/revoke", "demo-agent-alice",
                                {"token": "demo-admin"}))[0] == 404
+
+
+async def test_a_store_outage_is_a_503_that_says_when_to_retry(api: AppClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from tests.servers import free_port
+
+    # a store that refuses connections, as PostgreSQL does while it restarts
+    down = create_async_engine(f"postgresql+asyncpg://cti@127.0.0.1:{free_port()}/cti")
+    monkeypatch.setattr(api.app.db, "_engine", down)
+    try:
+        s, body, headers = await api.call("GET", "/api/v1/monitor-sessions", "demo-admin")
+    finally:
+        await down.dispose()
+    assert s == 503 and headers.get("Retry-After") == "1", (s, body)
+    assert "store unavailable" in body["error"]["message"]

@@ -57,3 +57,45 @@ async def test_unreachable_postgres_is_retried_with_a_clear_log_then_fails() -> 
     assert len(unreachable) >= 2
     assert "secret" not in str(logs)  # the password never reaches a log
     assert unreachable[0]["url"].startswith("postgresql+asyncpg://cti:***@127.0.0.1")
+
+
+
+async def test_postgres_pings_a_pooled_connection_only_after_it_idled(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cti.store.db as dbmod
+
+    monkeypatch.setattr(dbmod, "PING_IF_IDLE_S", 0.2)
+    db = Database(pg_url)
+    await db.connect()
+    pings = 0
+    real_ping = db.engine.sync_engine.dialect.do_ping
+
+    def counting_ping(conn: object) -> object:
+        nonlocal pings
+        pings += 1
+        return real_ping(conn)
+
+    monkeypatch.setattr(db.engine.sync_engine.dialect, "do_ping", counting_ping)
+    # back-to-back uses: no ping (pool_pre_ping paid a round trip on each)
+    for _ in range(5):
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+    assert pings == 0
+    # a pooled connection cut while idle (a database restart, a firewall) is pinged, found dead
+    # and replaced: the caller never sees it
+    async with db.engine.connect() as held:  # a second pooled connection, killed below
+        async with db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        await held.execute(text("SELECT 1"))
+    async with db.engine.connect() as conn:
+        await conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+    import asyncio
+
+    await asyncio.sleep(0.3)
+    for _ in range(3):
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+    assert pings >= 1
+    await db.close()

@@ -11,12 +11,12 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from cti.bus import Message, open_bus, streams
-from cti.calls.pipeline import EventPipeline, is_transient, parse_event
+from cti.calls.pipeline import EventPipeline, parse_event
 from cti.calls.repo import call_from_row
 from cti.calls.state import fold
 from cti.metrics import Metrics
 from cti.store import migrate
-from cti.store.db import Database
+from cti.store.db import Database, is_transient
 from cti.store.tables import call_events
 from tests.integration.callgen import interleaved, many_calls
 
