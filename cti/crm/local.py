@@ -26,6 +26,7 @@ from cti.crm.base import CrmError, full_name, register
 from cti.crm.store import local_history, upsert_activity, upsert_stmt
 from cti.model import Activity, Contact
 from cti.phone import InvalidNumber, to_e164
+from cti.store.db import autocommit_reads
 from cti.store.tables import accounts, activities, contact_phones, contacts
 
 log = structlog.get_logger(__name__)
@@ -70,6 +71,7 @@ class LocalConnector:
         clock: Any = None,
     ) -> None:
         self.engine = engine
+        self._reads = autocommit_reads(engine)  # lookups: three reads, no transaction needed
         self.region = region
         self.tenant = tenant
         self.url_template = url_template  # e.g. "https://crm.example/contacts/{id}"
@@ -91,7 +93,7 @@ class LocalConnector:
             .where(p.c.e164 == e164, c.c.tenant == self.tenant)
             .order_by(c.c.last_name, c.c.first_name, c.c.id)
         )
-        async with self.engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows = (await conn.execute(q)).all()
             ids = list(dict.fromkeys(r.id for r in rows))
             phones: dict[str, list[str]] = {i: [] for i in ids}

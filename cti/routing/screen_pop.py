@@ -30,6 +30,7 @@ from cti.crm.cache import FAILED, OK, PENDING, CachedLookup
 from cti.crm.store import local_history
 from cti.model import CallEvent, Contact, Direction, EventKind
 from cti.recent import RecentIds
+from cti.store.db import autocommit_reads
 
 log = structlog.get_logger(__name__)
 
@@ -177,6 +178,7 @@ class ScreenPop:
     ) -> None:
         self.lookup = crm_lookup
         self.engine = engine
+        self._reads = autocommit_reads(engine)  # the last calls: one statement, no transaction
         self.settings = settings
         self.publish = publish
         self.rules = _as_callable(rules) if rules is not None else rules_from_settings(settings)
@@ -523,7 +525,7 @@ class ScreenPop:
         finally:
             self._history_waiting -= 1
         try:
-            rows, summary = await local_history(self.engine, list(keys), self.history_limit + 1, tenant=tenant)
+            rows, summary = await local_history(self._reads, list(keys), self.history_limit + 1, tenant=tenant)
         finally:
             self._history_slots.release()
         if self.history_ttl_s > 0 and not any(self._hist_dirty.get(k, 0.0) > now for k in keys):
