@@ -311,7 +311,8 @@ class CtiApp:
 
         # library loggers (aiohttp's access log prints /ws?token=...) never see a secret
         protect_stdlib_loggers()
-        log.info("app_starting", node=self.node_id, roles=list(self.roles), bus=self.settings.bus.url.split("@")[-1])
+        log.info("app_starting", node=self.node_id, roles=list(self.roles), bus=self.settings.bus.url.split("@")[-1],
+                 event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0])
         await self.bus.start()
         await self._open_store()
         await self._load_db_tokens()

@@ -63,6 +63,19 @@ def _validate_routing(settings: Settings) -> list[str]:
     return validate_routing_config(settings)
 
 
+def loop_factory(choice: str) -> Any:
+    """The event loop factory `server.event_loop` names (None: asyncio's default loop)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("server.event_loop = 'uvloop' but uvloop is not installed (pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
+
+
 async def _serve(app: Any, host: str, port: int, duration: float | None, on_ready: Any = None) -> None:
     from aiohttp import web
 
@@ -116,7 +129,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.config_path = args.config
     host = args.host or settings.server.host
     port = args.port or settings.server.port
-    asyncio.run(_serve(app, host, port, None))
+    try:
+        factory = loop_factory(settings.server.event_loop)
+    except ConfigError as exc:
+        return _fail(f"{args.config}: {exc}")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve(app, host, port, None))
     return 0
 
 
@@ -132,6 +150,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return _fail(f"{args.config}: transcribe.enabled is false and --store is not given: nothing for a worker to do")
     if args.store and settings.bus.url.startswith("memory"):
         return _fail(f"{args.config}: --store needs the bus the gateways use (bus.url = redis://...), not memory://")
+    try:
+        factory = loop_factory(settings.server.event_loop)
+    except ConfigError as exc:
+        return _fail(f"{args.config}: {exc}")
     configure_logging(args.log_level or "info")
 
     async def run() -> None:
@@ -146,7 +168,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             await app.stop()
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(run())
     return 0
 
 

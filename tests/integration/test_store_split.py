@@ -108,6 +108,8 @@ async def test_the_store_writers_run_in_a_worker_and_nothing_is_lost(
         store.stop()
         await engine.dispose()
 
+    # both processes run on uvloop (server.event_loop = "auto" with uvloop installed)
+    assert {e["event_loop"] for n in (gateway, store) for e in n.log_events("app_starting")} == {"uvloop"}
     # who ran what: the gateway wrote nothing, the worker did
     assert not gateway.log_events("pipeline_started"), "the gateway must not fold events"
     assert store.log_events("pipeline_started")

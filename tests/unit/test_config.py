@@ -81,3 +81,18 @@ def test_a_split_deployment_that_could_not_write_the_store_is_refused(
     assert r.returncode == 2, r.stderr
     assert expected in r.stderr and str(f) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_event_loop_setting_picks_uvloop_or_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvloop
+
+    from cti.cli import loop_factory
+    from cti.config import ConfigError
+
+    assert loop_factory("auto") is uvloop.new_event_loop
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed
+    assert loop_factory("auto") is None
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
+        loop_factory("uvloop")
