@@ -146,7 +146,7 @@ def _history_query(exclude_call: bool) -> sa.Select[Any]:
     )
     if exclude_call:
         q = q.where(a.c.call_id != sa.bindparam("exclude_call"))
-    return q.order_by(a.c.created_at.desc(), a.c.call_id).limit(sa.bindparam("limit"))
+    return q.order_by(a.c.created_at.desc(), a.c.call_id).limit(sa.bindparam("limit", type_=sa.Integer))
 
 
 # built once: the screen pop runs this for every caller, and building the statement (columns,

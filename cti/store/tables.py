@@ -177,8 +177,9 @@ activities = Table(
     Column("agent", String(64)),
     Column("subject", String(300), nullable=False),
     Column("direction", String(16), nullable=False),
-    Column("from_number", String(32)),
-    Column("to_number", String(32)),
+    # indexed: the screen pop finds a customer's last calls by either number (migration 0003)
+    Column("from_number", String(32), index=True),
+    Column("to_number", String(32), index=True),
     Column("duration_s", Float, nullable=False, default=0.0),
     Column("outcome", String(16)),
     Column("disposition", String(64)),
