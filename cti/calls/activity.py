@@ -91,6 +91,15 @@ class SyncResult:
     error: str | None = None
 
 
+def pending_query(tenant: str, max_refusals: int) -> sa.Select[Any]:
+    """Activities the CRM does not have in their latest version, oldest change first, except
+    those it refused `max_refusals` times. Reads the partial index ix_activities_crm_pending."""
+    a = activities.c
+    gave_up = sa.and_(a.crm_attempts >= max_refusals, a.crm_error.like(REFUSED + "%"))
+    return (sa.select(a.call_id).where(a.tenant == tenant, a.crm_synced_at.is_(None), sa.not_(gave_up))
+            .order_by(a.updated_at))
+
+
 class ActivityWriter:
     def __init__(
         self,
@@ -380,11 +389,8 @@ class ActivityWriter:
 
     async def pending(self) -> list[str]:
         """Call ids whose activity the CRM does not have (in its latest version)."""
-        a = activities.c
-        gave_up = sa.and_(a.crm_attempts >= self.max_refusals, a.crm_error.like(REFUSED + "%"))
-        q = sa.select(a.call_id).where(a.tenant == self.tenant, a.crm_synced_at.is_(None), sa.not_(gave_up))
         async with self.engine.connect() as conn:
-            return list((await conn.execute(q.order_by(a.updated_at))).scalars())
+            return list((await conn.execute(pending_query(self.tenant, self.max_refusals))).scalars())
 
     async def retry_due(self) -> int:
         """One pass: push every pending activity whose backoff has elapsed; returns how many went through."""

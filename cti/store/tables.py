@@ -194,6 +194,10 @@ activities = Table(
     Column("crm_error", Text),
 )
 
+# activities the CRM does not have yet, asked for every second by the retry loop (migration 0003)
+Index("ix_activities_crm_pending", activities.c.tenant, activities.c.updated_at,
+      postgresql_where=activities.c.crm_synced_at.is_(None), sqlite_where=activities.c.crm_synced_at.is_(None))
+
 recordings = Table(
     "recordings",
     metadata,

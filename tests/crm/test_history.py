@@ -42,27 +42,3 @@ async def test_the_last_summary_is_the_most_recent_calls_from_its_activity_or_it
     assert [r["call_id"] for r in rows] == ["c3", "c1"] and summary == {"key_points": ["oldest"]}
     assert await local_history(engine, "+33699999999", 5) == ([], None)
 
-
-async def test_the_last_calls_query_finds_a_number_through_indexes(store_url: str) -> None:
-    """Every pop runs it: a scan of the whole activity history would grow with every call taken."""
-    from cti.crm.store import _HISTORY
-    from cti.store import migrate
-    from cti.store.db import Database
-
-    await migrate.upgrade_async(store_url)
-    db = Database(store_url)
-    await db.connect()
-    stmt = _HISTORY[False].params(tenant="default", numbers=[NUMBER], contact_ids=["c-1"], limit=6)
-    try:
-        async with db.engine.connect() as conn:
-            sql = str(stmt.compile(dialect=conn.dialect,
-                                   compile_kwargs={"literal_binds": True, "render_postcompile": True}))
-            if db.dialect == "postgresql":
-                await conn.execute(sa.text("SET enable_seqscan = off"))  # a tiny table: show the indexed plan
-                plan = "\n".join(r[0] for r in (await conn.execute(sa.text("EXPLAIN " + sql))).all())
-                assert "ix_activities_from_number" in plan and "ix_activities_to_number" in plan, plan
-            else:
-                plan = "\n".join(str(r[-1]) for r in (await conn.execute(sa.text("EXPLAIN QUERY PLAN " + sql))).all())
-                assert "SCAN activities" not in plan, plan
-    finally:
-        await db.close()

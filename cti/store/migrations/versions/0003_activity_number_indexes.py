@@ -1,8 +1,11 @@
-"""Index activities by caller and callee number: the screen pop's last-calls query.
+"""Index activities for the two queries that run all day: last calls, and CRM pushes pending.
 
-The query matches a customer by number or contact id (`from_number IN ... OR to_number IN ...
-OR contact_id IN ...`); only contact_id had an index, so every pop scanned the whole activity
-history, a cost that grows with every call taken.
+- The screen pop's last-calls query matches a customer by number or contact id
+  (`from_number IN ... OR to_number IN ... OR contact_id IN ...`); only contact_id had an
+  index, so every pop scanned the whole activity history, a cost that grows with every call.
+- The CRM retry loop asks every second for activities the CRM does not have yet
+  (`crm_synced_at IS NULL`): a partial index holds only those, so the question costs what is
+  pending, not what was ever pushed.
 
 Revision ID: 0003
 Revises: 0002
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
@@ -23,8 +27,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_index(op.f("ix_activities_from_number"), "activities", ["from_number"], unique=False)
     op.create_index(op.f("ix_activities_to_number"), "activities", ["to_number"], unique=False)
+    pending = sa.text("crm_synced_at IS NULL")
+    op.create_index("ix_activities_crm_pending", "activities", ["tenant", "updated_at"], unique=False,
+                    postgresql_where=pending, sqlite_where=pending)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_activities_crm_pending", table_name="activities")
     op.drop_index(op.f("ix_activities_to_number"), table_name="activities")
     op.drop_index(op.f("ix_activities_from_number"), table_name="activities")
