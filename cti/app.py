@@ -120,6 +120,15 @@ def _backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
 
 
 
+# Each agent state change ends that agent's open spell (read through ix_agent_state_log_open).
+CLOSE_OPEN_SPELLS = (
+    sa.update(t.agent_state_log)
+    .where(t.agent_state_log.c.agent == sa.bindparam("b_agent"), t.agent_state_log.c.ended_at.is_(None),
+           t.agent_state_log.c.started_at <= sa.bindparam("b_at"))
+    .values(ended_at=sa.bindparam("b_at"))
+)
+
+
 async def _take_batch(queue: asyncio.Queue[Any], limit: int) -> list[Any]:
     """Wait for one item, then take what else is already queued, up to `limit` in all."""
     batch = [await queue.get()]
@@ -623,12 +632,7 @@ class CtiApp:
             if not fresh:
                 return
             # the stored spells each change ends (the first change, in batch order, that comes after them)
-            await conn.execute(
-                sa.update(t.agent_state_log)
-                .where(c.agent == sa.bindparam("b_agent"), c.ended_at.is_(None),
-                       c.started_at <= sa.bindparam("b_at"))
-                .values(ended_at=sa.bindparam("b_at")),
-                [{"b_agent": e.agent, "b_at": e.occurred_at} for e in fresh])
+            await conn.execute(CLOSE_OPEN_SPELLS, [{"b_agent": e.agent, "b_at": e.occurred_at} for e in fresh])
             # the batch's own spells: ended by the first later change of that agent starting after them
             rows = []
             for k, e in enumerate(fresh):

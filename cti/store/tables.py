@@ -122,6 +122,9 @@ agent_state_log = Table(
 
 # time per state and occupancy read an agent's spells in a time range
 Index("ix_agent_state_log_agent_started", agent_state_log.c.agent, agent_state_log.c.started_at)
+# each state change closes the agent's open spell: only open spells in it (migration 0003)
+Index("ix_agent_state_log_open", agent_state_log.c.agent, agent_state_log.c.started_at,
+      postgresql_where=agent_state_log.c.ended_at.is_(None), sqlite_where=agent_state_log.c.ended_at.is_(None))
 
 queues = Table(
     "queues",

@@ -15,18 +15,26 @@ from cti.store import migrate
 from cti.store.db import Database
 
 
-async def _plan(store_url: str, stmt: Any) -> str:
+async def _plan(store_url: str, stmt: Any, params: dict[str, Any] | None = None) -> str:
+    """The database's plan for `stmt`: values bound into the SQL, or sent as `params` (writes)."""
     await migrate.upgrade_async(store_url)
     db = Database(store_url)
     await db.connect()
     try:
         async with db.engine.connect() as conn:
-            sql = str(stmt.compile(dialect=conn.dialect,
-                                   compile_kwargs={"literal_binds": True, "render_postcompile": True}))
+            explain = "EXPLAIN " if db.dialect == "postgresql" else "EXPLAIN QUERY PLAN "
             if db.dialect == "postgresql":
                 await conn.execute(sa.text("SET enable_seqscan = off"))
-                return "\n".join(r[0] for r in (await conn.execute(sa.text("EXPLAIN " + sql))).all())
-            return "\n".join(str(r[-1]) for r in (await conn.execute(sa.text("EXPLAIN QUERY PLAN " + sql))).all())
+            if params is None:
+                sql = str(stmt.compile(dialect=conn.dialect,
+                                       compile_kwargs={"literal_binds": True, "render_postcompile": True}))
+                rows = (await conn.execute(sa.text(explain + sql))).all()
+            else:
+                compiled = stmt.compile(dialect=conn.dialect)
+                values = compiled.construct_params(params)
+                args = tuple(values[k] for k in compiled.positiontup or ())
+                rows = (await conn.exec_driver_sql(explain + str(compiled), args)).all()
+            return "\n".join(str(r[0] if db.dialect == "postgresql" else r[-1]) for r in rows)
     finally:
         await db.close()
 
@@ -45,3 +53,13 @@ async def test_the_crm_retry_loop_reads_only_what_is_pending(store_url: str) -> 
 
     plan = await _plan(store_url, pending_query("default", max_refusals=5))
     assert "ix_activities_crm_pending" in plan, plan
+
+
+async def test_closing_an_agents_open_spell_reads_only_open_spells(store_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from cti.app import CLOSE_OPEN_SPELLS
+
+    plan = await _plan(store_url, CLOSE_OPEN_SPELLS,
+                       {"b_agent": "alice", "b_at": datetime(2026, 3, 2, 9, 0, tzinfo=UTC)})
+    assert "ix_agent_state_log_open" in plan, plan

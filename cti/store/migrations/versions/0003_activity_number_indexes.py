@@ -1,4 +1,4 @@
-"""Index activities for the two queries that run all day: last calls, and CRM pushes pending.
+"""Index the queries that run all day: last calls, CRM pushes pending, open agent spells.
 
 - The screen pop's last-calls query matches a customer by number or contact id
   (`from_number IN ... OR to_number IN ... OR contact_id IN ...`); only contact_id had an
@@ -6,6 +6,9 @@
 - The CRM retry loop asks every second for activities the CRM does not have yet
   (`crm_synced_at IS NULL`): a partial index holds only those, so the question costs what is
   pending, not what was ever pushed.
+- Each agent state change closes the agent's open spell (`agent = ... AND ended_at IS NULL`);
+  the (agent, started_at) index walked every spell the agent ever had. A partial index holds
+  the open spells only (by agent and start, as the update asks).
 
 Revision ID: 0003
 Revises: 0002
@@ -30,9 +33,13 @@ def upgrade() -> None:
     pending = sa.text("crm_synced_at IS NULL")
     op.create_index("ix_activities_crm_pending", "activities", ["tenant", "updated_at"], unique=False,
                     postgresql_where=pending, sqlite_where=pending)
+    open_spell = sa.text("ended_at IS NULL")
+    op.create_index("ix_agent_state_log_open", "agent_state_log", ["agent", "started_at"], unique=False,
+                    postgresql_where=open_spell, sqlite_where=open_spell)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_agent_state_log_open", table_name="agent_state_log")
     op.drop_index("ix_activities_crm_pending", table_name="activities")
     op.drop_index(op.f("ix_activities_to_number"), table_name="activities")
     op.drop_index(op.f("ix_activities_from_number"), table_name="activities")
