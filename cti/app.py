@@ -973,7 +973,7 @@ class CtiApp:
         from cti.web.api import agent_view, call_row_view, contact_names
 
         c = t.calls.c
-        q = sa.select(t.calls).where(c.tenant == p.tenant, c.state != "ended")
+        q = sa.select(t.calls).where(c.tenant == p.tenant, t.CALL_OPEN)
         if p.role is Role.AGENT:
             # an agent sees only their own calls: no walk over the directory, which made a shift's
             # sign-in storm quadratic (2,000 agents connecting = 4 million visibility checks)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
 )
 
 metadata = MetaData(
@@ -77,6 +78,12 @@ calls = Table(
     UniqueConstraint("tenant", "provider", "provider_call_id", name="uq_calls_provider_call"),
 )
 Index("ix_calls_tenant_created", calls.c.tenant, calls.c.created_at)
+
+# A call still in progress. A literal, not a bound parameter: a partial index serves only
+# queries whose WHERE visibly implies its own, which a parameter (`state != ?`) cannot.
+CALL_OPEN = calls.c.state != literal_column("'ended'")
+# an agent's calls in progress (the socket snapshot at every connect, migration 0003)
+Index("ix_calls_open_agent", calls.c.agent, postgresql_where=CALL_OPEN, sqlite_where=CALL_OPEN)
 
 call_events = Table(
     "call_events",

@@ -217,7 +217,7 @@ async def list_calls(request: web.Request) -> web.Response:
             q = q.where(getattr(c, name) == request.query[name])
     state = request.query.get("state")
     if state == "active":
-        q = q.where(c.state != "ended")
+        q = q.where(t.CALL_OPEN)
     elif state == "ended":
         q = q.where(c.state == "ended")
     elif state is not None:

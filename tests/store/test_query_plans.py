@@ -63,3 +63,11 @@ async def test_closing_an_agents_open_spell_reads_only_open_spells(store_url: st
     plan = await _plan(store_url, CLOSE_OPEN_SPELLS,
                        {"b_agent": "alice", "b_at": datetime(2026, 3, 2, 9, 0, tzinfo=UTC)})
     assert "ix_agent_state_log_open" in plan, plan
+
+
+async def test_a_socket_snapshot_reads_only_the_agents_calls_in_progress(store_url: str) -> None:
+    from cti.store import tables as t
+
+    stmt = sa.select(t.calls).where(t.calls.c.tenant == "default", t.CALL_OPEN, t.calls.c.agent == "alice")
+    plan = await _plan(store_url, stmt)
+    assert "ix_calls_open_agent" in plan, plan

@@ -1,4 +1,4 @@
-"""Index the queries that run all day: last calls, CRM pushes pending, open agent spells.
+"""Index the queries that run all day: last calls, CRM pushes pending, open spells and calls.
 
 - The screen pop's last-calls query matches a customer by number or contact id
   (`from_number IN ... OR to_number IN ... OR contact_id IN ...`); only contact_id had an
@@ -9,6 +9,8 @@
 - Each agent state change closes the agent's open spell (`agent = ... AND ended_at IS NULL`);
   the (agent, started_at) index walked every spell the agent ever had. A partial index holds
   the open spells only (by agent and start, as the update asks).
+- Every socket connect reads the agent's calls in progress; `ix_calls_agent` walked every
+  call the agent ever took. A partial index holds the calls in progress only.
 
 Revision ID: 0003
 Revises: 0002
@@ -33,6 +35,9 @@ def upgrade() -> None:
     pending = sa.text("crm_synced_at IS NULL")
     op.create_index("ix_activities_crm_pending", "activities", ["tenant", "updated_at"], unique=False,
                     postgresql_where=pending, sqlite_where=pending)
+    open_call = sa.text("state != 'ended'")
+    op.create_index("ix_calls_open_agent", "calls", ["agent"], unique=False,
+                    postgresql_where=open_call, sqlite_where=open_call)
     open_spell = sa.text("ended_at IS NULL")
     op.create_index("ix_agent_state_log_open", "agent_state_log", ["agent", "started_at"], unique=False,
                     postgresql_where=open_spell, sqlite_where=open_spell)
@@ -40,6 +45,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_agent_state_log_open", table_name="agent_state_log")
+    op.drop_index("ix_calls_open_agent", table_name="calls")
     op.drop_index("ix_activities_crm_pending", table_name="activities")
     op.drop_index(op.f("ix_activities_to_number"), table_name="activities")
     op.drop_index(op.f("ix_activities_from_number"), table_name="activities")
