@@ -45,6 +45,7 @@ from cti.routing.engine import (
     StateChange,
 )
 from cti.routing.queues import compile_routing, resolve_queue
+from cti.routing.reservations import Free, Hold
 from cti.routing.rules import contact_env, flatten
 
 log = structlog.get_logger("cti.routing")
@@ -58,6 +59,7 @@ DECISIONS_CALLS_MAX = 1_000  # recent calls' decisions in memory (the API reads 
 RESERVE_GRACE_S = 10.0      # reservation TTL beyond the ring timeout
 ON_CALL_TTL_S = 300.0       # reservation TTL while the agent talks: refreshed every REFRESH_S, released
 REFRESH_S = 60.0            # when the leg ends, so a crashed node frees its agents within minutes
+RESERVATION_CHUNK = 500     # reservations per pipelined round trip (refresh, replayed releases)
 BLOCK_S = 5.0               # an agent another node holds is not offered again for this long
 UNREACHABLE_BLOCK_S = 1.0   # an agent whose reservation could not be checked (Redis down) is retried after this
 
@@ -67,6 +69,9 @@ class _Outbox:
     commands: list[tuple[Offer | Overflow, str, Command]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     states: list[CallEvent] = field(default_factory=list)  # agent_state_changed, published under the lock
+    # releases and on-call holds not sent yet: they go out with the next offer's holds, which
+    # must see them (in order), or when the batch is done
+    deferred: list[Hold | Free] = field(default_factory=list)
 
 
 class Router:
@@ -158,6 +163,7 @@ class Router:
                     await self._carry_out(self._handle(ev, contact, owner), box)
                 except Exception:
                     log.exception("routing_event_failed", call_id=ev.call_id, kind=str(ev.kind), event_id=ev.event_id)
+            await self._flush_deferred(box.deferred, [])
             await self._flush_states(box)
         await self._send(box)
 
@@ -279,35 +285,52 @@ class Router:
         await self._send(commands)
 
     async def _refresh_reservations(self) -> bool:
-        """Keep the reservations of agents on calls alive (they expire if this node dies).
-        False when the store could not be reached."""
-        for rt in self.engine.agents.values():
-            for call_id, kind in list(rt.legs.items()):
-                if kind == "connected":
-                    try:
-                        await self.reservations.reserve(rt.id, call_id, capacity=rt.cfg.capacity,
-                                                        ttl_s=ON_CALL_TTL_S)
-                    except Exception as exc:
-                        log.warning("routing_reservation_refresh_failed", agent=rt.id, error=repr(exc)[:200])
-                        return False
+        """Keep the reservations of agents on calls alive (they expire if this node dies), in
+        pipelined chunks. False when the store could not be reached."""
+        holds = [Hold(rt.id, call_id, rt.cfg.capacity, ON_CALL_TTL_S)
+                 for rt in self.engine.agents.values() for call_id, kind in rt.legs.items() if kind == "connected"]
+        for i in range(0, len(holds), RESERVATION_CHUNK):
+            try:
+                await self.reservations.apply(holds[i:i + RESERVATION_CHUNK])
+            except Exception as exc:
+                log.warning("routing_reservation_refresh_failed", legs=len(holds), error=repr(exc)[:200])
+                return False
         return True
 
     async def _replay_releases(self) -> None:
-        for agent, call_id in list(self._unreleased):
-            try:
-                await self.reservations.release(agent, call_id)
-            except Exception:
-                return  # still unreachable: keep them all for the next tick
-            self._unreleased.discard((agent, call_id))
+        frees = [Free(agent, call_id) for agent, call_id in self._unreleased]
+        try:
+            for i in range(0, len(frees), RESERVATION_CHUNK):
+                await self.reservations.apply(frees[i:i + RESERVATION_CHUNK])
+                self._unreleased.difference_update((f.agent, f.call_id) for f in frees[i:i + RESERVATION_CHUNK])
+        except Exception:
+            return  # still unreachable: keep the rest for the next tick
         log.info("routing_reservations_resynced")
 
-    async def _reserve(self, agent: str, call_id: str, *, capacity: int, ttl_s: float) -> bool | None:
-        """The reservation store's answer, or None when it cannot be reached."""
+    async def _apply(self, ops: list[Hold | Free]) -> list[bool] | None:
+        """The reservation store's answers, in order, or None when it cannot be reached."""
         try:
-            return bool(await self.reservations.reserve(agent, call_id, capacity=capacity, ttl_s=ttl_s))
+            return await self.reservations.apply(ops)
         except Exception as exc:
-            log.warning("routing_reservations_unreachable", agent=agent, call_id=call_id, error=repr(exc)[:200])
+            log.warning("routing_reservations_unreachable", ops=len(ops), error=repr(exc)[:200])
             return None
+
+    async def _flush_deferred(self, deferred: list[Hold | Free], extra: list[Hold]) -> list[bool] | None:
+        """Send the held-back releases and on-call holds together with `extra` (an offer's
+        holds) in one round trip, in order; returns the answers to `extra` (None: unreachable)."""
+        if not deferred and not extra:
+            return []
+        res = await self._apply([*deferred, *extra])
+        for op in deferred:
+            if isinstance(op, Free):
+                if res is None:
+                    self._unreleased.add((op.agent, op.call_id))
+                else:
+                    self._unreleased.discard((op.agent, op.call_id))
+            elif res is None:
+                self._refreshed_at = 0.0  # re-reserve every connected leg on the next tick
+        deferred.clear()
+        return None if res is None else res[len(res) - len(extra):]
 
     async def run(self) -> None:
         """Timer loop for an owned task (cancel it to stop)."""
@@ -330,31 +353,27 @@ class Router:
         box = into if into is not None else _Outbox()
         commands = box.commands
         pending = list(actions)
+        # one round trip per offer (or per batch), not one per leg: see _Outbox.deferred
+        deferred = box.deferred
         while pending:
             act = pending.pop(0)
             if isinstance(act, StateChange):
                 if not act.remote:
                     box.states.append(self._state_event(act))
             elif isinstance(act, LegEnded):
-                try:
-                    await self.reservations.release(act.agent, act.call_id)
-                    self._unreleased.discard((act.agent, act.call_id))
-                except Exception as exc:
-                    log.warning("routing_reservations_unreachable", agent=act.agent, call_id=act.call_id,
-                                error=repr(exc)[:200])
-                    self._unreleased.add((act.agent, act.call_id))
+                deferred.append(Free(act.agent, act.call_id))
             elif isinstance(act, LegConnected):
                 rt = self.engine.agents.get(act.agent)
-                if await self._reserve(act.agent, act.call_id, capacity=rt.cfg.capacity if rt else 1,
-                                       ttl_s=ON_CALL_TTL_S) is None:
-                    self._refreshed_at = 0.0  # re-reserve every connected leg on the next tick
+                deferred.append(Hold(act.agent, act.call_id, rt.cfg.capacity if rt else 1, ON_CALL_TTL_S))
             elif isinstance(act, Offer):
                 box.decisions.append(act.decision)
                 self._keep(act.decision)
                 targets = []
-                for agent, ep in act.targets:
-                    cap = self.engine.agents[agent].cfg.capacity
-                    ok = await self._reserve(agent, act.call_id, capacity=cap, ttl_s=act.timeout_s + RESERVE_GRACE_S)
+                holds = [Hold(agent, act.call_id, self.engine.agents[agent].cfg.capacity,
+                              act.timeout_s + RESERVE_GRACE_S) for agent, _ in act.targets]
+                answers = await self._flush_deferred(deferred, holds)
+                for (agent, ep), answer in zip(act.targets, answers or [None] * len(holds), strict=True):
+                    ok: bool | None = answer
                     if ok:
                         targets.append((agent, ep))
                     elif ok is None:
@@ -389,6 +408,7 @@ class Router:
                 else:
                     log.info("routing_overflow", call_id=act.call_id, queue=act.queue, kind=act.kind)
         if into is None:
+            await self._flush_deferred(deferred, [])
             await self._flush_states(box)
         return box
 

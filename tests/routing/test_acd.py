@@ -399,3 +399,53 @@ async def test_duplicate_filter_forgets_ids_older_than_its_window():
     await h.clock.advance(SEEN_EVENTS_TTL_S + 1)
     await h.router.on_event(h.ev("ringing", pcid="p1", agent="alice"))
     assert first.event_id not in h.router._seen and len(h.router._seen) == 1
+
+
+class _Counting(MemoryReservations):
+    """Counts the round trips a router makes to the reservation store (one per call of any method)."""
+
+    trips = 0
+    _inside = False
+
+    async def apply(self, ops):
+        self.trips += 1
+        self._inside = True
+        try:
+            return await super().apply(ops)
+        finally:
+            self._inside = False
+
+    async def reserve(self, *a, **kw):
+        self.trips += not self._inside
+        return await super().reserve(*a, **kw)
+
+    async def release(self, *a, **kw):
+        self.trips += not self._inside
+        return await super().release(*a, **kw)
+
+
+async def test_reservations_go_out_in_one_round_trip_per_offer_and_one_per_refresh():
+    agents = [{"id": f"a{i}", "skills": {"fr": 9}} for i in range(6)]
+    h = Harness(settings(agents=agents, queues=[{"name": "support", "requires": "fr >= 5", "wrap_up_s": 0}]))
+    h.resv = _Counting(now=h.clock.monotonic)
+    h.router.reservations = h.resv
+    await h.login(*(a["id"] for a in agents))
+    # three calls answered by three agents
+    await h.router.on_events([h.ev("queued", pcid=f"p{i}", queue="support") for i in range(3)])
+    rung = [c.targets[0][0] for c in h.connects()]
+    await h.router.on_events([h.ev("answered", pcid=f"p{i}", agent=rung[i]) for i in range(3)])
+    # one batch: the three calls end (three releases) and three new calls arrive (three offers)
+    h.resv.trips = 0
+    await h.router.on_events([h.ev("ended", pcid=f"p{i}", data={"cause": "normal"}) for i in range(3)]
+                             + [h.ev("queued", pcid=f"q{i}", queue="support") for i in range(3)])
+    assert len(h.connects()) == 6
+    assert h.resv.trips <= 3 + 1, h.resv.trips  # each offer carries the releases before it
+    for i in range(3):  # the ended calls' reservations are gone
+        assert make_call_id("default", "pbx", f"p{i}") not in await h.resv.held(rung[i])
+    # the minute's refresh of every agent on a call: one round trip, not one per call
+    await h.router.on_events([h.ev("answered", pcid=f"q{i}", agent=h.connects()[3 + i].targets[0][0])
+                              for i in range(3)])
+    h.resv.trips = 0
+    await h.clock.advance(61)
+    await h.router.tick()
+    assert h.resv.trips == 1

@@ -54,6 +54,25 @@ async def test_redis_reservations_basics(redis_url):
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_a_batch_of_holds_and_frees_runs_in_order_in_one_call(redis_url, store):
+    from cti.routing.reservations import Free, Hold
+
+    client = aioredis.Redis.from_url(redis_url)
+    r = MemoryReservations() if store == "memory" else RedisReservations(client, tenant="t2")
+    try:
+        if store == "redis":
+            await client.script_flush()  # a restarted Redis has forgotten the script
+        ops = [Hold("alice", "c1"), Hold("alice", "c2"), Free("alice", "c1"), Hold("alice", "c2"),
+               Hold("blend", "x", capacity=2), Hold("blend", "y", capacity=2), Hold("blend", "z", capacity=2)]
+        assert await r.apply(ops) == [True, False, True, True, True, True, False]
+        assert await r.held("alice") == ["c2"] and await r.held("blend") == ["x", "y"]
+        assert await r.apply([]) == []
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
 def test_two_processes_never_double_book_an_agent(redis_url):
     procs = [subprocess.Popen([sys.executable, "-m", "tests.routing.resv_worker", redis_url, node, "3000"],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
