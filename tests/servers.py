@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -20,9 +21,37 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A TCP port that is free now, below the kernel's ephemeral range, not handed out before.
+
+    `bind(0)` gives an ephemeral port, which any outgoing connection may take as its source
+    port before the server meant to listen on it starts: a scale-out node started 10 s after
+    its port was picked found it taken by one of the other processes' connections.
+    """
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randint(max(10_000, low - 20_000), low - 1)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # no luck below the range: an ephemeral one, as before
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
