@@ -119,7 +119,6 @@ def _backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
     return min(cap, base * 2**attempt) * (0.5 + random.random() / 2)
 
 
-
 # Each agent state change ends that agent's open spell (read through ix_agent_state_log_open).
 CLOSE_OPEN_SPELLS = (
     sa.update(t.agent_state_log)

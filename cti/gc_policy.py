@@ -4,11 +4,11 @@ A gen-2 collection walks every tracked object. With 1,000 sockets and warm cache
 20-170 ms, every few seconds, and every pop in flight waited for it (the screen pop's p99).
 What survives a full collection is frozen (`gc.freeze()`: moved to a generation that
 collections skip): once at start (modules, settings, metadata) and then after every
-generation-1 or full collection CPython runs by itself, so each object is walked by one full collection, not by all
-of them. A frozen object that later dies in a reference cycle is not collected while frozen
-(asyncio makes many such cycles: tasks, futures, exceptions), so every `full_every_s`
-everything is unfrozen and collected once: one long pause a minute instead of one every few
-seconds, and cyclic garbage kept for a minute at most.
+generation-1 or full collection CPython runs by itself, so each object is walked by one
+full collection, not by all of them. A frozen object that later dies in a reference cycle is
+not collected while frozen (asyncio makes many such cycles: tasks, futures, exceptions), so
+every `full_every_s` everything is unfrozen and collected once: one long pause a minute
+instead of one every few seconds, and cyclic garbage kept for a minute at most.
 
 After that minute's collection the C allocator is asked to give its free pages back
 (`malloc_trim`, glibc only). Without it a node's RSS crept up by ~4 MiB a minute under steady

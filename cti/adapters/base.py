@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -191,6 +192,16 @@ MONITOR_CAPABILITY = {
     "barge": Capability.MONITOR_BARGE,
     "takeover": Capability.TAKEOVER,
 }
+
+
+def after_latest(last_at: datetime | None, at: datetime) -> datetime:
+    """The time of a fact we observe ourselves (a command's reply, a stop we ordered): `at`,
+    or just after the provider's latest timestamp for the call if `at` is not later. Host
+    clock skew then cannot reorder the call's facts; strictly after, because a tie would be
+    broken by the provider's sequence, which our own facts lack."""
+    if last_at is not None and at <= last_at:
+        return last_at + timedelta(microseconds=1)
+    return at
 
 
 def required_capability(command: Command) -> Capability | None:

@@ -177,5 +177,5 @@ async def local_history(
     async with engine.connect() as conn:
         rows = (await conn.execute(_HISTORY[bool(exclude_call)], params)).all()
     # the most recent call's summary, from its activity or else from its transcript
-    summary = next((r.summary or r.transcript_summary for r in rows if r.summary or r.transcript_summary), None)
+    summary = next((s for r in rows if (s := r.summary or r.transcript_summary)), None)
     return [_history_row(r) for r in rows], summary

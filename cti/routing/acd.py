@@ -298,11 +298,12 @@ class Router:
         return True
 
     async def _replay_releases(self) -> None:
-        frees = [Free(agent, call_id) for agent, call_id in self._unreleased]
+        pairs = list(self._unreleased)
         try:
-            for i in range(0, len(frees), RESERVATION_CHUNK):
-                await self.reservations.apply(frees[i:i + RESERVATION_CHUNK])
-                self._unreleased.difference_update((f.agent, f.call_id) for f in frees[i:i + RESERVATION_CHUNK])
+            for i in range(0, len(pairs), RESERVATION_CHUNK):
+                chunk = pairs[i:i + RESERVATION_CHUNK]
+                await self.reservations.apply([Free(agent, call_id) for agent, call_id in chunk])
+                self._unreleased.difference_update(chunk)
         except Exception:
             return  # still unreachable: keep the rest for the next tick
         log.info("routing_reservations_resynced")
@@ -372,8 +373,7 @@ class Router:
                 holds = [Hold(agent, act.call_id, self.engine.agents[agent].cfg.capacity,
                               act.timeout_s + RESERVE_GRACE_S) for agent, _ in act.targets]
                 answers = await self._flush_deferred(deferred, holds)
-                for (agent, ep), answer in zip(act.targets, answers or [None] * len(holds), strict=True):
-                    ok: bool | None = answer
+                for (agent, ep), ok in zip(act.targets, answers or [None] * len(holds), strict=True):
                     if ok:
                         targets.append((agent, ep))
                     elif ok is None:

@@ -27,7 +27,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar
 
 import structlog
@@ -51,6 +51,7 @@ from cti.adapters.base import (
     SendDtmf,
     Unhold,
     VoicemailDrop,
+    after_latest,
     register,
     run_handler,
 )
@@ -135,13 +136,6 @@ class _Conn:
             fut = self.replies.popleft()
             if not fut.done():
                 fut.set_exception(exc)
-
-
-def _after_latest(call: _Call, at: datetime) -> datetime:
-    """`at`, or just after the call's latest provider timestamp if `at` is not later."""
-    if call.last_at is not None and at <= call.last_at:
-        return call.last_at + timedelta(microseconds=1)
-    return at
 
 
 @register("freeswitch")
@@ -405,10 +399,8 @@ class FreeSwitchAdapter:
         ))
 
     def _now(self, call: _Call) -> datetime:
-        """Time for a fact we observe ourselves (a command's reply): never before the provider's
-        latest timestamp for the call, so host clock skew cannot reorder the call's facts.
-        Strictly after it: a tie would be broken by the provider's sequence, which ours lacks."""
-        return _after_latest(call, self.clock.now())
+        """Now, for a fact we observe ourselves: after the call's latest provider timestamp."""
+        return after_latest(call.last_at, self.clock.now())
 
     def _number(self, raw: str | None) -> str | None:
         return normalize_number(raw, self.ctx.default_region) if raw else None
@@ -633,7 +625,7 @@ class FreeSwitchAdapter:
             if mon.started:
                 # a stop we ordered is stamped by our clock, and the provider's stamps (its
                 # start among them) may run ahead of it: the stop must still sort after the start
-                at = _after_latest(call, at)
+                at = after_latest(call.last_at, at)
                 self._emit(call, EventKind.MONITOR_STOPPED, at, mon.session_id, mon.mode,
                            data={"mode": mon.mode, "session_id": mon.session_id})
         mon.started = False
