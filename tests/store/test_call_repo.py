@@ -124,3 +124,29 @@ async def test_large_batches_are_one_statement_per_chunk(repo: CallRepo) -> None
     await repo.upsert_calls([*recs, replace(recs[0])])
     assert await _count(repo, call_events) == len(evs)
     assert await _count(repo, calls) == 400
+
+
+async def test_an_ended_call_takes_its_activitys_contact_unless_it_has_one(repo: CallRepo) -> None:
+    from cti.app import _CALL_CONTACT_FROM_ACTIVITY
+    from cti.store.tables import activities
+
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    base = {"tenant": "default", "provider": "sim", "direction": "inbound", "state": "ended", "created_at": at}
+    async with repo.db.engine.begin() as c:
+        await c.execute(calls.insert(), [
+            {**base, "call_id": cid, "provider_call_id": cid, "contact_id": contact, "account_id": account}
+            for cid, contact, account in [("new", None, None), ("kept", "agent-chose", "a0"),
+                                          ("unknown", None, None), ("later", None, None)]
+        ])
+        await c.execute(activities.insert(), [
+            {"call_id": cid, "tenant": "default", "subject": "s", "direction": "inbound", "created_at": at,
+             "updated_at": at, "contact_id": contact, "account_id": account}
+            for cid, contact, account in [("new", "c1", "a1"), ("kept", "c2", "a2"), ("unknown", None, None),
+                                          ("later", "c3", "a3")]
+        ])
+        await c.execute(_CALL_CONTACT_FROM_ACTIVITY, {"ended": ["new", "kept", "unknown"]})
+    async with repo.db.engine.connect() as c:
+        rows = {r.call_id: (r.contact_id, r.account_id)
+                for r in await c.execute(select(calls.c.call_id, calls.c.contact_id, calls.c.account_id))}
+    assert rows == {"new": ("c1", "a1"), "kept": ("agent-chose", "a0"), "unknown": (None, None),
+                    "later": (None, None)}  # not in the batch

@@ -71,3 +71,32 @@ async def test_a_socket_snapshot_reads_only_the_agents_calls_in_progress(store_u
     stmt = sa.select(t.calls).where(t.calls.c.tenant == "default", t.CALL_OPEN, t.calls.c.agent == "alice")
     plan = await _plan(store_url, stmt)
     assert "ix_calls_open_agent" in plan, plan
+
+
+async def test_copying_the_contact_to_ended_calls_goes_by_primary_key(store_url: str) -> None:
+    """Where nearly every call has a contact, `contact_id IS NULL` looked rarer to PostgreSQL
+    than a primary-key match, and the copy walked ix_calls_contact_id instead."""
+    from datetime import UTC, datetime
+
+    from cti.app import call_contact_from_activity
+    from cti.store import tables as t
+
+    await migrate.upgrade_async(store_url)
+    db = Database(store_url)
+    await db.connect()
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(t.calls.insert(), [
+                {"call_id": f"k{i}", "tenant": "default", "provider": "sim", "provider_call_id": f"k{i}",
+                 "direction": "inbound", "state": "ended", "contact_id": f"c{i % 50}", "created_at": at}
+                for i in range(2000)
+            ])
+            await conn.execute(sa.text("ANALYZE"))
+    finally:
+        await db.close()
+    plan = await _plan(store_url, call_contact_from_activity(["k1", "k2"]))
+    if "postgresql" in store_url:
+        assert "pk_calls" in plan and "ix_calls_contact_id" not in plan, plan
+    else:
+        assert "SCAN calls" not in plan, plan
