@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.scale.cluster import (  # noqa: E402
+    TENANT,
     Node,
     agent_ids,
     agent_token,
@@ -164,6 +165,53 @@ async def _rows_in(engine: Any, start: datetime, end: datetime) -> tuple[list[An
     return rings, int(n), int(queued)
 
 
+def seed_history(pg: PostgresServer, database: str, calls_per_contact: int, agents: int) -> dict[str, Any]:
+    """A site that has been taking calls for a while, then ANALYZE, as autovacuum keeps it on a
+    running site: `calls_per_contact` past calls per contact over the last 90 days (one call
+    record, one activity and five events each; one caller in five unknown, with no contact) and
+    20 closed state spells per agent.
+
+    Without it every table starts empty, and PostgreSQL plans for empty tables: the screen
+    pop's last calls, the fold's event counts and the close of an agent's open spell ran as
+    sequential scans (seen with auto_explain), kept for the whole window while the tables grew."""
+    n = CONTACTS * calls_per_contact
+    if n <= 0:
+        return {"calls": 0}
+    t0 = time.monotonic()
+    # one set-based statement per table: 100,000 calls take seconds, not minutes of round trips
+    past = f"""
+        CREATE TEMP TABLE past AS
+        SELECT 'past-' || g AS call_id,
+               CASE WHEN g % 5 = 0 THEN NULL ELSE 'c' || (g % {CONTACTS}) END AS contact,
+               CASE WHEN g % 5 = 0 THEN '+3362' || lpad(g::text, 7, '0')
+                    ELSE '+3361' || lpad((g % {CONTACTS})::text, 7, '0') END AS caller,
+               now() - (g * interval '90 days' / {n}) AS at,
+               'agent' || (g % 97) AS agent
+        FROM generate_series(1, {n}) AS g;
+        INSERT INTO calls (call_id, tenant, provider, provider_call_id, direction, state, from_number,
+                           to_number, queue, agent, outcome, created_at, answered_at, ended_at, ring_s,
+                           talk_s, hold_s, wait_s, events, last_event_at, contact_id, priority)
+        SELECT call_id, '{TENANT}', 'sim', call_id, 'inbound', 'ended', caller, '+33170000000', 'support',
+               agent, 'answered', at, at + interval '5 s', at + interval '185 s', 4, 180, 0, 5, 5,
+               at + interval '185 s', contact, 0 FROM past;
+        INSERT INTO activities (call_id, tenant, contact_id, agent, subject, direction, from_number,
+                                to_number, duration_s, outcome, created_at, updated_at, crm_attempts)
+        SELECT call_id, '{TENANT}', contact, agent, 'Inbound call', 'inbound', caller, '+33170000000',
+               180, 'answered', at, at + interval '186 s', 0 FROM past;
+        INSERT INTO call_events (event_id, call_id, tenant, provider, kind, occurred_at, seq, payload)
+        SELECT call_id || '-' || k, call_id, '{TENANT}', 'sim', k, at, 0, '{{}}'::json
+        FROM past, unnest(ARRAY['created', 'queued', 'ringing', 'answered', 'ended']) AS k;
+        INSERT INTO agent_state_log (event_id, tenant, agent, state, started_at, ended_at)
+        SELECT 'past-' || a || '-' || k, '{TENANT}', 'ag' || lpad(a::text, 4, '0'),
+               CASE WHEN k % 2 = 0 THEN 'available' ELSE 'away' END,
+               now() - (k + 1) * interval '4 hours', now() - k * interval '4 hours'
+        FROM generate_series(0, {agents - 1}) AS a, generate_series(1, 20) AS k;
+        ANALYZE;
+    """
+    pg.psql(past, database=database)
+    return {"calls": n, "seconds": round(time.monotonic() - t0, 1)}
+
+
 def _start_profiler(node: Node, duration: float, work: Path) -> tuple[str, Any, Path] | None:
     """py-spy (sampling, out of process: the node runs unchanged) over the window."""
     import shutil
@@ -209,7 +257,7 @@ def _finish_profiler(name: str, proc: Any, raw: Path, top: int = 25) -> dict[str
 
 async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, settle: float,
                    work: Path, redis_url: str, pg: PostgresServer, soak_min: float = 0.0,
-                   profile: bool = False, trace: bool = False) -> dict[str, Any]:
+                   profile: bool = False, trace: bool = False, history: int = 0) -> dict[str, Any]:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     store_url = pg.create_database(f"load{nodes_n}_{int(time.time())}")
@@ -227,6 +275,7 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
     cfg_b = write_config(work / f"b{nodes_n}.toml", base)
     migrate(cfg_b)
     await seed_contacts(store_url, write_contacts(work / "contacts.csv", CONTACTS))
+    seeded = seed_history(pg, store_url.rsplit("/", 1)[1], history, agents)
     snaps = work / "tracemalloc"
     env_a = {"CTI_TRACEMALLOC_DIR": str(snaps)} if trace else {}
     nodes = [Node("node-a", "serve", cfg_a, work / f"a{nodes_n}.log", port=free_port(), log_level="warning",
@@ -237,7 +286,7 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
     share = {n.name: ids[i::nodes_n] for i, n in enumerate(nodes)}
     engine = create_async_engine(store_url)
     client = Client()
-    out: dict[str, Any] = {"nodes": nodes_n, "agents": agents, "rate_per_s": rate}
+    out: dict[str, Any] = {"nodes": nodes_n, "agents": agents, "rate_per_s": rate, "history": seeded}
     try:
         for n in reversed(nodes):  # B first: A's arrivals start with it
             n.start()
@@ -476,6 +525,9 @@ def main() -> int:
     ap.add_argument("--tracemalloc", action="store_true",
                     help="soak only: trace node A's allocations and print what grew (slows the node)")
     ap.add_argument("--skip-idle", action="store_true", help="skip the idle-node memory measurement")
+    ap.add_argument("--history", type=int, default=50, metavar="CALLS",
+                    help="past calls per contact in the store before the run (50: 100,000 calls, 500,000 "
+                         "events); 0 starts from an empty store")
     args = ap.parse_args()
     soak = args.soak or 0.0
     if soak:
@@ -503,7 +555,8 @@ def main() -> int:
             try:
                 rows.append(asyncio.run(run_case(nodes_n=n, agents=agents, rate=rate, duration=duration,
                                                  settle=settle, work=work, redis_url=r.url, pg=pg, soak_min=soak,
-                                                 profile=args.profile, trace=args.tracemalloc and bool(soak))))
+                                                 profile=args.profile, trace=args.tracemalloc and bool(soak),
+                                                 history=args.history)))
             except Exception as exc:  # one case failing still reports the others
                 print(f"  {n} node(s) failed: {exc!r}", flush=True)
                 rows.append({"nodes": n, "agents": agents, "rate_per_s": rate, "error": repr(exc)[:500]})
