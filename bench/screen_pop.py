@@ -254,7 +254,8 @@ async def serve_store(agents: int, tmp: str, bus_url: str) -> None:
 
 
 def _report_slow_steps_on_exit() -> Any:
-    """With BENCH_SLOW_STEPS_MS set, count the loop steps at least that long and print them to
+    """With BENCH_SLOW_STEPS_MS set (and `--loop asyncio`: uvloop's steps cannot be timed from
+    Python), count the loop steps at least that long and print them to
     stderr when the bench stops this server: what held the loop while pops waited."""
     threshold = os.environ.get("BENCH_SLOW_STEPS_MS")
     if not threshold:
@@ -364,7 +365,7 @@ def free_port() -> int:
 
 
 async def measure(
-    mode: str, agents: int, rate: float, duration: float, ring_after_s: float = 0.0
+    mode: str, agents: int, rate: float, duration: float, ring_after_s: float = 0.0, loop: str = "asyncio"
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -381,7 +382,8 @@ async def measure(
     try:
         for serve in (mode, "store") if mode == "app-split" else (mode,):
             proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-                [sys.executable, __file__, "--serve", serve, "--port", str(port), "--agents", str(agents), *extra],
+                [sys.executable, __file__, "--serve", serve, "--port", str(port), "--agents", str(agents),
+                 "--loop", loop, *extra],
                 stdout=subprocess.PIPE,
                 text=True,
                 cwd=str(ROOT),
@@ -553,6 +555,11 @@ def main() -> int:
                     help="also the whole app split in two processes on Redis: gateway + `cti worker --store`")
     ap.add_argument("--no-app", action="store_true", help="skip the whole-app rows")
     ap.add_argument(
+        "--loop", choices=["auto", "uvloop", "asyncio"], default="asyncio",
+        help="every server's event loop, the floor's too. asyncio by default: on uvloop (what `cti serve` "
+             "runs on) the bare push's p50 doubled here (0.43-0.66 ms instead of 0.2-0.35), a slower floor",
+    )
+    ap.add_argument(
         "--rounds", type=int, default=1,
         help="measure every path this many times, interleaved (floor, pipeline, app, floor, ...); each "
              "row is the round with the median p99: the machine's noise moves one p99 by 30%%",
@@ -567,15 +574,19 @@ def main() -> int:
 
         import structlog
 
+        from cti.cli import loop_factory
+
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         if args.serve == "app":
-            asyncio.run(serve_app(args.port, args.agents or 1000))
+            main_coro = serve_app(args.port, args.agents or 1000)
         elif args.serve == "app-split":
-            asyncio.run(serve_app(args.port, args.agents or 1000, tmp=args.tmp, bus_url=args.bus, roles=("gateway",)))
+            main_coro = serve_app(args.port, args.agents or 1000, tmp=args.tmp, bus_url=args.bus, roles=("gateway",))
         elif args.serve == "store":
-            asyncio.run(serve_store(args.agents or 1000, args.tmp, args.bus))
+            main_coro = serve_store(args.agents or 1000, args.tmp, args.bus)
         else:
-            asyncio.run(serve(args.serve, args.port, args.agents or 1000))
+            main_coro = serve(args.serve, args.port, args.agents or 1000)
+        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+            runner.run(main_coro)
         return 0
     agents = args.agents or (300 if args.quick else 1000)
     duration = args.duration or (3.0 if args.quick else 10.0)
@@ -587,7 +598,7 @@ def main() -> int:
         cases += [("app", ring_after), ("app", 0.0)]
     if args.split:
         cases += [("app-split", ring_after), ("app-split", 0.0)]
-    rounds = [[asyncio.run(measure(mode, agents, args.rate, duration, after)) for mode, after in cases]
+    rounds = [[asyncio.run(measure(mode, agents, args.rate, duration, after, args.loop)) for mode, after in cases]
               for _ in range(max(1, args.rounds))]
     rows = [median_round([r[i] for r in rounds]) for i in range(len(cases))]
     floor = rows[0]
@@ -631,6 +642,7 @@ def main() -> int:
                 "p99_ratio": round(ratio, 3),
                 "targets_met": ok,
                 "cpus": os.cpu_count(),
+                "loop": args.loop,
             },
             indent=2,
         )
