@@ -168,8 +168,8 @@ async def _rows_in(engine: Any, start: datetime, end: datetime) -> tuple[list[An
 def seed_history(pg: PostgresServer, database: str, calls_per_contact: int, agents: int) -> dict[str, Any]:
     """A site that has been taking calls for a while, then ANALYZE, as autovacuum keeps it on a
     running site: `calls_per_contact` past calls per contact over the last 90 days (one call
-    record, one activity and five events each; one caller in five unknown, with no contact) and
-    20 closed state spells per agent.
+    record, one activity already pushed to the CRM and five events each; one caller in five
+    unknown, with no contact) and 20 closed state spells per agent.
 
     Without it every table starts empty, and PostgreSQL plans for empty tables: the screen
     pop's last calls, the fold's event counts and the close of an agent's open spell ran as
@@ -195,9 +195,10 @@ def seed_history(pg: PostgresServer, database: str, calls_per_contact: int, agen
                agent, 'answered', at, at + interval '5 s', at + interval '185 s', 4, 180, 0, 5, 5,
                at + interval '185 s', contact, 0 FROM past;
         INSERT INTO activities (call_id, tenant, contact_id, agent, subject, direction, from_number,
-                                to_number, duration_s, outcome, created_at, updated_at, crm_attempts)
+                                to_number, duration_s, outcome, created_at, updated_at, crm_ref,
+                                crm_synced_at, crm_attempts)
         SELECT call_id, '{TENANT}', contact, agent, 'Inbound call', 'inbound', caller, '+33170000000',
-               180, 'answered', at, at + interval '186 s', 0 FROM past;
+               180, 'answered', at, at + interval '186 s', call_id, at + interval '187 s', 1 FROM past;
         INSERT INTO call_events (event_id, call_id, tenant, provider, kind, occurred_at, seq, payload)
         SELECT call_id || '-' || k, call_id, '{TENANT}', 'sim', k, at, 0, '{{}}'::json
         FROM past, unnest(ARRAY['created', 'queued', 'ringing', 'answered', 'ended']) AS k;

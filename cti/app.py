@@ -327,6 +327,7 @@ class CtiApp:
         pop = self.screen_pop
         self.activity = ActivityWriter(self.db.engine, self.crm, self.clock, tenant=self.settings.site.tenant,
                                        region=self.settings.site.default_region, lookup=self.lookup,
+                                       retry_per_s=self.settings.crm.retry_per_s,
                                        on_change=pop.invalidate_history if pop is not None else None)
 
     def _build_stats(self) -> None:

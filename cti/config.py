@@ -121,6 +121,8 @@ class CrmSettings(_Base):
     lookup_timeout_s: float = 0.5
     cache_ttl_s: float = 300.0
     negative_ttl_s: float = 60.0
+    # pushes a second to work off activities the CRM missed (outage, refusal); new calls go at once
+    retry_per_s: float = Field(default=20.0, gt=0, le=10_000)
 
     @property
     def options(self) -> dict[str, Any]:

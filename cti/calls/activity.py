@@ -116,6 +116,7 @@ class ActivityWriter:
         jitter: float = 0.1,
         poll_s: float = 1.0,
         push_timeout_s: float = 15.0,
+        retry_per_s: float = 20.0,
         on_change: Any = None,
     ) -> None:
         self.engine = engine
@@ -132,6 +133,11 @@ class ActivityWriter:
         self.jitter = jitter
         self.poll_s = poll_s
         self.push_timeout_s = push_timeout_s
+        # A backlog (hours of a CRM outage, tens of thousands of activities) is worked off at
+        # this pace, not at once: pushed as fast as possible it took a whole core from the
+        # real-time work on the node (pops, routing) and would meet the CRM's API rate limits.
+        # New calls are pushed when they end, outside this budget.
+        self.retry_per_pass = max(1, round(retry_per_s * poll_s))
         self._next_try: dict[str, float] = {}  # call_id -> monotonic time of the next attempt
         self._locks: dict[str, asyncio.Lock] = {}
         self._pending_wrap: dict[str, dict[str, Any]] = {}
@@ -387,18 +393,25 @@ class ActivityWriter:
         log.info("crm_activity_pushed", call_id=call_id, crm_ref=str(ref))
         return SyncResult(True, crm_ref=str(ref))
 
-    async def pending(self) -> list[str]:
-        """Call ids whose activity the CRM does not have (in its latest version)."""
+    async def pending(self, limit: int | None = None) -> list[str]:
+        """Call ids whose activity the CRM does not have (in its latest version), oldest first."""
+        q = pending_query(self.tenant, self.max_refusals)
         async with self.engine.connect() as conn:
-            return list((await conn.execute(pending_query(self.tenant, self.max_refusals))).scalars())
+            return list((await conn.execute(q if limit is None else q.limit(limit))).scalars())
 
     async def retry_due(self) -> int:
-        """One pass: push every pending activity whose backoff has elapsed; returns how many went through."""
+        """One pass: push up to `retry_per_pass` pending activities whose backoff has elapsed,
+        oldest first; returns how many went through."""
         now = self.clock.monotonic()
-        done = 0
-        for call_id in await self.pending():
+        # rows still in backoff come back too: read enough that they cannot crowd out due ones
+        waiting = sum(1 for t in self._next_try.values() if t > now)
+        done = tried = 0
+        for call_id in await self.pending(self.retry_per_pass + waiting):
+            if tried >= self.retry_per_pass:
+                break
             if self._next_try.get(call_id, 0.0) > now:
                 continue
+            tried += 1
             if (await self.sync(call_id)).ok:
                 done += 1
         return done

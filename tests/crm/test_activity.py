@@ -262,3 +262,26 @@ async def test_a_batch_of_ended_calls_with_the_local_crm_is_one_write_of_synced_
     assert all(r.crm_ref == f"local:{cid}" and r.crm_synced_at is not None for cid, r in got.items())
     assert (got["call-2"].contact_id, got["call-2"].account_id) == ("c-9", "acc-9")
     assert (got["call-3"].disposition, got["call-3"].notes) == ("sale", "two licences")
+
+
+async def test_a_crm_backlog_is_worked_off_at_the_configured_pace(lite_engine):
+    """After an outage, 50 activities wait; each pass pushes retry_per_s x poll_s of them,
+    oldest first, and rows still in backoff do not crowd out the due ones."""
+    crm = RecordingCrm()
+    clock = ManualClock()
+    writer = ActivityWriter(lite_engine, crm, clock, retry_base_s=1000, jitter=0, poll_s=1, retry_per_s=10)
+    crm.down = True
+    for i in range(50):
+        await writer.on_call(ended_call(f"call-{i:02d}"))
+        await clock.advance(1)  # one after the other: "oldest first" is well defined
+    crm.down = False
+    await clock.advance(1000)
+    assert await writer.retry_due() == 10
+    assert sorted(crm.records) == [f"call-{i:02d}" for i in range(10)]  # the oldest first
+    # the next ten fail (CRM down again): in backoff, read again by the next pass, skipped
+    crm.down = True
+    assert await writer.retry_due() == 0
+    crm.down = False
+    assert await writer.retry_due() == 10  # not held up by the ten in backoff ahead of them
+    assert len(crm.records) == 20 and "call-15" not in crm.records
+    assert len(await writer.pending()) == 30
