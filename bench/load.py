@@ -165,11 +165,13 @@ async def _rows_in(engine: Any, start: datetime, end: datetime) -> tuple[list[An
     return rings, int(n), int(queued)
 
 
-def seed_history(pg: PostgresServer, database: str, calls_per_contact: int, agents: int) -> dict[str, Any]:
+def seed_history(pg: PostgresServer, database: str, calls_per_contact: int, agents: int,
+                 crm_backlog: bool = False) -> dict[str, Any]:
     """A site that has been taking calls for a while, then ANALYZE, as autovacuum keeps it on a
     running site: `calls_per_contact` past calls per contact over the last 90 days (one call
     record, one activity already pushed to the CRM and five events each; one caller in five
-    unknown, with no contact) and 20 closed state spells per agent.
+    unknown, with no contact) and 20 closed state spells per agent. `crm_backlog`: none of the
+    past activities reached the CRM (the node starts just after a long CRM outage).
 
     Without it every table starts empty, and PostgreSQL plans for empty tables: the screen
     pop's last calls, the fold's event counts and the close of an agent's open spell ran as
@@ -178,6 +180,7 @@ def seed_history(pg: PostgresServer, database: str, calls_per_contact: int, agen
     if n <= 0:
         return {"calls": 0}
     t0 = time.monotonic()
+    synced = "NULL, NULL, 1" if crm_backlog else "call_id, at + interval '187 s', 1"
     # one set-based statement per table: 100,000 calls take seconds, not minutes of round trips
     past = f"""
         CREATE TEMP TABLE past AS
@@ -198,7 +201,7 @@ def seed_history(pg: PostgresServer, database: str, calls_per_contact: int, agen
                                 to_number, duration_s, outcome, created_at, updated_at, crm_ref,
                                 crm_synced_at, crm_attempts)
         SELECT call_id, '{TENANT}', contact, agent, 'Inbound call', 'inbound', caller, '+33170000000',
-               180, 'answered', at, at + interval '186 s', call_id, at + interval '187 s', 1 FROM past;
+               180, 'answered', at, at + interval '186 s', {synced} FROM past;
         INSERT INTO call_events (event_id, call_id, tenant, provider, kind, occurred_at, seq, payload)
         SELECT call_id || '-' || k, call_id, '{TENANT}', 'sim', k, at, 0, '{{}}'::json
         FROM past, unnest(ARRAY['created', 'queued', 'ringing', 'answered', 'ended']) AS k;
@@ -258,7 +261,8 @@ def _finish_profiler(name: str, proc: Any, raw: Path, top: int = 25) -> dict[str
 
 async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, settle: float,
                    work: Path, redis_url: str, pg: PostgresServer, soak_min: float = 0.0,
-                   profile: bool = False, trace: bool = False, history: int = 0) -> dict[str, Any]:
+                   profile: bool = False, trace: bool = False, history: int = 0,
+                   crm_backlog: bool = False) -> dict[str, Any]:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     store_url = pg.create_database(f"load{nodes_n}_{int(time.time())}")
@@ -276,7 +280,7 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
     cfg_b = write_config(work / f"b{nodes_n}.toml", base)
     migrate(cfg_b)
     await seed_contacts(store_url, write_contacts(work / "contacts.csv", CONTACTS))
-    seeded = seed_history(pg, store_url.rsplit("/", 1)[1], history, agents)
+    seeded = seed_history(pg, store_url.rsplit("/", 1)[1], history, agents, crm_backlog)
     snaps = work / "tracemalloc"
     env_a = {"CTI_TRACEMALLOC_DIR": str(snaps)} if trace else {}
     nodes = [Node("node-a", "serve", cfg_a, work / f"a{nodes_n}.log", port=free_port(), log_level="warning",
@@ -529,6 +533,8 @@ def main() -> int:
     ap.add_argument("--history", type=int, default=50, metavar="CALLS",
                     help="past calls per contact in the store before the run (50: 100,000 calls, 500,000 "
                          "events); 0 starts from an empty store")
+    ap.add_argument("--crm-backlog", action="store_true",
+                    help="none of that history reached the CRM yet: the node works off the backlog meanwhile")
     args = ap.parse_args()
     soak = args.soak or 0.0
     if soak:
@@ -557,7 +563,7 @@ def main() -> int:
                 rows.append(asyncio.run(run_case(nodes_n=n, agents=agents, rate=rate, duration=duration,
                                                  settle=settle, work=work, redis_url=r.url, pg=pg, soak_min=soak,
                                                  profile=args.profile, trace=args.tracemalloc and bool(soak),
-                                                 history=args.history)))
+                                                 history=args.history, crm_backlog=args.crm_backlog)))
             except Exception as exc:  # one case failing still reports the others
                 print(f"  {n} node(s) failed: {exc!r}", flush=True)
                 rows.append({"nodes": n, "agents": agents, "rate_per_s": rate, "error": repr(exc)[:500]})
