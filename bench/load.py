@@ -362,6 +362,7 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
             await asyncio.gather(*tasks, return_exceptions=True)
         rings, n_events, n_queued = await _rows_in(engine, start, end)
         lat, missing = [], 0
+        slow: dict[int, int] = {}  # second of the window -> pops over the target: a stall or steady queueing?
         for r in rings:
             agent = (r.payload or {}).get("agent")
             got = client.pops.get((agent, r.call_id))
@@ -370,12 +371,17 @@ async def run_case(*, nodes_n: int, agents: int, rate: float, duration: float, s
                 continue
             at = r.occurred_at if r.occurred_at.tzinfo else r.occurred_at.replace(tzinfo=UTC)
             lat.append((got - at.timestamp()) * 1000.0)
+            if lat[-1] > TARGET_P99_MS:
+                second = int((at - start).total_seconds())
+                slow[second] = slow.get(second, 0) + 1
         out.update({
             "window_s": round(elapsed, 1), "rings": len(rings), "pops": len(lat), "pops_missing": missing,
             "arrivals_per_s": round(n_queued / elapsed, 1), "calls_per_s": round(len(rings) / elapsed, 1),
             "events_per_s": round(n_events / elapsed, 1),
             "pop_p50_ms": round(_quantile(sorted(lat), 0.5), 1), "pop_p99_ms": round(_quantile(sorted(lat), 0.99), 1),
             "pop_max_ms": round(max(lat), 1) if lat else None,
+            "pops_over_target_by_second": dict(sorted(slow.items())),
+            "window_start": start.isoformat(),
         })
         if samples:
             out["soak"] = _soak_summary(samples)
@@ -572,6 +578,9 @@ def main() -> int:
     for x in rows:
         if x.get("bus_lag_end_of_window"):
             print(f"bus lag at the end of the window ({x['nodes']} node(s)): {x['bus_lag_end_of_window']}")
+        if x.get("pops_over_target_by_second"):
+            print(f"pops over {TARGET_P99_MS:g} ms by second of the window ({x['nodes']} node(s)): "
+                  f"{x['pops_over_target_by_second']}")
     print(f"node logs: {tmp}")
     if idle:
         print(f"\nidle node, {idle['connected']} agents connected and signed in: RSS {idle['rss_before_mib']} -> "

@@ -33,6 +33,7 @@ from cti.calls.control import CallControl, ControlError, MonitorSession, RateLim
 from cti.clock import Clock, SystemClock
 from cti.config import Settings
 from cti.gc_policy import freeze_loop, tune_gc
+from cti.loop_lag import watch_loop_lag
 from cti.metrics import Metrics
 from cti.model import AgentState, Call, CallEvent, EventKind, Role
 from cti.services import Services
@@ -424,6 +425,7 @@ class CtiApp:
         self.web_app = build_web_app(self.services, extra_routes)
         tune_gc()
         self._spawn("gc-freeze", freeze_loop)
+        self._spawn("loop-lag", lambda: watch_loop_lag(self.metrics))
         log.info("app_started", node=self.node_id, adapters=list(self.adapters))
 
     def _spawn_store_writers(self) -> None:

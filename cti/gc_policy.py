@@ -32,6 +32,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 _older_collections = 0
+SLOW_FULL_COLLECTION_MS = 50.0  # logged as a warning from this long: it held every pop and routing decision
 
 
 def _count_older(phase: str, info: dict[str, Any]) -> None:
@@ -100,7 +101,8 @@ async def freeze_loop(check_s: float = 1.0, full_every_s: float = 60.0) -> None:
         if time.monotonic() - last_full >= full_every_s:
             last_full = time.monotonic()
             pause_ms = full_collect()
-            log.debug("gc_full_collection", pause_ms=round(pause_ms, 1), frozen=gc.get_freeze_count())
+            (log.warning if pause_ms >= SLOW_FULL_COLLECTION_MS else log.debug)(
+                "gc_full_collection", pause_ms=round(pause_ms, 1), frozen=gc.get_freeze_count())
             seen = _older_collections
         elif _older_collections != seen:
             seen = _older_collections

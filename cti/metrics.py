@@ -24,6 +24,11 @@ class Metrics:
             "cti_screen_pop_seconds", "Ringing event to pop queued for the agent's socket", registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        # how late the loop runs a timer: every pop, routing decision and socket write waits as long
+        self.loop_lag = Histogram(
+            "cti_event_loop_lag_seconds", "How late the event loop ran a 100 ms timer", registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
         self.adapter_reconnects = Counter(
             "cti_adapter_reconnects", "Provider reconnections", ["provider"], registry=r
         )
