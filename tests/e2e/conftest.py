@@ -158,7 +158,10 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    # the browser in the site's time zone (the demo's, Europe/Paris), as its users' are: in UTC, the
+    # dashboard's default dates ("the last 7 days") missed the calls of the hour when Paris is
+    # already on the next day
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860}, timezone_id="Europe/Paris")
     p = ctx.new_page()
     yield p
     ctx.close()
