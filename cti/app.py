@@ -547,6 +547,7 @@ class CtiApp:
                 await waiting.put(event)
 
         reader = asyncio.create_task(take(), name=f"adapter-read-{name}")
+        getter: asyncio.Future[CallEvent] | None = None
         batch: list[CallEvent] = []
         try:
             while True:
@@ -560,12 +561,17 @@ class CtiApp:
                         getter.cancel()  # a cancelled get leaves its item in the queue
                         continue
                     batch.append(getter.result())
+                    getter = None
                 while not waiting.empty() and len(batch) < PUMP_BATCH:
                     batch.append(waiting.get_nowait())
                 await self._publish_held(name, batch)
                 batch = []
         finally:
             reader.cancel()
+            if getter is not None and not getter.done():
+                getter.cancel()  # not left pending when the pump stops
+            elif getter is not None and not getter.cancelled():
+                batch.append(getter.result())  # taken from the queue just as we were stopped
             # taken from the adapter but not yet on the bus: one last try, then they are lost
             # as the adapter's own queue is on a stop (a provider replays on reconnect)
             rest = batch + [waiting.get_nowait() for _ in range(waiting.qsize())]

@@ -79,3 +79,20 @@ async def _read_all(bus: MemoryBus) -> list[Any]:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     return got
+
+
+async def test_a_stopped_pump_leaves_nothing_pending_and_sends_what_it_held() -> None:
+    class _Trickle(_Adapter):
+        async def events(self) -> AsyncIterator[CallEvent]:
+            for i in range(self.n):
+                yield _event(i)
+            await asyncio.Event().wait()  # a provider connection that stays open
+
+    bus = _SlowFlakyBus()
+    pump = asyncio.create_task(CtiApp._pump(_pump_host(bus), "sim", _Trickle(20)))
+    await asyncio.sleep(0.2)
+    pump.cancel()
+    await asyncio.gather(pump, return_exceptions=True)
+    assert [m.data["event_id"] for m in (await _read_all(bus))] == [f"e{i}" for i in range(20)]
+    leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert leftover == [], leftover
