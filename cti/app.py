@@ -153,12 +153,16 @@ CLOSE_OPEN_SPELLS = (
 PUMP_BATCH = 200  # provider events held between an adapter and the bus, and the most sent at once
 
 
-async def _take_batch(queue: asyncio.Queue[Any], limit: int) -> list[Any]:
-    """Wait for one item, then take what else is already queued, up to `limit` in all."""
-    batch = [await queue.get()]
+def _take_queued(queue: asyncio.Queue[Any], batch: list[Any], limit: int) -> list[Any]:
+    """Add what is already queued to `batch`, up to `limit` items in all, without waiting."""
     while not queue.empty() and len(batch) < limit:
         batch.append(queue.get_nowait())
     return batch
+
+
+async def _take_batch(queue: asyncio.Queue[Any], limit: int) -> list[Any]:
+    """Wait for one item, then take what else is already queued, up to `limit` in all."""
+    return _take_queued(queue, [await queue.get()], limit)
 
 
 class CtiApp:
@@ -562,9 +566,7 @@ class CtiApp:
                         continue
                     batch.append(getter.result())
                     getter = None
-                while not waiting.empty() and len(batch) < PUMP_BATCH:
-                    batch.append(waiting.get_nowait())
-                await self._publish_held(name, batch)
+                await self._publish_held(name, _take_queued(waiting, batch, PUMP_BATCH))
                 batch = []
         finally:
             reader.cancel()
@@ -574,7 +576,7 @@ class CtiApp:
                 batch.append(getter.result())  # taken from the queue just as we were stopped
             # taken from the adapter but not yet on the bus: one last try, then they are lost
             # as the adapter's own queue is on a stop (a provider replays on reconnect)
-            rest = batch + [waiting.get_nowait() for _ in range(waiting.qsize())]
+            rest = _take_queued(waiting, batch, len(batch) + waiting.qsize())
             if rest:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.bus.publish_many(S.EVENTS, [e.to_dict() for e in rest]), 1.0)
