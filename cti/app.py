@@ -892,10 +892,23 @@ class CtiApp:
                 self.hub.to_watchers(self.settings.site.tenant, {"type": "live", **snap})
 
     # ---- services used by the API ----------------------------------------------------------
-    async def load_call(self, call_id: str) -> Call | None:
-        async with self.db.engine.connect() as conn:
-            row = (await conn.execute(sa.select(t.calls).where(t.calls.c.call_id == call_id))).first()
-        return Call.from_dict(dict(row._mapping)) if row else None
+    async def load_call(self, call_id: str, viewer: str | None = None) -> Call | None:
+        """The stored call. With `viewer`: when this user has the pop of a call whose row the
+        store has not written yet, wait for it (`wait_for_row`); 503 if it never comes."""
+        async def fetch() -> Call | None:
+            async with self.db.engine.connect() as conn:
+                row = (await conn.execute(sa.select(t.calls).where(t.calls.c.call_id == call_id))).first()
+            return Call.from_dict(dict(row._mapping)) if row else None
+
+        call = await fetch()
+        if call is None and viewer and self.screen_pop is not None and self.screen_pop.pop_for(call_id, viewer):
+            from cti.calls import repo
+
+            call = await repo.wait_for_row(fetch, repo.CALL_ROW_WAIT_S)
+            if call is None:
+                raise ControlError(503, "the call is not stored yet (the store is behind): try again",
+                                   retry_after_s=1)
+        return call
 
     def _monitor_endpoint_of(self, user: str) -> str | None:
         a = self.directory.agents.get(user)
@@ -985,7 +998,7 @@ class CtiApp:
         return True
 
     async def wrap_up(self, p: Principal, call_id: str, disposition: str | None, notes: str | None) -> dict[str, Any]:
-        call = await self.load_call(call_id)
+        call = await self.load_call(call_id, p.user)
         if call is None or not p.can_control_call(call.agent, self.directory.team_of(call.agent), call.tenant):
             raise ControlError(404, "call not found")
         async with self.db.engine.begin() as conn:

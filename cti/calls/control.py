@@ -98,7 +98,8 @@ class MonitorSession:
 
 
 Dispatch = Callable[[str, Command], Awaitable[CommandResult]]
-CallLoader = Callable[[str], Awaitable[Call | None]]
+# (call id, the user asking) -> the stored call
+CallLoader = Callable[[str, str], Awaitable[Call | None]]
 
 
 class CallControl:
@@ -130,7 +131,7 @@ class CallControl:
 
     # ---- helpers -------------------------------------------------------------
     async def _visible_call(self, p: Principal, call_id: str) -> Call:
-        call = await self.load_call(call_id)
+        call = await self.load_call(call_id, p.user)
         if call is None or not p.can_control_call(call.agent, self.team_of(call.agent), call.tenant):
             raise ControlError(404, "call not found")
         return call

@@ -13,11 +13,12 @@ Datetimes are stored and returned as UTC (SQLite keeps them naive: we re-attach 
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -49,6 +50,28 @@ _LOCK_CALLS = text(
 
 _EVENT_ROWS_PER_STMT = 1000  # rows per executemany; SQLAlchemy pages them under the parameter limits
 _CALL_ROWS_PER_STMT = 1000
+
+
+# A pop reaches the agent's browser straight from the event, before the store writer
+# (lingering a few ms, longer under load) has written the call's row. An agent quick to
+# answer, pick or create the contact must not get "call not found" for a call ringing on
+# their screen: callers that know the row is coming wait for it this long.
+CALL_ROW_WAIT_S = 5.0
+CALL_ROW_POLL_S = 0.05
+
+T = TypeVar("T")
+
+
+async def wait_for_row(
+    fetch: Callable[[], Awaitable[T | None]], timeout_s: float = CALL_ROW_WAIT_S, poll_s: float = CALL_ROW_POLL_S
+) -> T | None:
+    """`fetch()` until it finds something or `timeout_s` passes (then None)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    # polled: the writer may be another process (`cti worker --store`), so no event to wait on
+    while (row := await fetch()) is None and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(poll_s)
+    return row
 
 
 def _utc(v: datetime | None) -> datetime | None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from cti.calls import repo
 from cti.clock import ManualClock
 from cti.config import Settings
 from cti.crm.cache import CachedLookup
 from cti.crm.local import LocalConnector
 from cti.crm.web import routes
-from cti.model import Role
+from cti.model import CallEvent, Direction, EventKind, Role, make_event_id
 from cti.routing.screen_pop import ScreenPop
 from cti.services import Services
-from cti.store.tables import calls
+from cti.store.tables import calls, contacts
 from cti.web.auth import Principal
 from cti.web.common import SERVICES, ApiError
 
@@ -113,3 +117,66 @@ async def test_chooser_attaches_a_contact_only_to_calls_you_control(lite_engine)
     async with lite_engine.connect() as conn:
         rows = dict((await conn.execute(sa.select(calls.c.call_id, calls.c.contact_id))).all())
     assert rows == {"call-1": "c-4", "call-2": None}
+
+
+def _ringing(call_id: str, agent: str) -> CallEvent:
+    return CallEvent(
+        event_id=make_event_id("sim", call_id, "ringing", agent),
+        provider="sim",
+        provider_call_id=call_id,
+        call_id=call_id,
+        kind=EventKind.RINGING,
+        occurred_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
+        agent=agent,
+        queue="support",
+        direction=Direction.INBOUND,
+        from_number="+33655500011",
+        to_number="+33170000000",
+    )
+
+
+async def test_a_contact_made_from_a_pop_waits_for_the_call_row_the_store_has_not_written_yet(lite_engine):
+    # the pop goes to the browser straight from the event; the store writer lingers, and
+    # lags under load: an agent quick to fill the form used to get "call not found" (CI)
+    client = await client_for(lite_engine)
+    pop = client.server.app[SERVICES].screen_pop
+    try:
+        await pop.on_event(_ringing("call-9", "alice"))
+        await pop.drain()
+        assert pop.pop_for("call-9", "alice") is not None
+        late_row = asyncio.get_running_loop().call_later(
+            0.3, lambda: asyncio.ensure_future(add_call(lite_engine, "call-9", "alice"))
+        )
+        r = await client.post(
+            "/api/v1/contacts", json={"phone": "+33655500011", "last_name": "Petit", "call_id": "call-9"}
+        )
+        assert r.status == 201, await r.text()
+        c = await r.json()
+        # a call nobody has a pop for is not waited for
+        r = await client.put("/api/v1/calls/nope/contact", json={"contact_id": "c-4"})
+        assert r.status == 404
+    finally:
+        late_row.cancel()
+        await client.close()
+    async with lite_engine.connect() as conn:
+        row = (await conn.execute(sa.select(calls.c.contact_id).where(calls.c.call_id == "call-9"))).first()
+    assert row.contact_id == c["id"]
+
+
+async def test_a_call_row_that_never_comes_is_a_503_and_creates_no_contact(lite_engine, monkeypatch):
+    monkeypatch.setattr(repo, "CALL_ROW_WAIT_S", 0.2)
+    client = await client_for(lite_engine)
+    pop = client.server.app[SERVICES].screen_pop
+    try:
+        await pop.on_event(_ringing("call-8", "alice"))
+        await pop.drain()
+        r = await client.post(
+            "/api/v1/contacts", json={"phone": "+33655500012", "last_name": "Roux", "call_id": "call-8"}
+        )
+        assert r.status == 503
+        assert "not stored yet" in (await r.json())["error"]["message"]
+    finally:
+        await client.close()
+    async with lite_engine.connect() as conn:
+        made = await conn.execute(sa.select(contacts.c.id).where(contacts.c.last_name == "Roux"))
+        assert made.all() == []  # the form can be sent again without making the contact twice

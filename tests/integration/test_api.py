@@ -250,3 +250,28 @@ async def test_a_store_outage_is_a_503_that_says_when_to_retry(api: AppClient, m
         await down.dispose()
     assert s == 503 and headers.get("Retry-After") == "1", (s, body)
     assert "store unavailable" in body["error"]["message"]
+
+
+async def test_a_call_answered_from_its_pop_before_the_store_wrote_it_is_not_a_404(tmp_path) -> None:
+    # the pop reaches the agent straight from the event; the store writers linger (and lag
+    # under load): an agent quick on "answer" used to get "call not found" (seen in CI)
+    from cti.config import Settings
+    from tests.e2e.conftest import build_live_settings
+    from tests.integration.conftest import app_client
+
+    d = build_live_settings(tmp_path, 8080).model_dump()
+    d["bus"]["store_linger_ms"] = 1_500
+    settings = Settings.model_validate(d)
+    async with app_client(settings) as api:
+        await only(api, "alice")
+        pcid = api.sim.inject_call(from_number=CAMILLE, queue="support", patience_s=float("inf"))
+        from cti.model import make_call_id
+
+        call_id = make_call_id(api.app.settings.site.tenant, "sim", pcid)
+        await settle(api, lambda: asyncio.sleep(0, api.app.screen_pop.pop_for(call_id, "alice")))
+        assert await api.app.load_call(call_id) is None  # the row is not written yet
+        s, body, _ = await api.call("POST", f"/api/v1/calls/{call_id}/answer", "demo-agent-alice")
+        assert s == 200, body
+        # someone without the pop is not kept waiting: bob is told at once it is not his
+        s, body, _ = await api.call("POST", f"/api/v1/calls/{call_id}/hangup", "demo-agent-bob")
+        assert s == 404, body
