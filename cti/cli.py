@@ -9,6 +9,7 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -129,12 +130,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.config_path = args.config
     host = args.host or settings.server.host
     port = args.port or settings.server.port
+    return _run_on_configured_loop(args.config, settings, lambda: _serve(app, host, port, None))
+
+
+def _run_on_configured_loop(config: Any, settings: Any, main: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run `main()` on the event loop `server.event_loop` names (a missing uvloop is a clear error)."""
     try:
         factory = loop_factory(settings.server.event_loop)
     except ConfigError as exc:
-        return _fail(f"{args.config}: {exc}")
+        return _fail(f"{config}: {exc}")
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_serve(app, host, port, None))
+        runner.run(main())
     return 0
 
 
@@ -150,10 +156,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return _fail(f"{args.config}: transcribe.enabled is false and --store is not given: nothing for a worker to do")
     if args.store and settings.bus.url.startswith("memory"):
         return _fail(f"{args.config}: --store needs the bus the gateways use (bus.url = redis://...), not memory://")
-    try:
-        factory = loop_factory(settings.server.event_loop)
-    except ConfigError as exc:
-        return _fail(f"{args.config}: {exc}")
     configure_logging(args.log_level or "info")
 
     async def run() -> None:
@@ -168,9 +170,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             await app.stop()
 
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(run())
-    return 0
+    return _run_on_configured_loop(args.config, settings, run)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
