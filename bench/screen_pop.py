@@ -169,12 +169,12 @@ async def build_pipeline(agents: int, db_path: str) -> tuple[Any, Any]:
     return hub, inject
 
 
-def app_settings(port: int, agents: int, tmp: str, bus_url: str) -> Any:
+def app_settings(port: int, agents: int, tmp: str, bus_url: str, store_url: str | None = None) -> Any:
     from cti.config import Settings
 
     return Settings.model_validate(
         {
-            "store": {"url": f"sqlite+aiosqlite:///{tmp}/cti.db"},
+            "store": {"url": store_url or f"sqlite+aiosqlite:///{tmp}/cti.db"},
             "bus": {"url": bus_url},
             "server": {
                 "host": "127.0.0.1",
@@ -196,7 +196,7 @@ def app_settings(port: int, agents: int, tmp: str, bus_url: str) -> Any:
 
 
 async def serve_app(port: int, agents: int, *, tmp: str | None = None, bus_url: str = "memory://",
-                    roles: tuple[str, ...] = ("gateway", "store")) -> None:
+                    roles: tuple[str, ...] = ("gateway", "store"), store_url: str | None = None) -> None:
     """The whole product (cti.app.CtiApp: store fold, routing, screen pop, hub) on this port;
     ringing events are published on its event bus the way an adapter publishes them. With
     roles ("gateway",) the store writers are left to `serve_store` in another process."""
@@ -209,7 +209,7 @@ async def serve_app(port: int, agents: int, *, tmp: str | None = None, bus_url: 
     from cti.store.migrate import upgrade_async
 
     tmp = tmp or tempfile.mkdtemp(prefix="bench-pop-app-")
-    settings = app_settings(port, agents, tmp, bus_url)
+    settings = app_settings(port, agents, tmp, bus_url, store_url)
     url = settings.store.url
     await upgrade_async(url)
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -243,11 +243,11 @@ async def serve_app(port: int, agents: int, *, tmp: str | None = None, bus_url: 
     await asyncio.Event().wait()
 
 
-async def serve_store(agents: int, tmp: str, bus_url: str) -> None:
+async def serve_store(agents: int, tmp: str, bus_url: str, store_url: str | None = None) -> None:
     """The store writers of a split deployment (`cti worker --store`) on the gateway's bus and store."""
     from cti.app import CtiApp
 
-    app = CtiApp(app_settings(0, agents, tmp, bus_url), node_id="bench-store", roles=("store",))
+    app = CtiApp(app_settings(0, agents, tmp, bus_url, store_url), node_id="bench-store", roles=("store",))
     await app.start()
     print("READY", flush=True)
     await asyncio.Event().wait()
@@ -365,7 +365,8 @@ def free_port() -> int:
 
 
 async def measure(
-    mode: str, agents: int, rate: float, duration: float, ring_after_s: float = 0.0, loop: str = "asyncio"
+    mode: str, agents: int, rate: float, duration: float, ring_after_s: float = 0.0, loop: str = "asyncio",
+    store: str = "sqlite",
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -378,6 +379,11 @@ async def measure(
         redis = servers.enter_context(redis_server())
         tmp = tempfile.mkdtemp(prefix="bench-pop-split-")
         extra = ["--bus", redis.url, "--tmp", tmp]
+    if store == "postgres" and mode.startswith("app"):  # a fresh PostgreSQL server for each run
+        from tests.servers import postgres_server
+
+        pg = servers.enter_context(postgres_server())
+        extra += ["--store-url", pg.create_database("bench")]
     procs: list[subprocess.Popen[str]] = []
     try:
         for serve in (mode, "store") if mode == "app-split" else (mode,):
@@ -551,6 +557,12 @@ def main() -> int:
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--bus", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
+    ap.add_argument("--store-url", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--store", choices=["sqlite", "postgres"], default="sqlite",
+        help="the app's store: the embedded SQLite of `cti demo` (aiosqlite runs each query in a thread) "
+             "or a PostgreSQL server started for each run, as in production (docker-compose.yml)",
+    )
     ap.add_argument("--split", action="store_true",
                     help="also the whole app split in two processes on Redis: gateway + `cti worker --store`")
     ap.add_argument("--no-app", action="store_true", help="skip the whole-app rows")
@@ -578,11 +590,12 @@ def main() -> int:
 
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         if args.serve == "app":
-            main_coro = serve_app(args.port, args.agents or 1000)
+            main_coro = serve_app(args.port, args.agents or 1000, store_url=args.store_url)
         elif args.serve == "app-split":
-            main_coro = serve_app(args.port, args.agents or 1000, tmp=args.tmp, bus_url=args.bus, roles=("gateway",))
+            main_coro = serve_app(args.port, args.agents or 1000, tmp=args.tmp, bus_url=args.bus, roles=("gateway",),
+                                  store_url=args.store_url)
         elif args.serve == "store":
-            main_coro = serve_store(args.agents or 1000, args.tmp, args.bus)
+            main_coro = serve_store(args.agents or 1000, args.tmp, args.bus, args.store_url)
         else:
             main_coro = serve(args.serve, args.port, args.agents or 1000)
         with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
@@ -598,7 +611,8 @@ def main() -> int:
         cases += [("app", ring_after), ("app", 0.0)]
     if args.split:
         cases += [("app-split", ring_after), ("app-split", 0.0)]
-    rounds = [[asyncio.run(measure(mode, agents, args.rate, duration, after, args.loop)) for mode, after in cases]
+    rounds = [[asyncio.run(measure(mode, agents, args.rate, duration, after, args.loop, args.store))
+               for mode, after in cases]
               for _ in range(max(1, args.rounds))]
     rows = [median_round([r[i] for r in rounds]) for i in range(len(cases))]
     floor = rows[0]
@@ -643,6 +657,7 @@ def main() -> int:
                 "targets_met": ok,
                 "cpus": os.cpu_count(),
                 "loop": args.loop,
+                "store": args.store,
             },
             indent=2,
         )
