@@ -14,7 +14,7 @@ Facts are emitted as `CallEvent`s with ids derived from the provider's own facts
 ids, recording names, event timestamps), so a replayed event or a resync after a reconnect
 yields the same ids. Config keys (`[[providers]]`): url, username, password, app, and
 optionally dial_template (`PJSIP/{number}@trunk`), transfer_context, backoff_initial_s,
-backoff_max_s, keepalive_s, keepalive_timeout_s.
+backoff_max_s, keepalive_s, keepalive_timeout_s, recording_wait_s.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ class _Call:
     ringing_legs: dict[str, str] = field(default_factory=dict)   # channel id -> agent
     bridge: str | None = None
     answered: bool = False
+    held: bool = False
     ended: bool = False
     ended_at: datetime | None = None
     transfer_target: str | None = None
@@ -109,6 +110,7 @@ class _Call:
     customer_cause: int | None = None
     recordings: list[str] = field(default_factory=list)
     live_recording: str | None = None
+    recording_done: dict[str, asyncio.Event] = field(default_factory=dict)  # name -> finished or failed
     monitors: dict[str, _Monitor] = field(default_factory=dict)
     emitted: set[str] = field(default_factory=set)
     last_at: datetime | None = None            # latest provider time seen for this call
@@ -144,6 +146,7 @@ class AsteriskAdapter:
         self.backoff_max = float(opts.get("backoff_max_s", 30.0))
         self.keepalive_s = float(opts.get("keepalive_s", 15.0))       # websocket ping interval
         self.keepalive_timeout_s = float(opts.get("keepalive_timeout_s", 5.0))
+        self.recording_wait_s = float(opts.get("recording_wait_s", 10.0))  # for RecordingFinished
         self.metrics: Any = None  # set by the app (cti.metrics.Metrics)
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._ready = False
@@ -243,6 +246,9 @@ class AsteriskAdapter:
         except wire.WireError as exc:
             self._wire_error(str(exc), message)
             return
+        if ev.type == "ApplicationReplaced":
+            self._replaced()
+            return
         if ev.type not in wire.HANDLED:
             return
         try:
@@ -254,6 +260,13 @@ class AsteriskAdapter:
         except Exception as exc:  # one bad event must not stop the adapter
             log.exception("ari_event_failed", provider=self.name, type=ev.type, error=str(exc))
             self._wire_error(f"{ev.type}: {exc}", message)
+
+    def _replaced(self) -> None:
+        """Another client subscribed to our application: Asterisk now sends it every event and
+        this socket gets none. Not ready until we reconnect (taking it back at once would
+        only make two clients steal it from each other)."""
+        self._ready = False
+        log.error("ari_application_replaced", provider=self.name, app=self.app)
 
     def _wire_error(self, reason: str, message: str | bytes) -> None:
         snippet = message[:200] if isinstance(message, str) else message[:200].decode("utf-8", "replace")
@@ -356,11 +369,10 @@ class AsteriskAdapter:
             await self._on_destroyed(ch.id, ev.cause, ev.timestamp)
         elif t == "StasisEnd":
             await self._on_stasis_end(ch.id, ev.timestamp)
-        elif t in ("ChannelHold", "ChannelUnhold"):
+        elif t in ("ChannelHold", "ChannelUnhold"):  # a phone put itself on hold (or took it off)
             call = self._call_of(ch.id)
-            if call is not None and not call.ended:
-                kind = EventKind.HELD if t == "ChannelHold" else EventKind.RESUMED
-                self._emit(call, kind, ev.timestamp, ev.timestamp.isoformat())
+            if call is not None:
+                self._set_held(call, t == "ChannelHold", ev.timestamp)
         elif t == "ChannelEnteredBridge":
             self._on_entered_bridge(ch.id, ev.bridge_id, ev.timestamp)
         elif t == "ChannelDtmfReceived":
@@ -385,7 +397,7 @@ class AsteriskAdapter:
         call = self._calls.get(pcid)
         if role == "supervisor":
             mon = self._monitors.get(ch.id.removeprefix("cti-s-"))
-            if mon is not None:
+            if mon is not None and not mon.answered:  # (a repeat must not add a second snoop)
                 mon.answered = True
                 await self._setup_monitor(mon, ev.timestamp)
             return
@@ -448,6 +460,10 @@ class AsteriskAdapter:
             self._emit(call, EventKind.RINGING, at, channel_id, agent=call.agent)
 
     async def _agent_answered(self, call: _Call, leg_id: str) -> None:
+        if call.agent_leg == leg_id:
+            # its StasisStart again: the resync already handled it (the event raced the
+            # resync), or it was delivered twice. Hanging up would drop the connected agent.
+            return
         if call.agent_leg is not None or call.customer is None:
             await self._quiet(wire.hangup(leg_id))  # ring-all: somebody else was first
             return
@@ -462,6 +478,8 @@ class AsteriskAdapter:
             await self._quiet(wire.hangup(other, "normal"))
 
     async def _dial_customer(self, call: _Call) -> None:
+        if call.customer is not None:
+            return  # already dialled (a repeated StasisStart): a second originate would end the call
         bridge = f"cti-b-{call.pcid}"
         call.bridge = bridge
         call.agent_leg = call.pcid
@@ -605,13 +623,16 @@ class AsteriskAdapter:
             call = self._call_of(ident)
         if call is None:
             return
+        done = call.recording_done.setdefault(name, asyncio.Event())
         if ev.type == "RecordingStarted":
             if name not in call.recordings:
                 call.recordings.append(name)
             call.live_recording = name
             self._emit(call, EventKind.RECORDING_STARTED, ev.timestamp, name, data={"recording": name})
         else:
-            call.live_recording = None
+            done.set()
+            if call.live_recording == name:
+                call.live_recording = None
             self._emit(call, EventKind.RECORDING_STOPPED, ev.timestamp, name,
                        data={"recording": name, "failed": ev.type == "RecordingFailed",
                              "duration_s": ev.recording.get("duration")})
@@ -619,6 +640,7 @@ class AsteriskAdapter:
     async def _recordings_ready(self, call: _Call, names: list[str]) -> None:
         """Once the call is over, fetch each stored recording and say where it is."""
         for name in names:
+            await self._recording_finished(call, name)
             req = wire.stored_recording_file(name)
             data: dict[str, Any] = {"recording": name, "url": self.base + req.path}
             try:
@@ -630,6 +652,18 @@ class AsteriskAdapter:
                 log.warning("ari_recording_fetch_failed", provider=self.name, recording=name, error=str(exc))
             at = self._now(call)
             self._emit(call, EventKind.RECORDING_READY, at, name, data=data)
+
+    async def _recording_finished(self, call: _Call, name: str) -> None:
+        """Wait for RecordingFinished/Failed: a recording still running when the call ends is
+        finished by Asterisk after the bridge is gone, and its file is incomplete until then."""
+        done = call.recording_done.get(name)
+        if done is None or done.is_set():
+            return
+        try:
+            await asyncio.wait_for(done.wait(), self.recording_wait_s)
+        except TimeoutError:
+            log.warning("ari_recording_not_finished", provider=self.name, recording=name,
+                        waited_s=self.recording_wait_s)
 
     async def _on_playback(self, ev: wire.AriEvent) -> None:
         kind, ident = wire.target_of(str(ev.playback.get("target_uri") or ""))
@@ -840,11 +874,21 @@ class AsteriskAdapter:
 
     async def _hold(self, pcid: str, on: bool) -> CommandResult:
         call = self._call(pcid)
-        if call.agent_leg is None:
+        if call.agent_leg is None or call.customer is None:
             raise AdapterError(f"call {pcid} is not connected to an agent")
-        # the agent's leg goes on hold, as if the agent pressed hold: the customer hears music
-        await self._rest(wire.hold(call.agent_leg, on))
+        # ARI's hold indicates hold *toward* one channel's device (chan_pjsip plays it music on
+        # hold, dropping the bridge's audio) and publishes no ChannelHold, which only reports a
+        # phone that held itself. So the customer's leg is the one held, and we state the fact.
+        await self._rest(wire.hold(call.customer, on))
+        self._set_held(call, on, self._now(call))
         return CommandResult(provider_call_id=pcid)
+
+    def _set_held(self, call: _Call, on: bool, at: datetime) -> None:
+        """Held/resumed once per change, whether the panel or a phone asked for it."""
+        if call.ended or call.held == on:
+            return
+        call.held = on
+        self._emit(call, EventKind.HELD if on else EventKind.RESUMED, at, at.isoformat())
 
     async def _do_hold(self, cmd: Hold) -> CommandResult:
         return await self._hold(cmd.provider_call_id, True)

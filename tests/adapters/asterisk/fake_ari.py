@@ -201,6 +201,11 @@ class FakeARI:
         ch = self.channels[channel_id]
         self.emit("ChannelDtmfReceived", digit=digit, duration_ms=120, channel=self._cj(ch))
 
+    def phone_hold(self, channel_id: str, on: bool = True) -> None:
+        """The party's own phone puts the call on hold (a re-INVITE with sendonly media)."""
+        ch = self.channels[channel_id]
+        self.emit("ChannelHold" if on else "ChannelUnhold", channel=self._cj(ch))
+
     def answer(self, channel_id: str) -> None:
         ch = self.channels.get(channel_id)
         if ch is None or ch.state == "Up":
@@ -347,8 +352,10 @@ class FakeARI:
                 self.emit("ChannelStateChange", channel=self._cj(ch))
             return web.Response(status=204)
         if op == "hold":
+            # ARI's hold indicates hold *toward* this channel's device (chan_pjsip plays it music
+            # on hold) and publishes no event: ChannelHold/ChannelUnhold only report a device that
+            # put itself on hold (see `phone_hold`)
             ch.hold = method == "POST"
-            self.emit("ChannelHold" if ch.hold else "ChannelUnhold", channel=self._cj(ch))
             return web.Response(status=204)
         if op == "dtmf":
             return web.Response(status=204)
@@ -390,14 +397,18 @@ class FakeARI:
     def _bridge_op(self, method: str, op: str, bid: str, q: Any) -> web.StreamResponse:
         if op == "":
             if method == "POST":
-                self.bridges.setdefault(bid, [])
+                if bid in self.bridges:
+                    return web.json_response({"message": f"Bridge with id '{bid}' already exists"}, status=409)
+                self.bridges[bid] = []
                 return web.json_response(self._bj(bid))
             if bid not in self.bridges:
                 return web.json_response({"message": "Bridge not found"}, status=404)
             if method == "DELETE":
                 for name, rec in list(self.live.items()):
                     if rec["target_uri"] == f"bridge:{bid}":
-                        self._finish_recording(name)
+                        # the recorder finishes writing after the bridge is gone: the stored
+                        # file and RecordingFinished come a little after this reply
+                        self._later(0.1, self._finish_recording, name)
                 for cid in list(self.bridges[bid]):
                     ch = self.channels.get(cid)
                     if ch is not None:
@@ -441,7 +452,9 @@ class FakeARI:
         return web.json_response({"message": "Not found"}, status=404)
 
     def _finish_recording(self, name: str) -> None:
-        rec = self.live.pop(name)
+        rec = self.live.pop(name, None)
+        if rec is None:
+            return
         rec.update(state="done", duration=3, talking_duration=2, silence_duration=1)
         self.stored.add(name)
         self.emit("RecordingFinished", recording=rec)

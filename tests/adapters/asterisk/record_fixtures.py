@@ -34,6 +34,10 @@ async def main() -> None:
         await adapter.execute(Hold(ch))
         await col.kind(EventKind.HELD, q.call_id)
         await adapter.execute(Unhold(ch))
+        await col.kind(EventKind.RESUMED, q.call_id)
+        agent_leg = adapter._calls[ch].agent_leg or ""
+        fake.phone_hold(agent_leg)  # ChannelHold reports a phone's own hold (the panel's has no event)
+        fake.phone_hold(agent_leg, on=False)
         await adapter.execute(Record(ch, "start"))
         await col.kind(EventKind.RECORDING_STARTED, q.call_id)
         res = await adapter.execute(Monitor(ch, "PJSIP/sam", "whisper"))

@@ -3,6 +3,7 @@ messages, monitor failures (no orphan snoop), unsupported commands, ring-all, vo
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,11 @@ from cti.adapters.base import (
     Answer,
     AttendedTransfer,
     Connect,
+    Hold,
     Monitor,
+    Originate,
+    Record,
+    Unhold,
     Unsupported,
     VoicemailDrop,
     adapter_class,
@@ -232,3 +237,96 @@ async def test_events_socket_authenticates_with_a_header_never_a_password_in_the
         assert adapter.ready
         assert fake.ws_auth == ["header"]
         assert "api_key" not in adapter._ws_url() and adapter.password not in adapter._ws_url()
+
+
+async def test_hold_command_holds_the_customer_and_reports_it_itself() -> None:
+    """ARI's hold publishes no ChannelHold (it indicates hold toward one device): the adapter
+    emits held/resumed itself, and the device held is the customer's, who then hears music."""
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        agent_leg = adapter._calls[ch].agent_leg or ""
+        await adapter.execute(Hold(ch))
+        await col.kind(EventKind.HELD, call_id)
+        assert fake.channels[ch].hold and not fake.channels[agent_leg].hold
+        await adapter.execute(Unhold(ch))
+        await col.kind(EventKind.RESUMED, call_id)
+        assert not fake.channels[ch].hold
+
+
+async def test_hold_from_the_agents_phone_is_reported_once() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        agent_leg = adapter._calls[ch].agent_leg or ""
+        fake.phone_hold(agent_leg)
+        await col.kind(EventKind.HELD, call_id)
+        await adapter.execute(Hold(ch))  # the agent also presses hold in the panel
+        fake.phone_hold(agent_leg, on=False)
+        await col.kind(EventKind.RESUMED, call_id)
+        fake.hangup(ch)
+        await col.kind(EventKind.ENDED, call_id)
+        assert [s[0] for s in normalize(col.of(call_id))].count("held") == 1
+
+
+async def _redeliver_stasis_start(fake, col, channel_id: str, marker: str) -> None:  # type: ignore[no-untyped-def]
+    """Send a channel's StasisStart again (a resync race or a duplicate delivery), then wait
+    until the adapter has handled it: a DTMF sent after it comes back as an event."""
+    line = next(line for line in fake.wire_log
+                if '"type": "StasisStart"' in line and f'"id": "{channel_id}"' in line)
+    fake.send_raw(line)
+    fake.press(marker, "9")
+    await col.wait(lambda e: e.kind is EventKind.DTMF and e.data["digit"] == "9")
+
+
+async def test_a_repeated_stasis_start_of_the_answered_agent_keeps_the_call() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        agent_leg = adapter._calls[ch].agent_leg or ""
+        await _redeliver_stasis_start(fake, col, agent_leg, ch)
+        assert agent_leg in fake.channels and fake.bridges[f"cti-b-{ch}"] == [ch, agent_leg]
+        assert not [e for e in col.of(call_id) if e.kind is EventKind.ENDED]
+
+
+async def test_a_repeated_stasis_start_of_the_click_to_call_agent_does_not_dial_again() -> None:
+    async with running() as (fake, adapter, col):
+        fake.endpoints["PJSIP/+33612345678"] = Behaviour("answer", 0.03)
+        call_id = str(uuid.uuid4())
+        res = await adapter.execute(Originate("PJSIP/alice", "+33612345678", call_id, agent="alice"))
+        await col.kind(EventKind.ANSWERED, call_id)
+        await _redeliver_stasis_start(fake, col, res.provider_call_id or "", f"cti-c-{call_id}")
+        assert {res.provider_call_id, f"cti-c-{call_id}"} <= set(fake.channels)
+        assert len([p for m, p in fake.requests if m == "POST" and p == "/channels"]) == 2
+        assert not [e for e in col.of(call_id) if e.kind is EventKind.ENDED]
+
+
+async def test_a_repeated_stasis_start_of_the_supervisor_sets_up_no_second_snoop() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        res = await adapter.execute(Monitor(ch, "PJSIP/sam", "listen"))
+        await col.kind(EventKind.MONITOR_STARTED, call_id)
+        await _redeliver_stasis_start(fake, col, f"cti-s-{res.session_id}", ch)
+        assert len(fake.snoops()) == 1
+        assert len([b for b in fake.bridges if b.startswith("cti-m-")]) == 1
+
+
+async def test_a_recording_still_running_at_hangup_is_fetched_once_asterisk_finished_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Asterisk finishes a bridge recording after the bridge is gone (RecordingFinished comes
+    later): fetching the file before that would find nothing, or half a file."""
+    async with running(storage_dir=str(tmp_path)) as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        await adapter.execute(Record(ch, "start"))
+        await col.kind(EventKind.RECORDING_STARTED, call_id)
+        fake.hangup(ch)  # never stopped: the recording ends with the call
+        ready = await col.kind(EventKind.RECORDING_READY, call_id)
+        assert Path(ready.data["path"]).read_bytes()[:4] == b"RIFF"  # noqa: ASYNC240 - tiny file
+        kinds = [s[0] for s in normalize(col.of(call_id))]
+        assert kinds.index("recording_stopped") < kinds.index("recording_ready")
+
+
+async def test_application_taken_over_by_another_client_makes_the_adapter_not_ready() -> None:
+    """ARI gives an application's events to one WebSocket, the newest: ours then receives
+    ApplicationReplaced and nothing more, so it must stop claiming to be ready."""
+    async with running() as (fake, adapter, _col):
+        with capture_logs() as logs:
+            fake.emit("ApplicationReplaced")
+            assert await eventually(lambda: not adapter.ready)
+        assert [e for e in logs if e["event"] == "ari_application_replaced"]
