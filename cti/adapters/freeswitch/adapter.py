@@ -65,10 +65,14 @@ log = structlog.get_logger("cti.adapters.freeswitch")
 _STOP = object()
 # eavesdrop DTMF while listening: 0 back to listen, 2 talk to the eavesdropped leg, 3 three-way
 _MODE_DTMF = {"listen": "0", "whisper": "2", "barge": "3"}
+# The same modes from the start. eavesdrop mixes the supervisor into the agent leg's streams:
+# `whisper_bleg` into what the agent hears (what digit 2 does), `whisper_aleg` into what the
+# agent sends, i.e. what the customer hears (digit 1). `eavesdrop_bridge_*` only choose what
+# the supervisor hears (both sides when unset), so they cannot make a barge.
 _MODE_VARS: dict[str, dict[str, object]] = {
     "listen": {},
-    "whisper": {"eavesdrop_whisper_aleg": "true"},
-    "barge": {"eavesdrop_bridge_aleg": "true", "eavesdrop_bridge_bleg": "true"},
+    "whisper": {"eavesdrop_whisper_bleg": "true"},
+    "barge": {"eavesdrop_whisper_aleg": "true", "eavesdrop_whisper_bleg": "true"},
 }
 
 
@@ -357,7 +361,7 @@ class FreeSwitchAdapter:
     async def _api_ok(self, cmd: str) -> str:
         ok, detail = wire.job_result(await self._api(cmd))
         if not ok:
-            if "no such channel" in detail.lower() or "invalid uuid" in detail.lower():
+            if wire.channel_missing(detail):
                 raise CallNotFound(f"{cmd.split()[0]}: {detail}")
             raise AdapterError(f"{cmd.split()[0]}: {detail}")
         return detail
@@ -461,7 +465,9 @@ class FreeSwitchAdapter:
                 if call.voicemail and media == call.voicemail_media and call.customer:
                     await self._quiet(f"uuid_kill {call.customer}")
         elif name == "DTMF":
-            if call is not None and ev.get("DTMF-Digit"):
+            # a supervisor's leg fires DTMF for the eavesdrop mode digits we send it (uuid_recv_dtmf):
+            # our own commands, not digits pressed on the call
+            if call is not None and ev.get("DTMF-Digit") and role != "supervisor":
                 self._emit(call, EventKind.DTMF, at, u, ev.get("Event-Date-Timestamp"), seq=seq,
                            data={"digit": ev.get("DTMF-Digit"), "leg": role})
 
@@ -645,8 +651,8 @@ class FreeSwitchAdapter:
                 created = datetime.fromtimestamp(r.created_epoch, now.tzinfo) if r.created_epoch else now
                 self._new_inbound(r.uuid, r.cid_num, r.dest, created, 0)
         await self._adopt_bridged(pairs, {r.uuid: r for r in rows})
-        # a BACKGROUND_JOB goes to the socket that sent the bgapi: results of jobs sent on the
-        # old connection never come, and `show channels` is now the truth about those legs
+        # results of jobs sent on the old connection may never come (a BACKGROUND_JOB fired while
+        # we were away is not kept for us), and `show channels` is now the truth about those legs
         self._jobs.clear()
         by_uuid = {r.uuid: r for r in rows}
         for leg, (pcid, role) in list(self._legs.items()):

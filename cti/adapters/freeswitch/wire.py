@@ -193,18 +193,37 @@ class FsEvent:
         return self.headers.get(f"variable_{name}", "")
 
 
+def _json_value(value: object) -> str:
+    # a multi-valued header is a JSON array in event-json; event-plain writes the same header
+    # as `ARRAY::a|:b`, so both formats read alike
+    if isinstance(value, list):
+        return "ARRAY::" + "|:".join(str(v) for v in value)
+    return str(value)
+
+
+def _load_event_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        error = exc
+    # FreeSWITCH's JSON writer escapes control characters but copies other bytes as they are,
+    # so a header that was not UTF-8 (a Latin-1 caller name, a phone's user agent) reaches us
+    # raw: read those bytes as U+FFFD rather than lose the whole event
+    try:
+        return orjson.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        raise WireError(f"event-json body is not JSON: {error}") from None
+
+
 def parse_event(frame: Frame) -> FsEvent:
     """An event frame (json or plain) -> FsEvent. Raises WireError naming the problem."""
     ctype = frame.content_type
     if ctype == "text/event-json":
-        try:
-            obj = orjson.loads(frame.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise WireError(f"event-json body is not JSON: {exc}") from None
+        obj = _load_event_json(frame.body)
         if not isinstance(obj, dict):
             raise WireError("event-json body is not an object")
         body = str(obj.pop("_body", "") or "")
-        headers = {str(k): str(v) for k, v in obj.items()}
+        headers = {str(k): _json_value(v) for k, v in obj.items()}
     elif ctype == "text/event-plain":
         head, _, rest = frame.body.partition(b"\n\n")
         headers = _parse_header_block(head, decode=True)
@@ -284,10 +303,26 @@ def job_result(body: str) -> tuple[bool, str]:
     return False, text or "empty reply"
 
 
+# How mod_commands says a uuid names no channel; the wording differs per command (uuid_kill,
+# uuid_setvar: "No such channel!"; uuid_bridge, uuid_broadcast: "Invalid uuid"; uuid_record,
+# uuid_send_dtmf, uuid_recv_dtmf: "Cannot locate session!").
+_MISSING_CHANNEL = ("no such channel", "invalid uuid", "cannot locate session")
+
+
+def channel_missing(detail: str) -> bool:
+    """Whether an api error (the text after -ERR) means the channel is gone."""
+    text = detail.lower()
+    return any(phrase in text for phrase in _MISSING_CHANNEL)
+
+
 _CAUSES = {
     "NORMAL_CLEARING": EndCause.NORMAL, "USER_BUSY": EndCause.BUSY, "CALL_REJECTED": EndCause.BUSY,
     "NO_ANSWER": EndCause.NO_ANSWER, "NO_USER_RESPONSE": EndCause.NO_ANSWER,
     "ORIGINATOR_CANCEL": EndCause.CANCELED, "LOSE_RACE": EndCause.CANCELED,
+    # a dial string's per-leg `leg_timeout` ran out: the leg rang unanswered
+    "ALLOTTED_TIMEOUT": EndCause.NO_ANSWER,
+    # the ringing leg was answered elsewhere (intercept / call pickup)
+    "PICKED_OFF": EndCause.CANCELED,
     "NORMAL_UNSPECIFIED": EndCause.NORMAL, "SUCCESS": EndCause.NORMAL, "": EndCause.NORMAL,
 }
 

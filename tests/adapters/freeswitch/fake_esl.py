@@ -10,6 +10,10 @@ Core-UUID, Event-Date-Timestamp in microseconds, Event-Sequence, Unique-ID,
 Caller-*, Channel-*, variable_*). Like FreeSWITCH, nothing is kept for a socket that
 is not connected.
 
+An eavesdropper's voice goes where mod_dptools sends it (`eavesdrop_whisper_aleg`: to the
+target's peer, `eavesdrop_whisper_bleg`: to the target; DTMF 0-3 switch it, see
+`hear_eavesdropper`); `uuid_recv_dtmf` fires a DTMF event per digit, as FreeSWITCH does.
+
 Endpoints are scripted: `fake.endpoints["user/alice"] = Behaviour("answer", 0.03)`;
 actions: answer | noanswer | busy | manual; an unknown endpoint fails the originate
 with USER_NOT_REGISTERED and no channel.
@@ -30,6 +34,12 @@ from urllib.parse import quote
 from cti.adapters.freeswitch.wire import parse_originate
 
 CORE_UUID = "0b8e4f2a-7c1d-4e11-9a6b-3f5c2d1e0a99"
+# what mod_commands answers when the uuid names no channel: the wording differs per command
+_NO_CHANNEL = {
+    "uuid_hold": "-ERR Operation failed\n", "uuid_record": "-ERR Cannot locate session!\n",
+    "uuid_send_dtmf": "-ERR Cannot locate session!\n", "uuid_recv_dtmf": "-ERR Cannot locate session!\n",
+    "uuid_broadcast": "-ERR invalid uuid\n",
+}
 
 
 @dataclass
@@ -54,6 +64,9 @@ class FsChan:
     app_data: str = ""
     variables: dict[str, str] = field(default_factory=dict)
     recording: str | None = None
+    # an eavesdropper's voice mixed into its target's streams: "read" (what the target says,
+    # so the target's peer hears it) and/or "write" (what the target hears)
+    mux: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -268,6 +281,12 @@ class FakeESL:
         self.emit("CHANNEL_ANSWER", ch)
         app, _, data = ch.variables.get("_app", "&park()").lstrip("&").partition("(")
         ch.app, ch.app_data = app, data.rstrip(")")
+        if ch.app == "eavesdrop":
+            # mod_dptools: eavesdrop_whisper_aleg mixes into the target's read stream,
+            # eavesdrop_whisper_bleg into its write stream (the eavesdrop_bridge_* ones only
+            # choose what the eavesdropper hears)
+            ch.mux = {m for var, m in (("eavesdrop_whisper_aleg", "read"), ("eavesdrop_whisper_bleg", "write"))
+                      if ch.variables.get(var) == "true"}
         self.emit("CHANNEL_EXECUTE", ch, **{"Application": ch.app, "Application-Data": ch.app_data,
                                             "Application-UUID": str(uuid.uuid4())})
         if ch.app == "park":
@@ -282,6 +301,20 @@ class FakeESL:
 
     def eavesdroppers(self) -> list[str]:
         return [c.uuid for c in self.channels.values() if c.app == "eavesdrop"]
+
+    def hear_eavesdropper(self, u: str) -> set[str]:
+        """Who hears eavesdropper `u`: "target" (the eavesdropped leg), "peer" (its bridged party)."""
+        ch = self.channels[u]
+        return {party for m, party in (("write", "target"), ("read", "peer")) if m in ch.mux}
+
+    def _recv_dtmf(self, ch: FsChan, digits: str) -> None:
+        # the digits are queued on the channel as if it had sent them: FreeSWITCH fires a DTMF
+        # event for each (DTMF-Source APP), and eavesdrop reads them as its mode commands
+        modes = {"0": set(), "1": {"read"}, "2": {"write"}, "3": {"read", "write"}}
+        for d in digits:
+            self.emit("DTMF", ch, **{"DTMF-Digit": d, "DTMF-Duration": "2000", "DTMF-Source": "APP"})
+            if ch.app == "eavesdrop" and d in modes:
+                ch.mux = set(modes[d])
 
     # ---- commands ------------------------------------------------------------------------
 
@@ -369,7 +402,7 @@ class FakeESL:
             return f"+OK {b.uuid}\n"
         ch = self.channels.get(args[-1] if name == "uuid_hold" else (args[0] if args else ""))
         if name.startswith("uuid_") and ch is None:
-            return "-ERR No such channel!\n"
+            return _NO_CHANNEL.get(name, "-ERR No such channel!\n")
         assert ch is not None or not name.startswith("uuid_")
         if name == "uuid_hold":
             on = args[0] != "off"
@@ -415,6 +448,8 @@ class FakeESL:
         if name == "uuid_send_dtmf":
             return "+OK Success\n"
         if name == "uuid_recv_dtmf":
+            assert ch is not None
             self.recv_dtmf.append((args[0], args[1]))
-            return "+OK Success\n"
+            self._recv_dtmf(ch, args[1])
+            return f"+OK {ch.uuid} received DTMF {args[1]}.\n"
         return f"-ERR {name} Command not found!\n"

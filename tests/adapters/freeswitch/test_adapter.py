@@ -16,6 +16,9 @@ from cti.adapters.base import (
     CallNotFound,
     Connect,
     Monitor,
+    Play,
+    Record,
+    SendDtmf,
     Unsupported,
     VoicemailDrop,
 )
@@ -177,3 +180,55 @@ async def test_attended_transfer_cancel_bridges_the_agent_back() -> None:
         await col.kind(EventKind.RESUMED, call_id)
         assert await eventually(lambda: leg not in fake.channels and fake.channels[u].bridged == agent_leg)
         assert not [e for e in col.of(call_id) if e.kind in (EventKind.TRANSFERRED, EventKind.ENDED)]
+
+
+@pytest.mark.parametrize("mode, hears", [
+    ("listen", set()), ("whisper", {"target"}), ("barge", {"target", "peer"}),
+])
+async def test_monitor_mode_reaches_the_right_ears(mode: str, hears: set[str]) -> None:
+    """eavesdrop_whisper_aleg mixes the supervisor into what the agent sends (the customer
+    hears it), eavesdrop_whisper_bleg into what the agent hears: whisper is for the agent only."""
+    async with running() as (fake, adapter, col):
+        u, call_id = await _answered(fake, adapter, col)
+        res = await adapter.execute(Monitor(u, "user/sam", mode))
+        await col.kind(EventKind.MONITOR_STARTED, call_id)
+        assert fake.hear_eavesdropper(f"cti-s-{res.session_id}") == hears
+
+
+async def test_monitor_mode_switch_matches_starting_in_that_mode() -> None:
+    async with running() as (fake, adapter, col):
+        u, call_id = await _answered(fake, adapter, col)
+        res = await adapter.execute(Monitor(u, "user/sam", "listen"))
+        await col.kind(EventKind.MONITOR_STARTED, call_id)
+        sup = f"cti-s-{res.session_id}"
+        for mode, hears in (("whisper", {"target"}), ("barge", {"target", "peer"}), ("listen", set())):
+            await adapter.execute(Monitor(u, "user/sam", mode, session_id=res.session_id))
+            assert fake.hear_eavesdropper(sup) == hears, mode
+
+
+async def test_supervisor_mode_digits_are_not_call_dtmf() -> None:
+    """uuid_recv_dtmf makes FreeSWITCH fire DTMF events on the supervisor's leg; they are our
+    own eavesdrop commands, not digits anyone on the call pressed."""
+    async with running() as (fake, adapter, col):
+        u, call_id = await _answered(fake, adapter, col)
+        res = await adapter.execute(Monitor(u, "user/sam", "listen"))
+        await col.kind(EventKind.MONITOR_STARTED, call_id)
+        await adapter.execute(Monitor(u, "user/sam", "whisper", session_id=res.session_id))
+        fake.press(u, "7")  # the customer's digit still comes through
+        dtmf = await col.kind(EventKind.DTMF, call_id)
+        await asyncio.sleep(0.05)
+        assert dtmf.data["digit"] == "7"
+        assert [e.data["digit"] for e in col.of(call_id) if e.kind is EventKind.DTMF] == ["7"]
+
+
+@pytest.mark.parametrize("command", [
+    lambda u: Record(u, "start"), lambda u: SendDtmf(u, "1"), lambda u: Play(u, "/sounds/x.wav"),
+])
+async def test_a_channel_gone_on_the_switch_is_call_not_found(command) -> None:  # type: ignore[no-untyped-def]
+    """mod_commands words "no such channel" differently per command (`Cannot locate session!`,
+    `invalid uuid`): each is the call being gone, not a provider failure."""
+    async with running() as (fake, adapter, col):
+        u, _call_id = await _answered(fake, adapter, col)
+        del fake.channels[u]  # hung up on the switch; its events have not reached us yet
+        with pytest.raises(CallNotFound):
+            await adapter.execute(command(u))

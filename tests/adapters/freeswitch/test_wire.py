@@ -150,3 +150,33 @@ def test_an_event_without_a_timestamp_raises_when_its_time_is_used() -> None:
     ev = wire.parse_event(wire.Frame({"Content-Type": "text/event-plain"}, b"Event-Name: CUSTOM\n\n"))
     with pytest.raises(wire.WireError, match="without Event-Date-Timestamp"):
         _ = ev.timestamp
+
+
+def test_array_headers_read_the_same_in_json_and_plain() -> None:
+    """A multi-valued header is a JSON array in event-json and `ARRAY::a|:b` (URL-encoded) in
+    event-plain; both must give the same string, never a Python list's repr."""
+    js = wire.parse_event(wire.Frame({"Content-Type": "text/event-json"},
+                                     b'{"Event-Name": "CHANNEL_EXECUTE", "variable_x_list": ["a b", "c"]}'))
+    plain = wire.parse_event(wire.Frame({"Content-Type": "text/event-plain"},
+                                        b"Event-Name: CHANNEL_EXECUTE\nvariable_x_list: ARRAY%3A%3Aa%20b%7C%3Ac\n\n"))
+    assert js.var("x_list") == plain.var("x_list") == "ARRAY::a b|:c"
+
+
+@pytest.mark.parametrize("cause, expected", [
+    ("ALLOTTED_TIMEOUT", EndCause.NO_ANSWER),   # leg_timeout expired while ringing
+    ("PICKED_OFF", EndCause.CANCELED),          # answered by another phone (intercept)
+    ("NO_USER_RESPONSE", EndCause.NO_ANSWER), ("CALL_REJECTED", EndCause.BUSY),
+    ("UNALLOCATED_NUMBER", EndCause.FAILED), ("NORMAL_TEMPORARY_FAILURE", EndCause.FAILED),
+])
+def test_hangup_causes_from_ringing_legs(cause: str, expected: EndCause) -> None:
+    assert wire.end_cause(cause) is expected
+
+
+def test_event_json_with_bytes_that_are_not_utf8_still_parses() -> None:
+    """FreeSWITCH's JSON writer copies header bytes as they came (a Latin-1 caller name, a
+    phone's user agent with 0xFF filler): the event must survive, the odd bytes replaced."""
+    body = (b'{"Event-Name": "CHANNEL_CREATE", "Unique-ID": "u1", "Caller-Caller-ID-Name": "Ren\xe9",'
+            b' "variable_sip_user_agent": "Yealink SIP-T27G \xff\xff", "Caller-Caller-ID-Number": "0612345678"}')
+    ev = wire.parse_event(wire.Frame({"Content-Type": "text/event-json"}, body))
+    assert ev.uuid == "u1" and ev.get("Caller-Caller-ID-Number") == "0612345678"
+    assert ev.get("Caller-Caller-ID-Name") == "Ren\ufffd"
