@@ -13,8 +13,9 @@ Twilio does not order callbacks across calls, so the customer's end waits (up to
 
 Every webhook must carry a valid `X-Twilio-Signature` over `public_url` + path +
 query (else 403, nothing published); retried deliveries are dropped by
-`I-Twilio-Idempotency-Token` or CallSid+SequenceNumber; malformed bodies get a 400
-naming the problem and are counted in `counters`.
+`I-Twilio-Idempotency-Token` or CallSid+SequenceNumber (a retried voice webhook still
+gets its `<Enqueue>`: Twilio retries when our first answer did not reach it); malformed
+bodies get a 400 naming the problem and are counted in `counters`.
 
 Twilio keeps no connection, so `ready` is true between start() and stop(); after a
 gap (restart) `resync()` lists in-progress calls and closes those that ended meanwhile.
@@ -34,7 +35,7 @@ import random
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -91,6 +92,7 @@ class _CallInfo:
     conference: str | None = None      # ConferenceSid (participant updates need the sid)
     final_legs: set[str] = field(default_factory=set)  # agent legs whose final status arrived
     last_at: datetime | None = None     # latest fact published for the call
+    conf_seq: dict[int, datetime] = field(default_factory=dict)  # conference SequenceNumber -> when
 
     def legs_pending(self) -> bool:
         return any(leg not in self.final_legs for leg in self.agent_legs)
@@ -204,8 +206,13 @@ class TwilioAdapter:
         q = {k: v for k, v in query.items() if v}
         return f"{self._public}{self._base}/{kind}" + (f"?{urlencode(q)}" if q else "")
 
-    async def _read(self, request: web.Request) -> tuple[dict[str, str], list[str]] | web.Response:
-        """Signature check and form parsing; a Response means: reply this and stop."""
+    async def _read(self, request: web.Request, reply: Any = None
+                    ) -> tuple[dict[str, str], list[str]] | web.Response:
+        """Signature check and form parsing; a Response means: reply this and stop.
+
+        `reply(params)` answers a retried delivery: Twilio retries when it did not get our
+        first answer (timeout), so a webhook whose answer is TwiML must get it again.
+        """
         signature = request.headers.get("X-Twilio-Signature")
         if not signature:
             self.counters["bad_signature"] += 1
@@ -224,6 +231,8 @@ class TwilioAdapter:
         key = wire.dedupe_keys(params, request.headers, request.path)
         if any(k in self._seen for k in key):
             self.counters["duplicate"] += 1
+            if reply is not None:
+                return reply(params)
             return web.Response(status=200, text=wire.twiml(), content_type="text/xml")
         return params, key
 
@@ -275,11 +284,11 @@ class TwilioAdapter:
         if info.last_at is None or ev.occurred_at > info.last_at:
             info.last_at = ev.occurred_at
 
-    async def _parsed(self, request: web.Request, parse: Any, **flags: Any
+    async def _parsed(self, request: web.Request, parse: Any, *, reply: Any = None, **flags: Any
                       ) -> tuple[dict[str, str], str, list[CallEvent]] | web.Response:
         """The callback read, checked and parsed: (params, dedupe key, events), or the reply
-        that refuses it (bad signature, malformed)."""
-        got = await self._read(request)
+        that refuses it (bad signature, malformed) or answers a retry (`reply`, see _read)."""
+        got = await self._read(request, reply)
         if isinstance(got, web.Response):
             return got
         params, key = got
@@ -299,7 +308,7 @@ class TwilioAdapter:
         return web.Response(status=200, text=wire.twiml(), content_type="text/xml")
 
     async def _on_voice(self, request: web.Request) -> web.Response:
-        got = await self._parsed(request, wire.inbound_events)
+        got = await self._parsed(request, wire.inbound_events, reply=self._enqueue_reply)
         if isinstance(got, web.Response):
             return got
         params, key, events = got
@@ -307,6 +316,11 @@ class TwilioAdapter:
         info.number = params.get("To")
         await self._publish(events)
         self._remember(key)
+        return self._enqueue_reply(params)
+
+    def _enqueue_reply(self, params: Mapping[str, str]) -> web.Response:
+        """The voice webhook's TwiML; a retried delivery gets it again (an empty answer
+        would hang up on the caller)."""
         queue = wire.queue_of_voice(params, self._wctx) or self._default_queue
         return web.Response(text=wire.enqueue_twiml(queue, self._wait_url), content_type="text/xml")
 
@@ -366,9 +380,32 @@ class TwilioAdapter:
         if parent and params.get("ConferenceSid"):
             # participant updates address the conference by its sid
             self._info(parent).conference = params["ConferenceSid"]
+        if parent and params.get("SequenceNumber"):
+            events = self._in_sequence(parent, wire.seq_of(params), events)
         await self._publish(events)
         self._remember(key)
         return web.Response(status=200, text=wire.twiml(), content_type="text/xml")
+
+    def _in_sequence(self, sid: str, seq: int, events: list[CallEvent]) -> list[CallEvent]:
+        """Keep a conference's facts in SequenceNumber order.
+
+        Twilio does not deliver callbacks in order, and wire.occurred_at refines their
+        whole-second stamps by receive time: an unhold delivered before its hold within the
+        same second would be dated first and leave the customer held. Each fact is dated
+        between its neighbours in sequence that were already seen.
+        """
+        if not events:
+            return events
+        seen = self._info(sid).conf_seq
+        at = events[0].occurred_at
+        later = [t for s, t in seen.items() if s > seq]
+        earlier = [t for s, t in seen.items() if s < seq]
+        if later and at >= min(later):
+            at = min(later) - timedelta(microseconds=1)
+        elif earlier and at <= max(earlier):
+            at = max(earlier) + timedelta(microseconds=1)
+        seen[seq] = at
+        return [replace(e, occurred_at=at) for e in events]
 
     # ---- REST --------------------------------------------------------------------------
 
@@ -490,7 +527,7 @@ class TwilioAdapter:
         form = {"Hold": "true" if isinstance(cmd, Hold) else "false"}
         if isinstance(cmd, Hold) and self._hold_music:
             form["HoldUrl"] = self._hold_music
-        conf = info.conference if info is not None and info.conference else sid
+        conf = await self._conference_sid(sid)
         await self._rest("POST", f"Conferences/{conf}/Participants/customer.json", form)
         return CommandResult(provider_call_id=sid)
 
@@ -502,10 +539,27 @@ class TwilioAdapter:
             raise AdapterError(f"call {sid} is not in a conference; twilio plays only into connected inbound calls")
         if not cmd.media.startswith(("http://", "https://")):
             raise AdapterError(f"twilio plays media by URL, not {cmd.media!r}")
-        conf = info.conference if info is not None and info.conference else sid
+        conf = await self._conference_sid(sid)
         await self._rest("POST", f"Conferences/{conf}/Participants/customer.json",
                          {"AnnounceUrl": cmd.media, "AnnounceMethod": "GET"})
         return CommandResult(provider_call_id=sid)
+
+    async def _conference_sid(self, sid: str) -> str:
+        """The ConferenceSid (CF...) of the conference named after call `sid`.
+
+        Participant updates address a conference by its sid only (creates also take the
+        friendly name). It is learnt from participant creates and conference callbacks;
+        after a restart it is asked of Twilio (the conference in progress with that name).
+        """
+        info = self._calls.get(sid)
+        if info is not None and info.conference:
+            return info.conference
+        page = await self._rest("GET", "Conferences.json", query={"FriendlyName": sid, "Status": "in-progress"})
+        found = [str(c["sid"]) for c in page.get("conferences", []) if c.get("sid")]
+        if not found:
+            raise CallNotFound(f"twilio: no conference in progress for call {sid}")
+        self._info(sid).conference = found[0]
+        return found[0]
 
     async def _transfer(self, cmd: BlindTransfer) -> CommandResult:
         sid = cmd.provider_call_id
@@ -577,7 +631,8 @@ class TwilioAdapter:
         if cmd.mode == "whisper" and not coach:
             raise AdapterError(f"call {sid} has no agent leg to whisper to")
         if cmd.session_id:  # switch mode of a running session
-            await self._rest("POST", f"Conferences/{info.conference or sid}/Participants/{cmd.session_id}.json",
+            conf = await self._conference_sid(sid)
+            await self._rest("POST", f"Conferences/{conf}/Participants/{cmd.session_id}.json",
                              wire.monitor_form(cmd.mode, coach))
             return CommandResult(provider_call_id=sid, session_id=cmd.session_id)
         supervisor = wire.agent_for(cmd.supervisor_endpoint, self._wctx) or cmd.supervisor_endpoint

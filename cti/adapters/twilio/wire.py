@@ -281,7 +281,12 @@ def _agent_leg(params: Mapping[str, str], query: Mapping[str, str], ctx: WireCon
     if status in ("no-answer", "busy", "failed", "canceled"):
         return [_event(ctx, parent, EventKind.NO_ANSWER, at, leg, agent=agent,
                        data={**data, "reason": status})]
-    return []  # initiated/queued: nothing the call model needs; completed: the parent ends the call
+    if status == "completed":
+        # `completed` means answered and then hung up. When its `in-progress` is late or
+        # lost, this is the proof of the answer (same event id: the first report wins);
+        # the parent ends the call.
+        return [_event(ctx, parent, EventKind.ANSWERED, _answered_at(params, at), agent=agent, data=data)]
+    return []  # initiated/queued: nothing the call model needs
 
 
 def _originate_leg(params: Mapping[str, str], query: Mapping[str, str], ctx: WireContext, at: datetime,
@@ -310,12 +315,19 @@ def _customer_leg(params: Mapping[str, str], query: Mapping[str, str], ctx: Wire
         raise WireError("customer leg callback without parent call")
     cid = query.get("cid") or None
     agent = query.get("agent") or None
-    if status in ("in-progress", "answered"):
-        return [_event(ctx, parent, EventKind.ANSWERED, at, call_id=cid, agent=agent,
+    if status in ("in-progress", "answered", "completed"):
+        # a `completed` leg was answered: it proves the answer if `in-progress` is late or lost
+        when = _answered_at(params, at) if status == "completed" else at
+        return [_event(ctx, parent, EventKind.ANSWERED, when, call_id=cid, agent=agent,
                        data={"leg": params["CallSid"]})]
     if status in ("busy", "no-answer", "failed", "canceled"):
         return [ended_event(ctx, parent, at, _CAUSE[status], call_id=cid, status=status)]
     return []
+
+
+def _answered_at(params: Mapping[str, str], ended_at: datetime) -> datetime:
+    """When a completed leg was answered: its end minus its `CallDuration` (seconds of talk)."""
+    return ended_at - timedelta(seconds=_int(params.get("CallDuration")))
 
 
 def _int(raw: str | None) -> int:

@@ -6,6 +6,7 @@ Modelled on Twilio's public docs (API version 2010-04-01):
   `{"code", "message", "more_info", "status"}`: unknown resource 404 code 20404,
   rate limit 429 code 20429 (injected with `fail_next`).
 - Resources: Calls (create, fetch, update with Twiml/Url/Status, list by Status),
+  Conferences (list by FriendlyName and Status),
   Calls/{sid}/Recordings (create, update Status=paused|in-progress|stopped, `Twilio.CURRENT`),
   Conferences/{name or sid}/Participants (create, update by CallSid or label).
 - Webhooks: form-encoded POSTs signed with `X-Twilio-Signature` (HMAC-SHA1 of URL +
@@ -33,6 +34,7 @@ from urllib.parse import parse_qsl
 import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
+from yarl import URL
 
 API = "/2010-04-01/Accounts/{account}"
 FORM = web.RequestKey("form", list)
@@ -119,6 +121,7 @@ class FakeTwilio:
         app.router.add_post(base + "/Calls/{sid}.json", self._update_call)
         app.router.add_post(base + "/Calls/{sid}/Recordings.json", self._create_recording)
         app.router.add_post(base + "/Calls/{sid}/Recordings/{rsid}.json", self._update_recording)
+        app.router.add_get(base + "/Conferences.json", self._list_conferences)
         app.router.add_post(base + "/Conferences/{conf}/Participants.json", self._create_participant)
         app.router.add_post(base + "/Conferences/{conf}/Participants/{who}.json", self._update_participant)
         return app
@@ -252,6 +255,14 @@ class FakeTwilio:
         rec.status = status
         return web.json_response(self._rec_resource(rec))
 
+    async def _list_conferences(self, request: web.Request) -> web.Response:
+        """Conferences list, filtered by FriendlyName and Status (all fake conferences are in progress)."""
+        name, status = request.query.get("FriendlyName"), request.query.get("Status")
+        confs = [{"sid": csid, "friendly_name": cname, "status": "in-progress", "account_sid": self.account_sid}
+                 for cname, csid in self.conference_sids.items()
+                 if name in (None, cname) and status in (None, "in-progress")]
+        return web.json_response({"conferences": confs, "page": 0, "page_size": 50, "next_page_uri": None})
+
     async def _create_participant(self, request: web.Request) -> web.Response:
         conf = request.match_info["conf"]
         form = request[FORM]
@@ -301,7 +312,9 @@ class FakeTwilio:
         if sign:
             validator = RequestValidator(token) if token else self._validator
             headers["X-Twilio-Signature"] = signature or validator.compute_signature(url, params)
-        async with self._http.post(url, data=params, headers=headers) as resp:
+        # Twilio requests the URL it was given byte for byte (the one it signs); aiohttp
+        # would re-quote it (`%40` -> `@`) unless told it is already encoded.
+        async with self._http.post(URL(url, encoded=True), data=params, headers=headers) as resp:
             text = await resp.text()
         self.webhook_results.append((url, resp.status, text))
         return resp.status, text

@@ -289,3 +289,85 @@ async def test_recording_pause_and_resume_update_the_recording() -> None:
         kinds = [e.kind for e in env.of_call(sid) if e.kind.value.startswith("recording")]
         assert kinds == [EventKind.RECORDING_STARTED, EventKind.RECORDING_PAUSED, EventKind.RECORDING_RESUMED,
                          EventKind.RECORDING_PAUSED]
+
+
+async def test_agent_completed_before_its_in_progress_still_counts_the_answer() -> None:
+    """Callbacks of one leg can arrive out of order: `completed` first proves alice answered."""
+    async with twilio_env() as env:
+        sid, _, _ = await env.fake.inbound(CUSTOMER, QUEUE_NUMBER)
+        (leg,) = (await env.adapter.execute(Connect(sid, (("alice", "client:alice"),)))).detail["legs"]
+        await env.fake.leg_status(leg, "ringing")
+        await env.fake.leg_status(sid, "completed", duration=40)
+        await env.fake.leg_status(leg, "completed", duration=30)
+        ended = await env.wait_for(EventKind.ENDED, sid)
+        assert ended.data["cause"] == "normal"
+        answered = await env.wait_for(EventKind.ANSWERED, sid)
+        assert answered.agent == "alice" and answered.occurred_at < ended.occurred_at
+
+
+async def test_signature_covers_the_callback_url_as_sent_with_escaped_query() -> None:
+    """Agent ids like e-mail addresses are %-escaped in our callback URLs; Twilio signs them escaped."""
+    async with twilio_env() as env:
+        sid, _, _ = await env.fake.inbound(CUSTOMER, QUEUE_NUMBER)
+        res = await env.adapter.execute(Connect(sid, (("jean.dupont@example.com", "client:jean"),)))
+        (leg,) = res.detail["legs"]
+        assert "agent=jean.dupont%40example.com" in env.fake.calls[leg].status_callback
+        status, _ = await env.fake.leg_status(leg, "ringing")
+        assert status == 200
+        ringing = await env.wait_for(EventKind.RINGING, sid)
+        assert ringing.agent == "jean.dupont@example.com"
+        assert env.adapter.counters["bad_signature"] == 0
+
+
+async def test_retried_voice_webhook_gets_the_same_twiml_again() -> None:
+    """Twilio retries a voice webhook whose answer timed out: an empty answer would hang up the caller."""
+    async with twilio_env() as env:
+        first = await env.fake.post(env.hook("voice"), VOICE, idempotency="tok-v")
+        again = await env.fake.post(env.hook("voice"), VOICE, idempotency="tok-v")
+        assert first == again == (200, first[1]) and "<Enqueue>support</Enqueue>" in first[1]
+        await env.settle()
+        assert [e.kind for e in env.events] == [EventKind.CREATED, EventKind.QUEUED]
+        assert env.adapter.counters["duplicate"] == 1
+
+
+async def test_hold_after_a_restart_finds_the_conference_sid() -> None:
+    """Participant updates take the ConferenceSid, which a restarted adapter has to ask Twilio for."""
+    from cti.adapters.base import Hold
+    from tests.conformance.test_twilio import _inbound_answered
+
+    async with twilio_env() as env:
+        sid, _ = await _inbound_answered(env)
+        env.adapter._calls.clear()  # what a restart forgets
+        await env.adapter.execute(Hold(sid))
+        conf = env.fake.conference_sids[sid]
+        assert dict(env.fake.last("POST", f"/Conferences/{conf}/Participants/customer.json"))["Hold"] == "true"
+        with pytest.raises(CallNotFound, match="no conference"):
+            await env.adapter.execute(Hold("CA" + "6" * 32))
+
+
+async def test_unhold_delivered_before_its_hold_in_the_same_second_leaves_the_call_answered() -> None:
+    """Conference callbacks come out of order; their SequenceNumber, not arrival, orders them."""
+    import email.utils
+    from datetime import UTC, datetime, timedelta
+
+    from cti.calls.state import fold
+    from cti.clock import ManualClock
+    from cti.model import CallState
+    from tests.conformance.test_twilio import _inbound_answered
+
+    async with twilio_env() as env:
+        sid, _ = await _inbound_answered(env)
+        second = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+        clock = ManualClock(start=second + timedelta(milliseconds=100))
+        env.adapter._clock = clock  # both arrive inside their stamped second
+        stamp = email.utils.format_datetime(second)
+        await env.fake.conference_event(sid, "participant-unhold", sid, "customer",
+                                        SequenceNumber="11", Timestamp=stamp)
+        await clock.advance(0.2)
+        await env.fake.conference_event(sid, "participant-hold", sid, "customer",
+                                        SequenceNumber="10", Timestamp=stamp)
+        await env.settle()
+        held = next(e for e in env.of_call(sid) if e.kind is EventKind.HELD)
+        resumed = next(e for e in env.of_call(sid) if e.kind is EventKind.RESUMED)
+        assert held.occurred_at < resumed.occurred_at
+        assert fold(env.of_call(sid)).state is CallState.ANSWERED

@@ -146,3 +146,24 @@ def test_dedupe_keys_are_the_token_and_the_callback_identity() -> None:
     params = {"CallSid": "CA1", "SequenceNumber": "3"}
     assert wire.dedupe_keys(params, {"I-Twilio-Idempotency-Token": "tok"}, "/s") == ["t:tok", "s:/s:CA1:3"]
     assert wire.dedupe_keys(params, {}, "/s") == ["s:/s:CA1:3"]
+
+
+def _leg_completed(role: str) -> tuple[dict, dict]:
+    """An answered leg's `completed` callback (20 s of talk) whose `in-progress` has not arrived."""
+    params = {"CallSid": "CA0f1e2d3c4b5a69788796a5b4c3d2e1f0", "CallStatus": "completed",
+              "ParentCallSid": "CA5c9b7e5f4f6c4f9c8a0d7c1c2b3a4d5e", "To": "client:alice",
+              "CallDuration": "20", "SequenceNumber": "3", "Timestamp": "Sun, 22 Nov 2026 09:40:24 +0000"}
+    query = {"role": role, "agent": "alice", "cid": "c2c-0001"}
+    return params, query
+
+
+@pytest.mark.parametrize("role", ["agent", "customer"])
+def test_completed_leg_proves_the_answer_when_in_progress_is_late(role: str) -> None:
+    """Twilio's `completed` means answered then hung up: it answers the call, dated end - CallDuration."""
+    params, query = _leg_completed(role)
+    (answered,) = wire.status_events(params, query, CTX, NOW)
+    assert answered.kind is EventKind.ANSWERED and answered.agent == "alice"
+    assert answered.occurred_at == datetime(2026, 11, 22, 9, 40, 4, tzinfo=UTC)
+    # the same fact as the (late) in-progress callback: one event id, the first report wins
+    (live,) = wire.status_events({**params, "CallStatus": "in-progress", "SequenceNumber": "2"}, query, CTX, NOW)
+    assert live.event_id == answered.event_id
