@@ -31,10 +31,17 @@ pyVoIP 1.6.8 problems and how this module works around them:
   it cannot CANCEL its own INVITE. The adapter sees every datagram first
   (`sip.parse_message` is wrapped) and sends the ACK, the 487 and the CANCEL itself
   (built in `wire.py`).
-- Its parser trips on some headers (compact forms, display names) and its 200 OK has
-  been seen with `To: <sip:1001@:5060>` (host missing) and a BYE-reply To-tag that
-  differs from the 200's: Kamailio and sipp accept both (some PBXs reject such BYEs);
-  we read every datagram with our own tolerant parser (`wire.parse`), never pyVoIP's.
+- Its parser drops, before anyone sees them, messages RFC 3261 allows but it cannot
+  read (compact or lower-case header names, folded lines, bare LF, a `tel:` From, a
+  display name holding ": ", multipart bodies): our own receive step (`_recv`) reads
+  every datagram first and hands pyVoIP a copy respelled its way (`wire.canonical`,
+  `_tolerant_message_class`). Its 200 OK has been seen with `To: <sip:1001@:5060>` (host
+  missing) and a BYE-reply To-tag that differs from the 200's: Kamailio and sipp accept
+  both (some PBXs reject such BYEs); we read every datagram with our own tolerant parser
+  (`wire.parse`), never pyVoIP's.
+- It knows INVITE, ACK, BYE and CANCEL only and leaves any other request unanswered: a
+  PBX's OPTIONS keepalive then marks the line unreachable and stops sending it calls.
+  `_recv` answers OPTIONS 200 and other methods 405 (`wire.answer_other_request`).
 - `read_audio` returns 8-bit *unsigned linear* audio (not mu-law) and `write_audio`
   takes the same: converted in `wire.u8_to_pcm16` / `wire.pcm16_to_u8`.
 - It accepts an INVITE whose offer has no G.711 and then has no codec: we answer 488.
@@ -63,6 +70,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import re
@@ -276,6 +284,7 @@ class SipAdapter:
         phone.sip.register_timeout = self._register_timeout
         original = phone.sip.parse_message
         phone.sip.parse_message = lambda message: self._on_datagram(phone, original, message)
+        phone.sip.recv = lambda: self._recv(phone)
         phone._callback_RESP_OK = lambda response: self._on_2xx(phone, response)
         return phone
 
@@ -356,6 +365,42 @@ class SipAdapter:
 
     # ---- pyVoIP threads -> the event loop ---------------------------------------------
 
+    def _recv(self, phone: Any) -> None:
+        """pyVoIP's receive step (its receive loop calls it, socket lock held), in front of
+        pyVoIP's own parser, which drops whatever is not spelled its way (compact or
+        lower-case header names, folded lines, a tel: From...): pyVoIP gets the message
+        rewritten in its spelling (`wire.canonical`); requests it does not know (OPTIONS
+        keepalives first) are answered here."""
+        try:
+            raw = phone.sip.s.recv(8192)
+        except BlockingIOError:
+            raise  # nothing to read: pyVoIP's loop waits and calls again
+        except OSError as exc:  # pyVoIP's own recv swallows these too, while the phone runs
+            if not phone.sip.NSD:
+                raise
+            log.warning("sip_recv_failed", provider=self.name, error=repr(exc))
+            return
+        if not raw.strip(b"\x00\r\n \t"):
+            return  # keepalives: pyVoIP's four NULs, RFC 5626's CRLFs
+        try:
+            msg = wire.parse(raw)
+            reply = wire.answer_other_request(msg, phone.sip.gen_tag())
+            message = None if reply else _tolerant_message_class()(wire.canonical(raw))
+        except Exception as exc:  # pyVoIP's parser raises anything (IndexError, ValueError...)
+            self.counters["malformed"] += 1
+            log.warning("sip_malformed", provider=self.name, error=repr(exc))
+            return
+        try:
+            if reply is not None:
+                self.counters["answered_" + (msg.method or "").lower()] += 1
+                phone.sip.out.sendto(reply.encode(), (phone.server, phone.port))
+            else:
+                phone.sip.parse_message(message)
+        except BlockingIOError:
+            raise
+        except Exception as exc:  # a failure on one message must not end pyVoIP's receive loop
+            log.warning("sip_datagram_failed", provider=self.name, error=repr(exc))
+
     def _on_datagram(self, phone: Any, original: Any, message: Any) -> None:
         """Runs in pyVoIP's receive thread for every SIP message, before pyVoIP handles it."""
         try:
@@ -417,11 +462,14 @@ class SipAdapter:
             phone.sip.out.sendto(reply.encode(), (phone.server, phone.port))
 
     def _cancelled(self, phone: Any, cancel: wire.SipMessage) -> None:
-        voip = phone.calls.pop(cancel.call_id, None)
-        if voip is None:
-            return
         from pyVoIP.VoIP import CallState
 
+        voip = phone.calls.get(cancel.call_id)
+        if voip is None or voip.state is not CallState.RINGING:
+            # RFC 3261 9.2: a CANCEL that crosses our 200 (or any final answer) changes
+            # nothing; pyVoIP 200s it and the caller ends an answered call with a BYE
+            return
+        phone.calls.pop(cancel.call_id, None)
         voip.state = CallState.ENDED
         try:
             invite = wire.parse(voip.request.raw)
@@ -436,7 +484,13 @@ class SipAdapter:
             from pyVoIP.VoIP import CallState
 
             voip.state = CallState.ENDED
-        uri = f"sip:{response.to_user or ''}@{phone.server}:{phone.port}"
+        # RFC 3261 17.1.1.3: the ACK's Request-URI is the INVITE's (pyVoIP dials sip:number@server)
+        call = self._calls.get(response.call_id)
+        uri = call.invite.uri if call is not None and call.invite is not None else None
+        if uri is None and voip is not None:
+            with contextlib.suppress(wire.SipParseError):
+                uri = wire.parse(voip.request.raw).uri
+        uri = uri or f"sip:{response.to_user or ''}@{phone.server}"
         with contextlib.suppress(OSError):
             phone.sip.out.sendto(wire.ack_for_failure(response, uri).encode(), (phone.server, phone.port))
 
@@ -543,7 +597,7 @@ class SipAdapter:
                 threading.Thread(target=self._media, args=(call, call.voip), name=f"sip-media-{sid}",
                                  daemon=True).start()
             self._publish(wire.inbound_events(msg, self._lctx, now))
-            log.info("sip_inbound_call", provider=self.name, call=sid, caller=msg.from_user)
+            log.info("sip_inbound_call", provider=self.name, call=sid, caller=wire.caller_user(msg))
             if self._auto_answer:
                 self._spawn(self.execute(Answer(sid, self._agent or "")))
             elif self._ring_timeout > 0:
@@ -780,6 +834,41 @@ class SipAdapter:
         self._publish([self._ev(call, EventKind.PLAYBACK_FINISHED, self._clock.now(), n)])
         if hangup:
             await self._hangup(call)
+
+
+@functools.cache
+def _tolerant_message_class() -> type:
+    """pyVoIP's SIPMessage, reading what `wire.canonical` cannot respell for it.
+
+    Its header split cuts a value at its first ": " (`"Sales: Paris" <sip:...>` loses its
+    URI) and its From/To parser finds the URI by "sip:" only (a trunk's `<tel:+33...>` or a
+    `sips:` URI raises). pyVoIP echoes From/To `raw` and `tag` into its responses, so those
+    keep the caller's exact text.
+    """
+    from pyVoIP.SIP import SIPMessage
+
+    class TolerantMessage(SIPMessage):  # type: ignore[misc]
+        @staticmethod
+        def parse_raw_header(headers_raw: list[bytes], handle: Callable[[str, str], None]) -> None:
+            headers: dict[str, Any] = {"Via": []}
+            for line in headers_raw:
+                name, _, value = str(line, "utf8").partition(": ")
+                if name == "Via":
+                    headers["Via"].append(value)
+                headers.setdefault(name, value)
+            for name, value in headers.items():
+                handle(name, value)
+
+        def parse_header(self, header: str, data: Any) -> None:
+            if header in ("From", "To") and not re.search(r"<?sip:", data.split(";tag=")[0]):
+                raw, _, tag = data.partition(";tag=")
+                user = wire.uri_user(raw) or ""
+                self.headers[header] = {"raw": raw, "tag": tag, "address": user, "number": user or None,
+                                        "caller": raw.split("<")[0].strip().strip('"'), "host": ""}
+                return
+            super().parse_header(header, data)
+
+    return TolerantMessage
 
 
 def _open_wav(path: Path) -> wave.Wave_write:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -27,9 +28,12 @@ class SipParseError(ValueError):
     """A datagram that is not a SIP message we can read (the message says why)."""
 
 
+# RFC 3261 7.3.3 (and the RFCs that added a letter): a header name may be sent as one letter
 _COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact", "l": "content-length",
-            "c": "content-type"}
+            "c": "content-type", "e": "content-encoding", "k": "supported", "s": "subject",
+            "o": "event", "u": "allow-events", "r": "refer-to", "b": "referred-by", "x": "session-expires"}
 _URI_USER = re.compile(r"<?\s*(?:sips?|tel):([^@;>]*)(?:@([^;>]*))?", re.IGNORECASE)
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')  # RFC 3261 25.1 quoted-string, with \" escapes
 _TAG = re.compile(r";\s*tag=([^;\s]+)", re.IGNORECASE)
 
 
@@ -78,10 +82,7 @@ class SipMessage:
 
 def parse(raw: bytes) -> SipMessage:
     """Parse one SIP datagram (request or response)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    text = _decode(raw)
     head, _, body = text.partition("\r\n\r\n")
     if not _:
         head, _, body = text.partition("\n\n")
@@ -113,6 +114,113 @@ def parse(raw: bytes) -> SipMessage:
     return SipMessage(method=method, status=status, uri=uri, headers=headers, body=body)
 
 
+# the spelling pyVoIP's parser looks header names up by (it is case-sensitive)
+_SPELLING = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq",
+             "contact": "Contact", "content-length": "Content-Length", "content-type": "Content-Type",
+             "www-authenticate": "WWW-Authenticate", "proxy-authenticate": "Proxy-Authenticate",
+             "authorization": "Authorization", "allow": "Allow", "supported": "Supported",
+             "record-route": "Record-Route", "route": "Route", "max-forwards": "Max-Forwards",
+             "expires": "Expires"}
+
+
+def canonical(raw: bytes) -> bytes:
+    """The same message spelled the one way pyVoIP 1.6.8's parser reads.
+
+    pyVoIP splits lines on CRLF and each header on ": ", looks headers up by their full
+    name in one case, reads one Via per line, finds the To tag by ";tag=" and the URI by
+    "sip:", and parses the body as SDP. RFC 3261 allows more (7.3.1: any case, LWS around
+    the colon, folded lines, comma-separated values; 7.3.3: compact names; 19.1.4: a
+    scheme in any case; 7.4: multipart bodies) and real devices send it; a message pyVoIP
+    cannot parse is dropped before anyone sees it (an INVITE never rings, a BYE never ends
+    the call). Messages already in that spelling come back unchanged but for whitespace.
+    """
+    text = _decode(raw)
+    head, body = _split_head(text)
+    lines = re.split(r"\r?\n", head)
+    out = [lines[0].strip()]
+    for name, value in _header_lines(lines[1:]):
+        key = _COMPACT.get(name.lower(), name.lower())
+        spelled = _SPELLING.get(key, name)
+        if key == "via":
+            out += [f"Via: {_tidy_via(v)}" for v in _split_commas(value)]
+            continue
+        if key in ("from", "to"):
+            value = _tidy_name_addr(value)
+        out.append(f"{spelled}: {value}")
+    body, content_type = _sdp_part(body, _header_value(out, "Content-Type"))
+    body = re.sub(r"\r?\n", "\r\n", body)
+    out = [ln for ln in out if not ln.startswith(("Content-Length:", "Content-Type:"))]
+    if content_type:
+        out.append(f"Content-Type: {content_type}")
+    out.append(f"Content-Length: {len(body.encode())}")
+    return ("\r\n".join(out) + "\r\n\r\n" + body).encode()  # pyVoIP decodes UTF-8 only
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 as RFC 3261 says; old gateways send Latin-1 display names."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _split_head(text: str) -> tuple[str, str]:
+    """Head and body, at the first empty line (CRLF or bare LF)."""
+    m = re.search(r"\r?\n\r?\n", text)
+    return (text[: m.start()], text[m.end():]) if m else (text, "")
+
+
+def _header_lines(lines: list[str]) -> list[tuple[str, str]]:
+    """(name, value) per header, folded lines joined (RFC 3261 7.3.1); no-colon lines dropped."""
+    out: list[tuple[str, str]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and out:
+            out[-1] = (out[-1][0], f"{out[-1][1]} {line.strip()}")
+            continue
+        name, sep, value = line.partition(":")
+        if sep and name.strip():
+            out.append((name.strip(), value.strip()))
+    return out
+
+
+def _split_commas(value: str) -> list[str]:
+    msg = SipMessage(method=None, status=None, uri=None, headers={"x": [value]})
+    return header_values(msg, "x")
+
+
+def _tidy_via(via: str) -> str:
+    """`SIP/2.0/UDP host:port ; branch=x` -> `SIP/2.0/UDP host:port;branch=x`."""
+    via = re.sub(r"\s*;\s*", ";", via.strip())
+    via = re.sub(r"\s*=\s*", "=", via)
+    return re.sub(r"\s*/\s*", "/", re.sub(r"\s+", " ", via))
+
+
+def _tidy_name_addr(value: str) -> str:
+    """`<SIP:x@h> ; TAG=1` -> `<sip:x@h>;tag=1` (scheme and parameter names are case-insensitive)."""
+    value = re.sub(r"\s*;\s*tag\s*=\s*", ";tag=", value, flags=re.IGNORECASE)
+    scheme = r"(<\s*)(sips?|tel)\s*:" if "<" in value else r"^()(sips?|tel)\s*:"
+    return re.sub(scheme, lambda m: m.group(1) + m.group(2).lower() + ":", value, count=1,
+                  flags=re.IGNORECASE)
+
+
+def _header_value(lines: list[str], name: str) -> str:
+    prefix = name + ":"
+    return next((ln[len(prefix):].strip() for ln in lines if ln.startswith(prefix)), "")
+
+
+def _sdp_part(body: str, content_type: str) -> tuple[str, str]:
+    """The SDP of a multipart body (a SIP-I trunk sends SDP + ISUP, RFC 3204), which pyVoIP
+    would read as SDP lines and fail on; other bodies are kept with their type."""
+    m = re.search(r'boundary\s*=\s*"?([^";]+)"?', content_type, re.IGNORECASE)
+    if not content_type.lower().startswith("multipart/") or m is None:
+        return body, content_type
+    for part in body.split("--" + m.group(1).strip()):
+        head, sdp = _split_head(part.lstrip("\r\n"))
+        if re.search(r"content-type\s*:\s*application/sdp", head, re.IGNORECASE):
+            return sdp.rstrip("\r\n") + "\r\n", "application/sdp"
+    return body, content_type
+
+
 def uri_user(value: str | None) -> str | None:
     """User part of a name-addr / addr-spec (`"Bob" <sip:+3361@host>;tag=x` -> `+3361`).
 
@@ -120,11 +228,60 @@ def uri_user(value: str | None) -> str | None:
     """
     if not value:
         return None
-    m = _URI_USER.search(value)
+    value = _QUOTED.sub("", value)  # a display name may itself read like a URI ("sip:x" <sip:1001@h>)
+    bracket = re.search(r"<([^>]*)>", value)
+    m = _URI_USER.search(bracket.group(1) if bracket else value)
     if not m:
         return None
-    user = m.group(1).strip()
+    user = unquote(m.group(1).strip())  # RFC 3261 19.1.2: `%2B33...` is `+33...`
     return user or None
+
+
+def header_values(msg: SipMessage, name: str) -> list[str]:
+    """Every value of a header: its lines, each split on the commas between values
+    (RFC 3261 7.3.1), not those inside quotes or <>."""
+    out: list[str] = []
+    for line in msg.headers.get(name.lower(), []):
+        depth, quoted, start, i = 0, False, 0, 0
+        while i < len(line):
+            ch = line[i]
+            if quoted and ch == "\\":
+                i += 1  # an escaped character inside a quoted string
+            elif ch == '"':
+                quoted = not quoted
+            elif not quoted and ch in "<>":
+                depth += 1 if ch == "<" else -1
+            elif not quoted and depth <= 0 and ch == ",":
+                out.append(line[start:i].strip())
+                start = i + 1
+            i += 1
+        out.append(line[start:].strip())
+    return [v for v in out if v]
+
+
+def caller_user(invite: SipMessage) -> str | None:
+    """Who is calling, as the network asserts it.
+
+    P-Asserted-Identity (RFC 3325) is the identity the caller's network vouches for; a
+    trunk often puts it there and an anonymous or a routing address in From (Privacy: id,
+    RFC 3323). Remote-Party-ID (its predecessor, still sent by older PBXs and gateways)
+    comes next, then From. A tel: identity is preferred to a sip: one that is no number.
+    """
+    asserted = [uri_user(v) for v in header_values(invite, "p-asserted-identity")]
+    asserted = [u for u in asserted if u]
+    numbers = [u for u in asserted if _NUMBER.fullmatch(u)]
+    if numbers or asserted:
+        return (numbers or asserted)[0]
+    for value in header_values(invite, "remote-party-id"):
+        party = re.search(r";\s*party\s*=\s*([a-z]+)", _QUOTED.sub("", value), re.IGNORECASE)
+        if party is None or party.group(1).lower() == "calling":
+            user = uri_user(value)
+            if user:
+                return user
+    return invite.from_user
+
+
+_NUMBER = re.compile(r"\+?[0-9][0-9().-]*")
 
 
 @lru_cache(maxsize=4096)
@@ -172,14 +329,37 @@ def ack_for_2xx(response: SipMessage, branch: str) -> str:
     return out + _copy(response, "From", "To", "Call-ID") + f"CSeq: {seq} ACK\r\nContent-Length: 0\r\n\r\n"
 
 
-def response_to(invite: SipMessage, code: int, reason: str, to_tag: str) -> str:
-    """A final response to an INVITE, in its transaction (all Vias, From, To + our tag)."""
-    seq, _ = invite.cseq
+def response_to(invite: SipMessage, code: int, reason: str, to_tag: str, extra: str = "") -> str:
+    """A final response to a request (an INVITE mostly), in its transaction (all Vias, From,
+    To + our tag unless it has one, Call-ID, CSeq); `extra` is more header lines."""
+    seq, method = invite.cseq
     to = invite.header("to") or ""
-    if ";tag=" not in to:
+    if not _TAG.search(to):
         to += f";tag={to_tag}"
     return (f"SIP/2.0 {code} {reason}\r\n" + _copy(invite, "Via", "From")
-            + f"To: {to}\r\n" + _copy(invite, "Call-ID") + f"CSeq: {seq} INVITE\r\nContent-Length: 0\r\n\r\n")
+            + f"To: {to}\r\n" + _copy(invite, "Call-ID") + f"CSeq: {seq} {method}\r\n" + extra
+            + "Content-Length: 0\r\n\r\n")
+
+
+# what the line does, in SIP terms (pyVoIP 1.6.8 knows these four methods and no other)
+PYVOIP_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL"})
+_ALLOW = "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n"
+
+
+def answer_other_request(request: SipMessage, to_tag: str) -> str | None:
+    """Our answer to a request pyVoIP cannot read (it drops them without a word).
+
+    OPTIONS gets 200 with what we accept (RFC 3261 11.2): PBXs and trunks send it to the
+    registered contact as a keepalive ("qualify") and stop sending calls to a contact that
+    does not answer. Any other method gets 405 with Allow (RFC 3261 8.2.1), so the sender
+    stops retransmitting it. An ACK is never answered (RFC 3261 17.2.3).
+    """
+    if request.method is None or request.method in PYVOIP_METHODS:
+        return None
+    if request.method == "OPTIONS":
+        return response_to(request, 200, "OK", to_tag,
+                           _ALLOW + "Accept: application/sdp\r\n")
+    return response_to(request, 405, "Method Not Allowed", to_tag, _ALLOW)
 
 
 def request_terminated(invite: SipMessage, to_tag: str) -> str:
@@ -221,14 +401,14 @@ def cancel_for(invite: SipMessage) -> str:
 
 def end_cause(status: int) -> EndCause:
     """End cause of an outbound call from the final response that rejected it."""
-    if status in (486, 600):
+    if status in (486, 600, 603):
+        # 603 Decline: the callee refused the call. RFC 3398 maps it to ISUP cause 21 (call
+        # rejected), which the Asterisk and FreeSWITCH adapters report as busy: same fact, same cause
         return EndCause.BUSY
     if status in (408, 480):
         return EndCause.NO_ANSWER
     if status == 487:
         return EndCause.CANCELED
-    if status == 603:
-        return EndCause.NO_ANSWER  # declined by the callee
     return EndCause.FAILED
 
 
@@ -260,7 +440,7 @@ def ended(ctx: LineContext, sip_call_id: str, at: datetime, cause: str, call_id:
 def inbound_events(invite: SipMessage, ctx: LineContext, at: datetime) -> list[CallEvent]:
     """An INVITE to the line: created + queued (dialled number is a queue) + ringing(agent)."""
     sid = invite.call_id
-    frm = to_e164(invite.from_user, ctx.region)
+    frm = to_e164(caller_user(invite), ctx.region)
     to = to_e164(invite.to_user, ctx.region)
     queue = ctx.queue_numbers.get(to or "") or ctx.queue_numbers.get(invite.to_user or "")
     out = [event(ctx, sid, EventKind.CREATED, at, direction=Direction.INBOUND, from_number=frm,

@@ -263,3 +263,74 @@ def test_pyvoip_call_finalizer_is_removed_and_finished_calls_ports_still_come_ba
     phone.threads.append(finished)
     phone.threadLookup[finished] = "gone"
     assert low <= phone.request_port(blocking=False) <= high
+
+
+@peer_test
+async def test_options_keepalive_from_the_pbx_is_answered(kam: Kamailio, tmp_path: Path) -> None:
+    """RFC 3261 11.2: a PBX qualifying the line stops sending it calls if OPTIONS goes unanswered."""
+    async with sip_env(kam, tmp_path) as env, \
+            sipp("uac_options.xml", env.target, tmp_path=tmp_path, limit_s=8) as run:
+        result = await run.wait()
+        assert result.rc == 0, result.output
+        assert env.adapter.counters["answered_options"] == 1
+        assert env.adapter.ready and env.events == []
+
+
+@peer_test
+async def test_trunk_style_call_with_compact_headers_and_asserted_identity(kam: Kamailio, tmp_path: Path) -> None:
+    """Compact/lower-case header names, anonymous From + P-Asserted-Identity, tel: To: pyVoIP's
+    own parser drops such an INVITE; the line rings, answers and ends it, caller from PAI."""
+    async with sip_env(kam, tmp_path, auto_answer=True) as env, \
+            sipp("uac_trunk.xml", env.target, tmp_path=tmp_path, keys=env.customer_keys(), limit_s=10) as run:
+        result = await run.wait()
+        assert result.rc == 0, result.output
+        ended = await env.wait_for(EventKind.ENDED)
+    created = env.of_call(ended.provider_call_id)[0]
+    assert (created.from_number, created.to_number, created.queue) == (CUSTOMER, "+33170000100", "support")
+    assert [e.kind for e in env.of_call(ended.provider_call_id)][-2:] == [EventKind.ANSWERED, EventKind.ENDED]
+    assert ended.data["cause"] == "normal"
+
+
+def test_cancel_that_crosses_the_answer_leaves_the_call_up(tmp_path: Path) -> None:
+    """RFC 3261 9.2: once the INVITE has its final answer a CANCEL changes nothing (no 487)."""
+    from types import SimpleNamespace
+
+    from pyVoIP.VoIP import CallState
+
+    from cti.adapters.sip import wire
+
+    fixtures = Path(__file__).parent / "fixtures"
+    cancel = wire.parse((fixtures / "cancel_from_customer.sip").read_bytes())
+    sent: list[bytes] = []
+    voip = SimpleNamespace(state=CallState.ANSWERED,
+                           request=SimpleNamespace(raw=(fixtures / "invite_from_customer.sip").read_bytes()))
+    phone = SimpleNamespace(calls={cancel.call_id: voip}, server="127.0.0.1", port=5060,
+                            sip=SimpleNamespace(out=SimpleNamespace(sendto=lambda data, addr: sent.append(data)),
+                                                tagLibrary={}, gen_tag=lambda: "t1"))
+    adapter = _adapter(tmp_path)
+    adapter._cancelled(phone, cancel)
+    assert (sent, voip.state, cancel.call_id in phone.calls) == ([], CallState.ANSWERED, True)
+    voip.state = CallState.RINGING  # still ringing: the INVITE gets its 487
+    adapter._cancelled(phone, cancel)
+    assert wire.parse(sent[0]).status == 487 and voip.state is CallState.ENDED and not phone.calls
+
+
+def test_ack_for_a_refusal_has_the_invite_request_uri(tmp_path: Path) -> None:
+    """RFC 3261 17.1.1.3: the ACK to a non-2xx final answer carries the INVITE's Request-URI."""
+    from types import SimpleNamespace
+
+    from cti.adapters.sip import wire
+    from cti.adapters.sip.adapter import _LineCall
+    from cti.model import Direction
+
+    busy = wire.parse((Path(__file__).parent / "fixtures" / "busy_486.sip").read_bytes())
+    invite = wire.parse(f"INVITE sip:{busy.to_user}@127.0.0.1 SIP/2.0\r\nCall-ID: {busy.call_id}\r\n"
+                        "CSeq: 1 INVITE\r\n\r\n".encode())
+    sent: list[bytes] = []
+    phone = SimpleNamespace(calls={}, server="127.0.0.1", port=5060,
+                            sip=SimpleNamespace(out=SimpleNamespace(sendto=lambda data, addr: sent.append(data))))
+    adapter = _adapter(tmp_path)
+    adapter._calls[busy.call_id] = _LineCall(sid=busy.call_id, direction=Direction.OUTBOUND, invite=invite)
+    adapter._rejected(phone, busy)
+    ack = wire.parse(sent[0])
+    assert (ack.method, ack.uri) == ("ACK", invite.uri)

@@ -89,7 +89,7 @@ def test_cancel_for_our_invite_keeps_its_transaction() -> None:
     assert cancel.header("via") == invite.header("via") and cancel.cseq == (1, "CANCEL")
 
 
-@pytest.mark.parametrize(("status", "cause"), [(486, "busy"), (600, "busy"), (480, "no_answer"),
+@pytest.mark.parametrize(("status", "cause"), [(486, "busy"), (600, "busy"), (603, "busy"), (480, "no_answer"),
                                                (487, "canceled"), (404, "failed"), (503, "failed")])
 def test_end_causes(status: int, cause: str) -> None:
     assert wire.end_cause(status) == cause
@@ -146,3 +146,102 @@ def test_488_answers_the_invite_in_its_transaction() -> None:
     resp = wire.parse(wire.not_acceptable(invite, "t1").encode())
     assert (resp.status, resp.cseq, resp.to_tag) == (488, (1, "INVITE"), "t1")
     assert resp.headers["via"] == invite.headers["via"]
+
+
+# ---- what real devices send ------------------------------------------------------------
+
+def _invite(*headers: str, body: str = "") -> wire.SipMessage:
+    head = "\r\n".join(("INVITE sip:1001@h SIP/2.0", "Call-ID: c1", "CSeq: 1 INVITE",
+                        "To: <sip:+33170000100@h>", *headers))
+    return wire.parse(f"{head}\r\n\r\n{body}".encode())
+
+
+def test_display_names_that_look_like_uris_are_skipped() -> None:
+    assert wire.uri_user('"sip:evil@x" <sip:+33612345678@h>;tag=1') == "+33612345678"
+    assert wire.uri_user('"Bob \\"<sip:1002@x>\\"" <sip:1003@h>') == "1003"
+    assert wire.uri_user("<sip:%2B33612345678@h;user=phone>") == "+33612345678"
+
+
+def test_asserted_identity_is_the_caller_and_from_the_fallback() -> None:
+    """RFC 3325: a trunk's From is anonymous or a routing address under Privacy: id."""
+    anon = 'From: "Anonymous" <sip:anonymous@anonymous.invalid>;tag=1'
+    pai = _invite(anon, "Privacy: id", 'P-Asserted-Identity: "Customer" <sip:0612345678@gw>, <tel:+33612345678>')
+    assert wire.caller_user(pai) == "0612345678"
+    assert wire.inbound_events(pai, CTX, NOW)[0].from_number == "+33612345678"
+    tel_first = _invite(anon, "P-Asserted-Identity: <sip:trunk@gw>", "P-Asserted-Identity: <tel:+33612345678>")
+    assert wire.caller_user(tel_first) == "+33612345678"  # a number rather than a name
+    rpid = _invite(anon, 'Remote-Party-ID: <sip:0170000100@gw>;party=called',
+                   'Remote-Party-ID: "C" <sip:+33612345678@gw>;party=calling;privacy=full')
+    assert wire.caller_user(rpid) == "+33612345678"
+    assert wire.inbound_events(_invite(anon), CTX, NOW)[0].from_number == "anonymous"
+    assert wire.caller_user(_invite("From: <sip:0612345678@gw>;tag=1")) == "0612345678"
+
+
+def test_canonical_respells_what_pyvoip_cannot_parse() -> None:
+    """RFC 3261 7.3: compact and lower-case names, no space after the colon, folded lines,
+    comma-separated Vias, a scheme in capitals; bare LF line ends (tolerated)."""
+    raw = (b"INVITE sip:1001@h SIP/2.0\ni: abc\n"
+           b"v: SIP/2.0/UDP 10.0.0.1:5060 ; branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.2:5062;branch=z9hG4bK2\n"
+           b'f:"Sales: Paris" <SIP:+33612345678@h> ; TAG=1\nt: <sip:1001@h>\ncseq:1 INVITE\n'
+           b"m: <sip:x@10.0.0.1>\nSubject: a\n  folded\nc: application/sdp\nl: 0\n\n"
+           b"v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 0\n")
+    import pyVoIP.VoIP  # noqa: F401 - pyVoIP.SIP imports only after it
+    from pyVoIP.SIP import SIPMessage
+
+    from cti.adapters.sip.adapter import _tolerant_message_class
+
+    canon = wire.canonical(raw)
+    m = _tolerant_message_class()(canon)
+    assert m.headers["Call-ID"] == "abc" and m.headers["CSeq"] == {"check": "1", "method": "INVITE"}
+    assert [v["branch"] for v in m.headers["Via"]] == ["z9hG4bK1", "z9hG4bK2"]
+    assert (m.headers["From"]["number"], m.headers["From"]["tag"]) == ("+33612345678", "1")
+    assert m.body["m"][0]["port"] == 4000
+    assert wire.parse(canon).header("subject") == "a folded"
+    assert wire.canonical(canon) == canon
+    with pytest.raises(ValueError, match="unpack"):  # what pyVoIP's parser does with the original
+        SIPMessage(raw)
+
+
+def test_canonical_keeps_recorded_messages_as_they_were() -> None:
+    for path in FIX.glob("*.sip"):
+        raw = path.read_bytes()
+        before, after = wire.parse(raw), wire.parse(wire.canonical(raw))
+        assert (after.headers, after.body) == (before.headers, before.body), path.name
+
+
+def test_pyvoip_reads_a_tel_from_and_keeps_its_text_for_its_replies() -> None:
+    from cti.adapters.sip.adapter import _tolerant_message_class
+
+    raw = (b"INVITE sip:1001@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\n"
+           b"From: <tel:+33612345678>;tag=9\r\nTo: <sips:1001@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n")
+    m = _tolerant_message_class()(wire.canonical(raw))
+    assert m.headers["From"] == {"raw": "<tel:+33612345678>", "tag": "9", "address": "+33612345678",
+                                 "number": "+33612345678", "caller": "", "host": ""}
+    assert m.headers["To"]["raw"] == "<sips:1001@h>"
+
+
+def test_sdp_is_taken_out_of_a_multipart_body() -> None:
+    """RFC 3204: a SIP-I trunk sends SDP + ISUP in multipart/mixed; pyVoIP reads SDP only."""
+    body = ("--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\nm=audio 4000 RTP/AVP 8\r\n\r\n"
+            "--b1\r\nContent-Type: application/isup;version=itu-t92+\r\n\r\n\x01\x02\r\n--b1--\r\n")
+    raw = ("INVITE sip:1001@h SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+           f"Content-Type: multipart/mixed;boundary=b1\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+    m = wire.parse(wire.canonical(raw))
+    assert m.header("content-type") == "application/sdp" and wire.offers_g711(m.body)
+    assert m.body == "v=0\r\nm=audio 4000 RTP/AVP 8\r\n"
+
+
+@pytest.mark.parametrize(("method", "status"), [("OPTIONS", 200), ("NOTIFY", 405), ("INFO", 405),
+                                                ("INVITE", None), ("ACK", None), ("BYE", None)])
+def test_requests_pyvoip_does_not_know_are_answered(method: str, status: int | None) -> None:
+    """RFC 3261 11.2 (OPTIONS: a PBX's keepalive to the contact) and 8.2.1 (405 + Allow)."""
+    req = wire.parse(f"{method} sip:1001@h SIP/2.0\r\nVia: SIP/2.0/UDP p:5060;branch=z9hG4bKp\r\n"
+                     f"Via: SIP/2.0/UDP a:5070;branch=z9hG4bKa\r\nFrom: <sip:pbx@h>;tag=f\r\n"
+                     f"To: <sip:1001@h>\r\nCall-ID: q1\r\nCSeq: 7 {method}\r\n\r\n".encode())
+    reply = wire.answer_other_request(req, "mytag")
+    if status is None:
+        assert reply is None
+        return
+    resp = wire.parse(reply.encode())
+    assert (resp.status, resp.cseq, resp.to_tag, resp.call_id) == (status, (7, method), "mytag", "q1")
+    assert resp.headers["via"] == req.headers["via"] and "OPTIONS" in resp.header("allow")
