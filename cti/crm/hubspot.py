@@ -15,7 +15,9 @@ hs_call_title, hs_call_body, hs_call_direction, hs_call_duration (ms),
 hs_call_from_number, hs_call_to_number, hs_call_status, hs_call_recording_url and
 associations to the contact (type 194) and company (182). Idempotent through a
 custom call property (`id_property`, default `cti_call_id`, created once in the
-portal; see docs/salesforce.md's HubSpot note): search it first, PATCH if found.
+portal; see docs/salesforce.md's HubSpot note): search it first, PATCH if found. A
+create whose answer was lost is not replayed (the next push searches first), and an
+update keeps hs_timestamp and an attached transcript.
 """
 
 from __future__ import annotations
@@ -146,8 +148,8 @@ class HubSpotConnector(RemoteConnector):
         self._refresh_token = body.get("refresh_token") or self._refresh_token
         return str(body["access_token"])
 
-    async def _api(self, method: str, path: str, **kw: Any) -> Any:
-        _, body = await self.http.request(method, f"{self.base}{path}", **kw)
+    async def _api(self, method: str, path: str, *, replay: bool = True, **kw: Any) -> Any:
+        _, body = await self.http.request(method, f"{self.base}{path}", replay=replay, **kw)
         return body
 
     # ---------------------------------------------------------------- lookup
@@ -244,19 +246,17 @@ class HubSpotConnector(RemoteConnector):
         if activity.crm_ref:
             # known id: no search (HubSpot's search index lags a few seconds behind writes)
             try:
-                await self._api(
-                    "PATCH",
-                    f"/crm/v3/objects/calls/{activity.crm_ref}",
-                    json={"properties": {k: v for k, v in props.items() if k != "hs_timestamp"}},
+                page = await self._api(
+                    "GET", f"/crm/v3/objects/calls/{activity.crm_ref}", params={"properties": "hs_call_body"}
                 )
+                await self._update_call(activity.crm_ref, props, (page or {}).get("properties") or {})
                 return activity.crm_ref
             except CrmError as exc:
                 if isinstance(exc, CrmUnavailable) or ": 404 " not in str(exc):
                     raise
         found = await self._call_id(activity.call_id)
         if found:
-            props.pop("hs_timestamp")  # keep when the call happened
-            await self._api("PATCH", f"/crm/v3/objects/calls/{found[0]}", json={"properties": props})
+            await self._update_call(found[0], props, found[1])
             return found[0]
         assoc = []
         if activity.contact_id:
@@ -273,10 +273,21 @@ class HubSpotConnector(RemoteConnector):
                     "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": CALL_TO_COMPANY}],
                 }
             )
-        body = await self._api("POST", "/crm/v3/objects/calls", json={"properties": props, "associations": assoc})
+        body = await self._api(
+            "POST", "/crm/v3/objects/calls", json={"properties": props, "associations": assoc}, replay=False
+        )
         if not isinstance(body, dict) or not body.get("id"):
             raise CrmError("hubspot: call engagement not created")
         return str(body["id"])
+
+    async def _update_call(self, hs_id: str, props: dict[str, Any], old: dict[str, Any]) -> None:
+        """PATCH an engagement, keeping when the call happened and a transcript attached since the
+        last push (the wrap-up often comes after the transcription)."""
+        props = {k: v for k, v in props.items() if k != "hs_timestamp"}
+        old_body = str(old.get("hs_call_body") or "")
+        if TRANSCRIPT_MARK in old_body:
+            props["hs_call_body"] = str(props.get("hs_call_body") or "") + old_body[old_body.index(TRANSCRIPT_MARK) :]
+        await self._api("PATCH", f"/crm/v3/objects/calls/{hs_id}", json={"properties": props})
 
     async def log_transcript(self, call_id: str, transcript_text: str, summary: dict[str, Any] | None) -> str | None:
         found = await self._call_id(call_id)

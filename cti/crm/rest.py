@@ -102,8 +102,13 @@ class RestClient:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         authenticated: bool = True,
+        replay: bool = True,
     ) -> tuple[int, Any]:
-        """(status, parsed body) of a 2xx answer; raises CrmError / CrmUnavailable / CrmAuthError."""
+        """(status, parsed body) of a 2xx answer; raises CrmError / CrmUnavailable / CrmAuthError.
+
+        `replay=False` for a request that is not idempotent (creating a record): one whose answer
+        was lost (timeout, dropped connection, 5xx) may have been carried out, so it is not sent
+        again; only a refusal before any work (429, 503, 401 then a new token) is retried."""
         refreshed = False
         attempt = 0
         while True:
@@ -118,7 +123,7 @@ class RestClient:
                     retry_after = resp.headers.get("Retry-After")
                     text = await resp.text()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                if attempt >= self.max_retries:
+                if attempt >= self.max_retries or not replay:
                     raise CrmUnavailable(f"{self.name}: {method} {_path(url)}: {type(exc).__name__} {exc}") from None
                 attempt += 1
                 await self.sleep(self.backoff_s * 2 ** (attempt - 1))
@@ -137,7 +142,8 @@ class RestClient:
                 wait = retry_after_s(retry_after)
                 if wait is None:
                     wait = self.backoff_s * 2**attempt
-                if attempt >= self.max_retries or wait > self.max_wait_s:
+                maybe_done = status not in (429, 503)
+                if attempt >= self.max_retries or wait > self.max_wait_s or (maybe_done and not replay):
                     raise CrmUnavailable(
                         f"{self.name}: {method} {_path(url)}: {status} {error_message(body)}"
                         + (f" (retry after {wait:.0f} s)" if status == 429 else "")

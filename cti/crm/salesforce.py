@@ -12,7 +12,12 @@ Contact(...), Account(...), Lead(...)`, then each hit is re-checked in E.164.
 Activity: a Task (TaskSubtype Call) with CallType, CallDurationInSeconds,
 CallObject = our call id, CallDisposition, Subject, Description, WhoId/WhatId.
 Idempotent: the Task is looked up by CallObject first (SOQL) and updated (PATCH) if
-it exists; a per-call lock stops two concurrent pushes from both inserting.
+it exists; a per-call lock stops two concurrent pushes from both inserting, and an
+insert whose answer was lost is not replayed (the next push finds it by CallObject).
+An update leaves out TaskSubtype (insert-only) and keeps an attached transcript.
+
+Errors: 403 REQUEST_LIMIT_EXCEEDED (API allocation spent) and UNABLE_TO_LOCK_ROW are
+`CrmUnavailable` (retry later), not refusals.
 
 Options ([crm] with type = "salesforce"): instance_url, login_url, client_id,
 client_secret(_env), username, password(_env), refresh_token(_env), api_version,
@@ -42,14 +47,23 @@ CONTACT_FIELDS = [
     "Title",
     "Phone",
     "MobilePhone",
+    "HomePhone",
+    "OtherPhone",
     "AccountId",
     "Account.Name",
     "OwnerId",
 ]
 ACCOUNT_FIELDS = ["Id", "Name", "Phone", "OwnerId"]
 LEAD_FIELDS = ["Id", "FirstName", "LastName", "Name", "Email", "Title", "Phone", "MobilePhone", "Company", "OwnerId"]
+# SOSL's IN PHONE FIELDS finds a number in any of these: the E.164 re-check must read them all
+PHONE_FIELDS = ("Phone", "MobilePhone", "HomePhone", "OtherPhone")
 _SOQL_SAFE = re.compile(r"^[\w\-:.]+$")
 TRANSCRIPT_MARK = "\n\n--- Transcript ---\n"
+# Task fields Salesforce takes on insert only (no Update property): a PATCH with one is refused
+CREATE_ONLY = frozenset({"TaskSubtype"})
+# refusals that pass: the org's API allocation or concurrent-request limit is spent (403), a row
+# lock held by another transaction (400); the same request succeeds later
+TRANSIENT_CODES = ("REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW")
 
 
 def _get(record: dict[str, Any], path: str) -> Any:
@@ -161,10 +175,19 @@ class SalesforceConnector(RemoteConnector):
             self.instance_url = str(body["instance_url"]).rstrip("/")
         return str(body["access_token"])
 
-    async def _api(self, method: str, path: str, **kw: Any) -> Any:
+    async def _api(self, method: str, path: str, *, replay: bool = True, **kw: Any) -> Any:
         if self.instance_url is None:
             await self.tokens.headers(force=False)  # the token answer tells the instance
-        _, body = await self.http.request(method, f"{self.instance_url}/services/data/v{self.version}{path}", **kw)
+        if self.instance_url is None:
+            raise CrmError("salesforce: instance_url is needed with a static access_token (no token answer tells it)")
+        try:
+            _, body = await self.http.request(
+                method, f"{self.instance_url}/services/data/v{self.version}{path}", replay=replay, **kw
+            )
+        except CrmError as exc:
+            if type(exc) is CrmError and any(code in str(exc) for code in TRANSIENT_CODES):
+                raise CrmUnavailable(str(exc)) from None
+            raise
         return body
 
     # ---------------------------------------------------------------- lookup
@@ -184,7 +207,7 @@ class SalesforceConnector(RemoteConnector):
         out: list[Contact] = []
         for r in records:
             kind = str((r.get("attributes") or {}).get("type", "")).lower()
-            phones = [p for p in (r.get("Phone"), r.get("MobilePhone")) if p]
+            phones = [r[f] for f in PHONE_FIELDS if r.get(f)]
             if not any(same_number(p, e164, self.region) for p in phones):
                 continue
             out.append(self._contact(kind, r, e164))
@@ -255,19 +278,30 @@ class SalesforceConnector(RemoteConnector):
         fields = task_fields(activity)
         if activity.crm_ref and activity.crm_ref.startswith("00T"):
             try:
-                await self._api("PATCH", f"/sobjects/Task/{activity.crm_ref}", json=fields)
+                await self._update_task(activity.crm_ref, fields)
                 return activity.crm_ref
             except CrmError as exc:
                 if isinstance(exc, CrmUnavailable) or ": 404 " not in str(exc):
                     raise  # a deleted Task (404) is looked up / created again below
         existing = await self._task_id(activity.call_id)
         if existing:
-            await self._api("PATCH", f"/sobjects/Task/{existing}", json=fields)
+            await self._update_task(existing, fields)
             return existing
-        body = await self._api("POST", "/sobjects/Task", json=fields)
+        body = await self._api("POST", "/sobjects/Task", json=fields, replay=False)
         if not isinstance(body, dict) or not body.get("id"):
             raise CrmError(f"salesforce: Task not created: {error_message(body)}")
         return str(body["id"])
+
+    async def _update_task(self, task_id: str, fields: dict[str, Any]) -> None:
+        """PATCH without the insert-only fields, keeping a transcript attached since the last push
+        (the wrap-up often comes after the transcription)."""
+        fields = {k: v for k, v in fields.items() if k not in CREATE_ONLY}
+        task = await self._api("GET", f"/sobjects/Task/{task_id}", params={"fields": "Description"})
+        old = str((task or {}).get("Description") or "")
+        if TRANSCRIPT_MARK in old:
+            transcript = old[old.index(TRANSCRIPT_MARK) :]
+            fields["Description"] = (str(fields.get("Description") or "") + transcript)[:32000]
+        await self._api("PATCH", f"/sobjects/Task/{task_id}", json=fields)
 
     async def log_transcript(self, call_id: str, transcript_text: str, summary: dict[str, Any] | None) -> str | None:
         task_id = await self._task_id(call_id)

@@ -7,6 +7,7 @@ token issued) and can be told to expire tokens, throttle (429 + Retry-After) or 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -77,6 +78,11 @@ class FakeSalesforce(_Base):
         "Priority",
     }
 
+    # every phone-typed field of Contact, Lead, Account: SOSL's IN PHONE FIELDS searches them all
+    PHONE_FIELDS = ("Phone", "MobilePhone", "HomePhone", "OtherPhone", "AssistantPhone", "Fax")
+    # createable but not updateable (Task object reference: no Update property)
+    CREATE_ONLY = {"TaskSubtype"}
+
     def __init__(self, client_id: str = "cid", client_secret: str = "secret") -> None:
         super().__init__()
         self.client_id, self.client_secret = client_id, client_secret
@@ -86,6 +92,9 @@ class FakeSalesforce(_Base):
         self.tasks: dict[str, dict[str, Any]] = {}
         self.searches: list[str] = []
         self.base_url = ""
+        self.over_limit = False  # the org's API request allocation is spent (403 REQUEST_LIMIT_EXCEEDED)
+        self.locked_rows = 0  # the next N Task writes meet a row lock (UNABLE_TO_LOCK_ROW)
+        self.create_delay_s = 0.0  # the Task insert commits, then the answer is this late
 
     def add(self, sobject: str, **fields: Any) -> str:
         prefix = {"Contact": "003", "Account": "001", "Lead": "00Q"}[sobject]
@@ -117,6 +126,11 @@ class FakeSalesforce(_Base):
             if self.fail_with:
                 return web.json_response(
                     [{"message": "Service Unavailable", "errorCode": "SERVER_UNAVAILABLE"}], status=self.fail_with
+                )
+            if self.over_limit:
+                # Salesforce answers a spent allocation with 403, not 429
+                return web.json_response(
+                    [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}], status=403
                 )
             limited = self._throttled(
                 [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
@@ -201,7 +215,7 @@ class FakeSalesforce(_Base):
         for obj, flds in re.findall(r"(\w+)\(([^)]*)\)", m.group(2)):
             fields = [f.strip() for f in flds.split(",")]
             for rec in self.records.get(obj, []):
-                nums = [_digits(rec.get("Phone")), _digits(rec.get("MobilePhone"))]
+                nums = [_digits(rec.get(f)) for f in self.PHONE_FIELDS]
                 # Salesforce phone search ignores formatting; a term matches a number ending with it
                 if any(n and len(t) >= 7 and (n == t or n.endswith(t)) for n in nums for t in terms):
                     results.append(self._project(obj, rec, fields))
@@ -239,13 +253,30 @@ class FakeSalesforce(_Base):
             )
         return None
 
+    def _lock_busy(self) -> web.Response | None:
+        if self.locked_rows:
+            self.locked_rows -= 1
+            return web.json_response(
+                [
+                    {
+                        "message": "unable to obtain exclusive access to this record",
+                        "errorCode": "UNABLE_TO_LOCK_ROW",
+                        "fields": [],
+                    }
+                ],
+                status=400,
+            )
+        return None
+
     async def create_task(self, request: web.Request) -> web.Response:
         body = await request.json()
-        bad = self._bad_fields(body)
+        bad = self._bad_fields(body) or self._lock_busy()
         if bad:
             return bad
         tid = f"00T{next(self._ids):015d}"
         self.tasks[tid] = dict(body)
+        if self.create_delay_s:
+            await asyncio.sleep(self.create_delay_s)  # committed; the client may give up waiting
         return web.json_response({"id": tid, "success": True, "errors": []}, status=201)
 
     async def update_task(self, request: web.Request) -> web.Response:
@@ -255,11 +286,27 @@ class FakeSalesforce(_Base):
                 [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}], status=404
             )
         body = await request.json()
-        bad = self._bad_fields(body)
+        bad = self._bad_fields(body) or self._create_only(body) or self._lock_busy()
         if bad:
             return bad
         self.tasks[tid].update(body)
         return web.Response(status=204)
+
+    def _create_only(self, body: dict[str, Any]) -> web.Response | None:
+        stuck = sorted(self.CREATE_ONLY & set(body))
+        if stuck:
+            return web.json_response(
+                [
+                    {
+                        "message": f"Unable to create/update fields: {', '.join(stuck)}. Please check the security "
+                        "settings of this field and verify that it is read/write for your profile or permission set.",
+                        "errorCode": "INVALID_FIELD_FOR_INSERT_UPDATE",
+                        "fields": stuck,
+                    }
+                ],
+                status=400,
+            )
+        return None
 
     async def get_task(self, request: web.Request) -> web.Response:
         tid = request.match_info["id"]
@@ -325,6 +372,7 @@ class FakeHubSpot(_Base):
         }
         self.client_id, self.client_secret, self.refresh_token = "hcid", "hsecret", "hrt-1"
         self.search_bodies: list[dict[str, Any]] = []
+        self.create_delay_s = 0.0  # the engagement is created, then the answer is this late
 
     def add_contact(self, **props: Any) -> str:
         cid = str(100 + next(self._ids))
@@ -343,6 +391,7 @@ class FakeHubSpot(_Base):
         app.router.add_post("/crm/v3/objects/calls", self.create_call)
         app.router.add_post("/crm/v3/objects/calls/search", self.search_calls)
         app.router.add_patch("/crm/v3/objects/calls/{id}", self.update_call)
+        app.router.add_get("/crm/v3/objects/calls/{id}", self.get_call)
         return app
 
     @web.middleware
@@ -490,6 +539,8 @@ class FakeHubSpot(_Base):
         cid = str(9000 + next(self._ids))
         self.calls[cid] = {"id": cid, "properties": dict(props)}
         self.associations[cid] = list(body.get("associations") or [])
+        if self.create_delay_s:
+            await asyncio.sleep(self.create_delay_s)  # created; the client may give up waiting
         return web.json_response({"id": cid, "properties": props, "archived": False}, status=201)
 
     async def search_calls(self, request: web.Request) -> web.Response:
@@ -499,6 +550,18 @@ class FakeHubSpot(_Base):
             return bad
         hits = [c for c in self.calls.values() if self._match(c["properties"], body.get("filterGroups") or [])]
         return web.json_response(self._page(hits, body))
+
+    async def get_call(self, request: web.Request) -> web.Response:
+        cid = request.match_info["id"]
+        if cid not in self.calls:
+            return web.json_response(
+                {"status": "error", "message": "resource not found", "category": "OBJECT_NOT_FOUND"}, status=404
+            )
+        wanted = [p for p in request.query.get("properties", "").split(",") if p]
+        props = self.calls[cid]["properties"]
+        return web.json_response(
+            {"id": cid, "properties": {**{p: props.get(p) for p in wanted}, "hs_object_id": cid}, "archived": False}
+        )
 
     async def update_call(self, request: web.Request) -> web.Response:
         cid = request.match_info["id"]

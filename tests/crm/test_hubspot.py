@@ -148,3 +148,34 @@ async def test_known_crm_ref_updates_without_searching_and_survives_a_deleted_en
     finally:
         await crm.close()
     assert new != ref and list(hs.calls) == [new]
+
+
+async def test_lost_create_answer_is_not_replayed_into_a_second_engagement(hs):
+    """The engagement was created but its answer came too late: a blind replay would make a
+    second one; the next push finds the first by our call-id property instead."""
+    crm = connector(hs, access_token=hs.give_token(), timeout_s=0.2)
+    try:
+        hs.create_delay_s = 1.0
+        with pytest.raises(CrmUnavailable):
+            await crm.log_activity(act())
+        hs.create_delay_s = 0.0
+        ref = await crm.log_activity(act())
+    finally:
+        await crm.close()
+    assert list(hs.calls) == [ref]
+
+
+async def test_update_after_the_transcript_keeps_the_transcript(hs):
+    from dataclasses import replace
+
+    crm = connector(hs, access_token=hs.give_token())
+    try:
+        ref = await crm.log_activity(act())
+        await crm.log_transcript("call-1", "Agent: hello.", None)
+        await crm.log_activity(act(notes="Wrap-up typed late"))  # found by search
+        await crm.log_activity(replace(act(notes="Wrap-up edited"), crm_ref=ref))  # known id
+    finally:
+        await crm.close()
+    body = hs.calls[ref]["properties"]["hs_call_body"]
+    assert "Wrap-up edited" in body and "typed late" not in body
+    assert body.count("Transcript") == 1 and body.endswith("Agent: hello.</p>")

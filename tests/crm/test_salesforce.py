@@ -221,3 +221,96 @@ async def test_known_task_id_is_patched_directly(sf):
         await crm.close()
     assert sum(1 for _, p in sf.requests if p.endswith("/query")) == queries
     assert sf.tasks[tid]["Description"].startswith("updated")
+
+
+async def test_task_update_leaves_create_only_fields_alone(sf):
+    """TaskSubtype can be set on insert only: a PATCH carrying it is refused."""
+    crm = connector(sf)
+    try:
+        tid = await crm.log_activity(activity())
+        assert await crm.log_activity(activity(disposition="follow_up")) == tid
+    finally:
+        await crm.close()
+    assert sf.tasks[tid]["TaskSubtype"] == "Call" and sf.tasks[tid]["CallDisposition"] == "follow_up"
+
+
+async def test_spent_api_allocation_is_retry_later_not_a_refusal(sf):
+    """Salesforce says 403 REQUEST_LIMIT_EXCEEDED when the org's allocation is spent."""
+    crm = connector(sf)
+    try:
+        await crm.lookup("+33612345678")
+        sf.over_limit = True
+        with pytest.raises(CrmUnavailable, match="REQUEST_LIMIT_EXCEEDED"):
+            await crm.log_activity(activity())
+        sf.over_limit = False
+        tid = await crm.log_activity(activity())
+    finally:
+        await crm.close()
+    assert list(sf.tasks) == [tid]
+
+
+async def test_row_lock_is_retry_later(sf):
+    crm = connector(sf)
+    try:
+        sf.locked_rows = 1
+        with pytest.raises(CrmUnavailable, match="UNABLE_TO_LOCK_ROW"):
+            await crm.log_activity(activity())
+        tid = await crm.log_activity(activity())
+    finally:
+        await crm.close()
+    assert list(sf.tasks) == [tid]
+
+
+async def test_contact_found_by_home_or_other_phone(sf):
+    sf.add("Contact", FirstName="Home", LastName="Only", Name="Home Only", HomePhone="04 72 00 00 01")
+    sf.add("Contact", FirstName="Other", LastName="Line", Name="Other Line", Phone=None, OtherPhone="+33 4 72 00 00 02")
+    crm = connector(sf)
+    try:
+        (home,) = await crm.lookup("+33472000001")
+        (other,) = await crm.lookup("+33472000002")
+    finally:
+        await crm.close()
+    assert home.name == "Home Only" and other.name == "Other Line"
+
+
+async def test_lost_create_answer_is_not_replayed_into_a_second_task(sf):
+    """The insert committed but its answer came too late: a blind replay would make a second
+    Task; the next push finds the first by CallObject instead."""
+    crm = connector(sf, timeout_s=0.2)
+    try:
+        await crm.lookup("+33612345678")  # token first: only the insert is slow
+        sf.create_delay_s = 1.0
+        with pytest.raises(CrmUnavailable):
+            await crm.log_activity(activity())
+        sf.create_delay_s = 0.0
+        tid = await crm.log_activity(activity())
+    finally:
+        await crm.close()
+    assert list(sf.tasks) == [tid]
+
+
+async def test_update_after_the_transcript_keeps_the_transcript(sf):
+    from dataclasses import replace
+
+    crm = connector(sf)
+    try:
+        tid = await crm.log_activity(activity())
+        await crm.log_transcript("call-1", "Agent: hello.", None)
+        await crm.log_activity(activity(notes="Wrap-up typed late"))  # found by CallObject
+        await crm.log_activity(replace(activity(notes="Wrap-up edited"), crm_ref=tid))  # known id
+    finally:
+        await crm.close()
+    desc = sf.tasks[tid]["Description"]
+    assert desc.startswith("Wrap-up edited") and desc.count("--- Transcript ---") == 1
+    assert desc.endswith("Agent: hello.")
+
+
+async def test_static_token_without_instance_url_is_a_clear_error(sf):
+    from cti.crm.base import CrmError
+
+    crm = SalesforceConnector({"access_token": "00Dx!static"})
+    try:
+        with pytest.raises(CrmError, match="instance_url"):
+            await crm.lookup("+33612345678")
+    finally:
+        await crm.close()
