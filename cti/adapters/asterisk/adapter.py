@@ -285,10 +285,7 @@ class AsteriskAdapter:
                 if resp.status == 404 and ok404:
                     return None
                 if resp.status >= 400:
-                    text = (await resp.text())[:200]
-                    if resp.status == 404:
-                        raise CallNotFound(f"{req.method} {req.path}: {text}")
-                    raise AdapterError(f"ARI {req.method} {req.path} -> {resp.status}: {text}")
+                    raise _rest_error(req, resp.status, await resp.read())
                 if resp.content_type == "application/json":
                     return await resp.json()
                 return await resp.read()
@@ -464,18 +461,44 @@ class AsteriskAdapter:
             # its StasisStart again: the resync already handled it (the event raced the
             # resync), or it was delivered twice. Hanging up would drop the connected agent.
             return
-        if call.agent_leg is not None or call.customer is None:
-            await self._quiet(wire.hangup(leg_id))  # ring-all: somebody else was first
+        if call.agent_leg is not None or call.customer is None or leg_id in call.released:
+            # ring-all: somebody else was first (or this leg already failed to be bridged)
+            await self._quiet(wire.hangup(leg_id))
             return
+        previous_agent = call.agent
         call.agent_leg = leg_id
         call.agent = call.ringing_legs.get(leg_id, call.agent)
         bridge = call.bridge or f"cti-b-{call.pcid}"
         call.bridge = bridge
-        await self._rest(wire.answer(call.customer))
-        await self._rest(wire.create_bridge(bridge))
-        await self._rest(wire.add_channel(bridge, call.customer, leg_id))
+        try:
+            await self._rest(wire.answer(call.customer))
+            await self._rest(wire.create_bridge(bridge))
+            await self._rest(wire.add_channel(bridge, call.customer, leg_id))
+        except AdapterError as exc:
+            await self._agent_not_bridged(call, leg_id, previous_agent, exc)
+            return
         for other in [c for c in call.ringing_legs if c != leg_id]:
             await self._quiet(wire.hangup(other, "normal"))
+
+    async def _agent_not_bridged(self, call: _Call, leg_id: str, previous_agent: str | None,
+                                 exc: AdapterError) -> None:
+        """The agent picked up but answering the customer or bridging them failed. Left alone,
+        the agent would sit on a silent line until the caller hangs up, and the call would
+        look connected to nobody. So the agent's leg is let go and reported as an offer that
+        failed (no_answer, like an originate that failed): the router offers the call again,
+        the customer keeps waiting, and other ring-all legs go on ringing. No retry: a refusal
+        (404/409/500) would come again, and after a dropped connection the resync takes over."""
+        agent = call.ringing_legs.get(leg_id)
+        log.warning("ari_agent_bridge_failed", provider=self.name, call=call.pcid, agent=agent,
+                    error=str(exc)[:200])
+        call.agent_leg, call.agent = None, previous_agent
+        bridge, call.bridge = call.bridge, None  # a next agent sets it up afresh
+        call.released.add(leg_id)  # its ChannelDestroyed is not another no_answer
+        self._emit(call, EventKind.NO_ANSWER, self._now(call), leg_id, agent=agent,
+                   data={"reason": "failed", "detail": str(exc)[:200]})
+        await self._quiet(wire.hangup(leg_id))
+        if bridge is not None:
+            await self._quiet(wire.destroy_bridge(bridge))
 
     async def _dial_customer(self, call: _Call) -> None:
         if call.customer is not None:
@@ -502,7 +525,7 @@ class AsteriskAdapter:
         if call is None or call.ended or bridge_id is None or bridge_id != call.bridge:
             return
         role = self._legs[channel_id][1]
-        if call.direction is Direction.INBOUND and role == "agent":
+        if call.direction is Direction.INBOUND and role == "agent" and channel_id == call.agent_leg:
             call.answered = True
             self._emit(call, EventKind.ANSWERED, at, agent=call.agent)
         elif call.direction is Direction.OUTBOUND and role == "customer":
@@ -1073,6 +1096,20 @@ class AsteriskAdapter:
             await self._teardown_monitor(mon, now)
             raise
         return CommandResult(provider_call_id=call.pcid, session_id=session)
+
+
+def _rest_error(req: wire.Request, status: int, body: bytes) -> AdapterError:
+    """The error for a refused request, with Asterisk's reason (not its JSON). Only a missing
+    channel is CallNotFound: callers take it for "the call is gone" (the router stops offering
+    it, the API answers 409); a missing bridge, recording or playback is not that."""
+    where = f"ARI {req.method} {req.path}"
+    reason = wire.error_text(body)
+    if status != 404:
+        return AdapterError(f"{where} -> {status}: {reason}")
+    what, ident = wire.addressed(req.path)
+    missing = f"{what} {ident!r}" if ident else what
+    message = f"{missing} not found ({where}: {reason})"
+    return CallNotFound(message) if what == "channel" else AdapterError(message)
 
 
 def _write(path: Path, body: bytes) -> None:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -313,6 +313,35 @@ def target_of(uri: str) -> tuple[str, str]:
     """`bridge:abc` -> ("bridge", "abc"); `channel:1.2` -> ("channel", "1.2")."""
     kind, _, ident = (uri or "").partition(":")
     return kind, ident
+
+
+# ---- REST errors -----------------------------------------------------------------------
+
+# what the first segment of a REST path addresses, for "... not found" errors
+_RESOURCES = {"channels": "channel", "bridges": "bridge", "playbacks": "playback", "endpoints": "endpoint",
+              "sounds": "sound", "deviceStates": "device state", "mailboxes": "mailbox"}
+
+
+def error_text(body: str | bytes) -> str:
+    """ARI's reason for a failed request: the `message` of its `{"message": ...}` body; any
+    other body (a proxy's HTML page, plain text) is cut to one short line."""
+    try:
+        obj = orjson.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("message"), str) and obj["message"]:
+        return obj["message"]
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return " ".join(text.split())[:200] or "no reason given"
+
+
+def addressed(path: str) -> tuple[str, str]:
+    """The resource a REST path names: `/bridges/b1/addChannel` -> ("bridge", "b1"),
+    `/recordings/live/r1/stop` -> ("recording", "r1"), `/channels` -> ("channel", "")."""
+    parts = [unquote(p) for p in path.strip("/").split("/")]
+    if parts[0] == "recordings":
+        return "recording", parts[2] if len(parts) > 2 else ""
+    return _RESOURCES.get(parts[0], parts[0] or "resource"), parts[1] if len(parts) > 1 else ""
 
 
 # ---- REST request builders (method, path, query params) ----------------------------

@@ -419,10 +419,16 @@ class TwilioAdapter:
         resource), 5xx and lost answers. A create (`POST .../Calls.json`, Participants,
         Recordings) whose answer is lost is not repeated: it may have happened, and a
         second one would ring the customer twice.
+
+        `path` is relative to the account (`Calls.json`), or a URI from a Twilio answer
+        (`next_page_uri`: `/2010-04-01/Accounts/AC.../Calls.json?...&PageToken=...`).
         """
         if self._session is None:
             raise AdapterError(f"twilio adapter {self.name} is not started")
-        url = f"{self._api}/{API_VERSION}/Accounts/{self._account}/{path}"
+        if path.startswith("/"):
+            url = self._api + path
+        else:
+            url = f"{self._api}/{API_VERSION}/Accounts/{self._account}/{path}"
         data = list(form.items()) if isinstance(form, Mapping) else form
         repeatable = method == "GET" or not path.endswith(("Calls.json", "Participants.json", "Recordings.json"))
         delay = 0.2
@@ -440,8 +446,8 @@ class TwilioAdapter:
                     if not retry or attempt == self._max_retries:
                         if resp.status == 404:
                             raise CallNotFound(f"twilio {path}: {message} (code {code})")
-                        raise AdapterError(f"twilio {method} {path} failed: HTTP {resp.status} {message}"
-                                           f" (code {code})")
+                        raise AdapterError(f"twilio {method} {path} failed: "
+                                           f"{_refusal(resp.status, code, message, resp.content_type)}")
                     wait = _retry_after(resp.headers.get("Retry-After"), delay)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 unsent = isinstance(exc, aiohttp.ClientConnectorError)
@@ -664,10 +670,11 @@ class TwilioAdapter:
         while True:
             active += [str(c["sid"]) for c in page.get("calls", []) if c.get("sid")]
             nxt = page.get("next_page_uri")
-            if not nxt or self._session is None:
+            if not nxt:
                 break
-            async with self._session.get(self._api + nxt) as resp:
-                page = await resp.json(content_type=None)
+            # through _rest like the first page: a 429 or a 5xx (often an HTML page) on page
+            # 2 is retried, then an error, never a silently short list of calls
+            page = await self._rest("GET", str(nxt))
         for sid, info in list(self._calls.items()):
             if info.ended or sid in active:
                 continue
@@ -695,6 +702,14 @@ def _multi(form: Mapping[str, str]) -> list[tuple[str, str]]:
         else:
             out.append((k, v))
     return out
+
+
+def _refusal(status: int, code: int | None, message: str, content_type: str) -> str:
+    """`HTTP 429 Too Many Requests (code 20429)`; an answer that is no Twilio error (the HTML
+    page of a load balancer in front of the API) is named by its type."""
+    if code is None and message == f"HTTP {status}":
+        return f"HTTP {status} ({content_type or 'empty'} answer, not a Twilio error)"
+    return f"HTTP {status} {message}" + (f" (code {code})" if code is not None else "")
 
 
 def _retry_after(raw: str | None, default: float) -> float:

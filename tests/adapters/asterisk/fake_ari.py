@@ -219,7 +219,8 @@ class FakeARI:
             self.emit("StasisStart", args=ch.app_args, channel=self._cj(ch))
 
     def fail(self, method: str, path_regex: str, status: int = 500) -> None:
-        """The next request matching (method, path) fails with `status`."""
+        """The next request matching (method, path) fails with `status` (0: the connection
+        drops before any answer)."""
         self.failures.append((method, re.compile(path_regex), status))
 
     def snoops(self) -> list[str]:
@@ -271,6 +272,9 @@ class FakeARI:
         for i, (m, rx, status) in enumerate(self.failures):
             if m == method and rx.search(path):
                 del self.failures[i]
+                if status == 0 and request.transport is not None:
+                    request.transport.abort()
+                    return web.Response(status=204)  # never reaches the client
                 return web.json_response({"message": "injected failure"}, status=status)
         q = request.query
         parts = path.strip("/").split("/")

@@ -13,6 +13,7 @@ from cti.adapters.base import (
     AdapterError,
     Answer,
     AttendedTransfer,
+    CallNotFound,
     Connect,
     Hold,
     Monitor,
@@ -330,3 +331,68 @@ async def test_application_taken_over_by_another_client_makes_the_adapter_not_re
             fake.emit("ApplicationReplaced")
             assert await eventually(lambda: not adapter.ready)
         assert [e for e in logs if e["event"] == "ari_application_replaced"]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("POST", r"^/channels/[^/]+/answer$", 500),          # answering the customer
+    ("POST", r"^/bridges/cti-b-[^/]+$", 409),             # creating the bridge
+    ("POST", r"^/bridges/cti-b-[^/]+/addChannel$", 404),  # bridging the two
+    ("POST", r"^/bridges/cti-b-[^/]+/addChannel$", 0),    # the connection drops
+])
+async def test_agent_who_cannot_be_bridged_is_released_and_the_call_offered_again(
+        method: str, path: str, status: int) -> None:
+    """An agent picked up but the customer could not be answered or bridged: the agent must
+    not sit on a dead line; the offer is reported failed and the next agent gets the call."""
+    async with running() as (fake, adapter, col):
+        ch = fake.incoming("0612345678", "0170000100")
+        q = await col.kind(EventKind.QUEUED)
+        fake.fail(method, path, status)
+        with capture_logs() as logs:
+            await adapter.execute(Connect(ch, (("alice", "PJSIP/alice"),)))
+            failed = await col.kind(EventKind.NO_ANSWER, q.call_id)
+        assert failed.agent == "alice" and failed.data["reason"] == "failed"
+        assert [e for e in logs if e["event"] == "ari_agent_bridge_failed"]
+        assert await eventually(lambda: not [c for c in fake.channels if c.startswith("cti-a-")]
+                                and not fake.bridges), "the agent's leg and the bridge are gone"
+        assert ch in fake.channels, "the customer waits"
+        await adapter.execute(Connect(ch, (("sam", "PJSIP/sam"),)))  # the router's next offer
+        answered = await col.kind(EventKind.ANSWERED, q.call_id)
+        assert answered.agent == "sam" and len(fake.bridges[f"cti-b-{ch}"]) == 2
+        fake.hangup(ch)
+        assert (await col.kind(EventKind.ENDED, q.call_id)).data["cause"] == "normal"
+        kinds = [s[0] for s in normalize(col.of(q.call_id))]
+        assert kinds.count("no_answer") == 1 and kinds.count("answered") == 1
+
+
+async def test_ring_all_goes_on_ringing_when_the_first_agent_cannot_be_bridged() -> None:
+    async with running() as (fake, adapter, col):
+        ch = fake.incoming("0612345678", "0170000100")
+        q = await col.kind(EventKind.QUEUED)
+        fake.endpoints["PJSIP/bob"] = Behaviour("manual")
+        fake.fail("POST", r"^/bridges/cti-b-[^/]+/addChannel$", 500)
+        await adapter.execute(Connect(ch, (("alice", "PJSIP/alice"), ("bob", "PJSIP/bob"))))
+        assert (await col.kind(EventKind.NO_ANSWER, q.call_id)).agent == "alice"
+        bob = next(leg for leg, agent in adapter._calls[ch].ringing_legs.items() if agent == "bob")
+        assert bob in fake.channels, "bob's phone still rings"
+        fake.answer(bob)
+        answered = await col.kind(EventKind.ANSWERED, q.call_id)
+        assert answered.agent == "bob" and fake.bridges[f"cti-b-{ch}"] == [ch, bob]
+
+
+async def test_a_missing_recording_is_not_a_missing_call_and_errors_carry_asterisks_reason() -> None:
+    async with running() as (fake, adapter, col):
+        ch, call_id = await _answered(fake, adapter, col)
+        name = (await adapter.execute(Record(ch, "start"))).detail["recording"]
+        await col.kind(EventKind.RECORDING_STARTED, call_id)
+        del fake.live[name]  # Asterisk lost it (its disk filled up, say)
+        with pytest.raises(AdapterError) as lost:
+            await adapter.execute(Record(ch, "pause"))
+        assert not isinstance(lost.value, CallNotFound)
+        assert str(lost.value) == (f"recording {name!r} not found "
+                                   f"(ARI POST /recordings/live/{name}/pause: Recording not found)")
+        fake.fail("POST", r"/hold$", 500)
+        with pytest.raises(AdapterError, match=r"-> 500: injected failure$"):
+            await adapter.execute(Hold(ch))
+        del fake.channels[ch]  # the customer's channel vanished without a word
+        with pytest.raises(CallNotFound, match=rf"^channel '{ch}' not found \(.*: Channel not found\)$"):
+            await adapter.execute(Hold(ch))

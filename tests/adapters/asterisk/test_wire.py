@@ -128,3 +128,24 @@ def test_events_and_channels_are_read_only() -> None:
     with pytest.raises(AttributeError):
         ev.channel.id = "x"  # type: ignore[misc, union-attr]
     assert ev.channel == wire.parse_channel(json.loads(_lines("inbound_full.jsonl")[0])["channel"])
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"message": "Bridge not found"}', "Bridge not found"),
+    (b"<html><body><h1>502 Bad Gateway</h1>\n</body></html>", "<html><body><h1>502 Bad Gateway</h1> </body></html>"),
+    (b'{"error": "x"}', '{"error": "x"}'),
+    (b"", "no reason given"),
+])
+def test_error_text_is_asterisks_message_not_its_json(body: bytes, reason: str) -> None:
+    assert wire.error_text(body) == reason
+
+
+@pytest.mark.parametrize(("path", "resource"), [
+    ("/channels/1763802000.1/answer", ("channel", "1763802000.1")),
+    ("/bridges/cti-b-1.2/addChannel", ("bridge", "cti-b-1.2")),
+    ("/recordings/live/cti-c%2F1-1/pause", ("recording", "cti-c/1-1")),
+    ("/recordings/stored/rec-1/file", ("recording", "rec-1")),
+    ("/channels", ("channel", "")),
+])
+def test_a_rest_path_names_the_resource_it_addresses(path: str, resource: tuple[str, str]) -> None:
+    assert wire.addressed(path) == resource

@@ -5,7 +5,8 @@ Modelled on Twilio's public docs (API version 2010-04-01):
   requests, JSON responses (snake_case resources), errors as
   `{"code", "message", "more_info", "status"}`: unknown resource 404 code 20404,
   rate limit 429 code 20429 (injected with `fail_next`).
-- Resources: Calls (create, fetch, update with Twiml/Url/Status, list by Status),
+- Resources: Calls (create, fetch, update with Twiml/Url/Status, list by Status, in pages of
+  `PageSize`, at most `max_page_size`, linked by `next_page_uri`),
   Conferences (list by FriendlyName and Status),
   Calls/{sid}/Recordings (create, update Status=paused|in-progress|stopped, `Twilio.CURRENT`),
   Conferences/{name or sid}/Participants (create, update by CallSid or label).
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import re
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -50,6 +52,17 @@ def _now_rfc2822() -> str:
 
 def _events(form: list[tuple[str, str]], key: str) -> tuple[str, ...]:
     return tuple(v for k, v in form if k == key) or ("completed",)
+
+
+def _failure(status: int, html: bool) -> web.Response:
+    if html:
+        return web.Response(status=status, content_type="text/html",
+                            text=f"<html><body><h1>{status} Internal Server Error</h1></body></html>")
+    resp = _error(status, 20429 if status == 429 else 20500,
+                  "Too Many Requests" if status == 429 else "Service Unavailable")
+    if status == 429:
+        resp.headers["Retry-After"] = "0"
+    return resp
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
@@ -102,6 +115,8 @@ class FakeTwilio:
         self.conference_sids: dict[str, str] = {}
         self.requests: list[tuple[str, str, list[tuple[str, str]]]] = []
         self.fail_next: list[tuple[int, int]] = []                # (HTTP status, Twilio code)
+        self.failures: list[tuple[re.Pattern[str], int, bool]] = []  # see `fail`
+        self.max_page_size = 1000                                 # Twilio's cap on PageSize
         self.voice_url: str | None = None                       # the number's VoiceUrl
         self.status_url: str | None = None                      # the number's StatusCallback
         self.webhook_results: list[tuple[str, int, str]] = []
@@ -155,6 +170,10 @@ class FakeTwilio:
             return _error(404, 20404, "The requested resource was not found")
         form = list(parse_qsl(await request.text(), keep_blank_values=True))
         self.requests.append((request.method, request.path, form))
+        for i, (pattern, status, html) in enumerate(self.failures):
+            if pattern.search(f"{request.method} {request.path_qs}"):
+                del self.failures[i]
+                return _failure(status, html)
         if self.fail_next:
             status, code = self.fail_next.pop(0)
             resp = _error(status, code, "Too Many Requests" if status == 429 else "Service Unavailable")
@@ -163,6 +182,12 @@ class FakeTwilio:
             return resp
         request[FORM] = form
         return await handler(request)
+
+    def fail(self, pattern: str, status: int, *, html: bool = False) -> None:
+        """The next request whose `METHOD /path?query` matches `pattern` fails with `status`: a
+        Twilio error (429 with Retry-After: 0), or with `html` the HTML page that the load
+        balancers in front of the API serve for a 5xx."""
+        self.failures.append((re.compile(pattern), status, html))
 
     def _call(self, request: web.Request) -> FakeCall | None:
         return self.calls.get(request.match_info["sid"])
@@ -185,8 +210,17 @@ class FakeTwilio:
     async def _list_calls(self, request: web.Request) -> web.Response:
         status = request.query.get("Status")
         calls = [c.resource(self.account_sid) for c in self.calls.values() if status in (None, c.status)]
-        return web.json_response({"calls": calls, "page": 0, "page_size": 50, "next_page_uri": None,
-                                  "first_page_uri": request.path_qs, "previous_page_uri": None})
+        size = min(int(request.query.get("PageSize", 50)), self.max_page_size)
+        page = int(request.query.get("Page", 0))
+        start = page * size
+        nxt = None
+        if start + size < len(calls):  # Twilio links the next page with a token (the last sid)
+            query = {**({"Status": status} if status else {}), "PageSize": str(size),
+                     "Page": str(page + 1), "PageToken": "PA" + calls[start + size - 1]["sid"]}
+            nxt = f"{request.path}?{urlencode(query)}"
+        return web.json_response({"calls": calls[start:start + size], "page": page, "page_size": size,
+                                  "next_page_uri": nxt, "first_page_uri": request.path_qs,
+                                  "previous_page_uri": None})
 
     async def _fetch_call(self, request: web.Request) -> web.Response:
         call = self._call(request)

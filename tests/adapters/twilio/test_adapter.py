@@ -179,6 +179,35 @@ async def test_resync_closes_calls_that_ended_during_a_gap() -> None:
         assert all(e.kind is not EventKind.ENDED for e in env.of_call(other))
 
 
+async def _in_progress_calls(env, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+    env.fake.max_page_size = 2  # so that n > 2 calls take more than one page
+    return [(await env.fake.inbound(f"+3360000000{i}", QUEUE_NUMBER))[0] for i in range(n)]
+
+
+async def test_resync_retries_a_rate_limited_then_failing_later_page() -> None:
+    """Pages after the first are fetched like any REST call: a 429 then an HTML 500 on page 2
+    are retried, and no call in progress is missed."""
+    async with twilio_env() as env:
+        sids = await _in_progress_calls(env, 3)
+        before = len(env.fake.requests)
+        env.fake.fail(r"^GET /.*/Calls\.json\?.*Page=1", 429)
+        env.fake.fail(r"^GET /.*/Calls\.json\?.*Page=1", 500, html=True)
+        assert await env.adapter.resync() == sids
+        assert env.adapter.counters["rest_retry"] == 2
+        pages = [p for m, p, _ in env.fake.requests[before:] if m == "GET" and p.endswith("/Calls.json")]
+        assert len(pages) == 4  # page 1, then page 2 three times
+
+
+async def test_resync_page_that_keeps_failing_is_a_clear_adapter_error() -> None:
+    async with twilio_env(max_retries=1) as env:
+        await _in_progress_calls(env, 3)
+        for _ in range(2):
+            env.fake.fail(r"^GET /.*/Calls\.json\?.*Page=1", 502, html=True)
+        with pytest.raises(AdapterError, match=r"twilio GET /2010-04-01/Accounts/AC0+/Calls\.json\?.*"
+                                               r"failed: HTTP 502 \(text/html answer, not a Twilio error\)$"):
+            await env.adapter.resync()
+
+
 async def test_routes_mount_inside_another_app() -> None:
     from aiohttp import web
 
