@@ -53,6 +53,17 @@ pyVoIP 1.6.8 problems and how this module works around them:
 - Its receive loop starts 1 s after `start()` (a `Timer(1, ...)`): `ready` waits for it.
 - Its ACK to a 2xx goes to the To URI without the Record-Route set (a proxy drops it):
   we replace its 200 handler and send a routable ACK (`wire.ack_for_2xx`).
+- Its digest authentication (RFC 3261 22, RFC 2617) fails against strict registrars and
+  any proxy: its INVITE answers a 401 only (a 407, the usual challenge of proxies, PBXs and
+  trunks, or a 486 first left it blocked holding its receive lock), re-sends in the same
+  transaction (same branch and CSeq), and both INVITE and REGISTER use the digest uri
+  `sip:server;transport=UDP` instead of the Request-URI and ignore qop. We replace
+  `VoIPPhone.call` (`_call`: the receive loop reads the answers, `_invite_challenged` ACKs
+  the 401/407 and re-sends as a new transaction) and SIPClient's private REGISTER steps
+  (`_register`); the digest itself is computed in `wire` (MD5 or SHA-256, qop=auth with
+  cnonce/nc when offered). A second challenge after our credentials (unless stale=true)
+  is a refusal: Originate fails with "authentication refused", the line stays unregistered
+  (`counters["auth_refused"]`, `sip_auth_refused` in the log).
 - pyVoIP forgets a call whose callback thread has returned, so each inbound call's
   callback (started 1 s late) just lives until the call ends; the media loop runs in
   our own thread from the INVITE on.
@@ -140,6 +151,24 @@ class _LineCall:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+_AUTH_TRIES = 3  # answers to challenges per request: the first, then new nonces marked stale=true
+
+
+class _AuthRefused(AdapterError):
+    """The registrar or a proxy challenged our credentials again: wrong username or password."""
+
+
+@dataclass(eq=False)
+class _PendingInvite:
+    """One of our INVITEs until its final answer: what a challenge must be answered for."""
+
+    request: str                        # the INVITE last sent (the retry after a challenge)
+    uri: str                            # its Request-URI (the digest uri, the ACK's Request-URI)
+    tries: int = 0                      # challenges answered
+    refused: str | None = None          # why the credentials were refused
+    settled: threading.Event = field(default_factory=threading.Event)  # an answer that is no challenge
+
+
 def _disarm_call_finalizer() -> None:
     """Remove pyVoIP's `VoIPCall.__del__` (see the module docstring: it can deadlock thread
     starts when the garbage collector runs it inside threading's own lock)."""
@@ -219,6 +248,9 @@ class SipAdapter:
         self._calls: dict[str, _LineCall] = {}
         self._orphans: dict[str, list[tuple[str, wire.SipMessage]]] = {}
         self._phone: Any = None
+        self._invites: dict[str, _PendingInvite] = {}   # our INVITEs not finally answered, by Call-ID
+        self._nonce_uses: dict[str, int] = {}           # nc per server nonce (RFC 2617 3.2.2)
+        self._auth_error: str | None = None             # why the registrar refused our credentials
         self._registered = False
         self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -286,6 +318,11 @@ class SipAdapter:
         phone.sip.parse_message = lambda message: self._on_datagram(phone, original, message)
         phone.sip.recv = lambda: self._recv(phone)
         phone._callback_RESP_OK = lambda response: self._on_2xx(phone, response)
+        # digest authentication done our way (see the module docstring); the two REGISTER
+        # steps are name-mangled privates of SIPClient, called by its register()/deregister()
+        phone.call = lambda number: self._call(phone, number)
+        phone.sip._SIPClient__register = lambda: self._register(phone)
+        phone.sip._SIPClient__deregister = lambda: self._register(phone, deregister=True)
         return phone
 
     async def _supervise(self) -> None:
@@ -305,7 +342,7 @@ class SipAdapter:
                     await asyncio.sleep(0.05)
             except (TimeoutError, OSError, Exception) as exc:  # pyVoIP raises plain Exceptions too
                 log.warning("sip_register_failed", provider=self.name, registrar=self._registrar,
-                            error=repr(exc), retry_in=round(backoff, 2))
+                            error=self._auth_error or repr(exc), retry_in=round(backoff, 2))
                 await self._stop_phone()
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 30.0)
@@ -313,7 +350,7 @@ class SipAdapter:
             # pyVoIP starts its receive loop on a 1 s Timer after REGISTER: before that,
             # answers to our INVITEs would sit unread (the far end retransmits its 200)
             await asyncio.sleep(1.1)
-            self._registered = True
+            self._registered, self._auth_error = True, None
             backoff = 0.5
             if not first:
                 self.counters["reconnects"] += 1
@@ -380,6 +417,9 @@ class SipAdapter:
                 raise
             log.warning("sip_recv_failed", provider=self.name, error=repr(exc))
             return
+        self._handle_datagram(phone, raw)
+
+    def _handle_datagram(self, phone: Any, raw: bytes) -> None:
         if not raw.strip(b"\x00\r\n \t"):
             return  # keepalives: pyVoIP's four NULs, RFC 5626's CRLFs
         try:
@@ -426,12 +466,16 @@ class SipAdapter:
                 _, method = msg.cseq
             except wire.SipParseError:
                 method = ""
+            if method == "INVITE" and msg.status in (401, 407):
+                self._invite_challenged(phone, msg)
+                return None
             if method == "INVITE":
+                self._invite_progressed(msg)
                 if msg.status in (180, 183):
                     fact = "ringing"
                 elif 200 <= msg.status < 300:
                     fact = "answered"
-                elif msg.status >= 300 and msg.status not in (401, 407):
+                elif msg.status >= 300:
                     fact = "rejected"
                     if msg.status not in (404, 503):  # pyVoIP handles (and ACKs) only these two
                         self._rejected(phone, msg)
@@ -449,7 +493,7 @@ class SipAdapter:
             return  # REGISTER, BYE, CANCEL answers
         voip.answered(response)
         try:
-            ack = wire.ack_for_2xx(wire.parse(response.raw), "z9hG4bK" + os.urandom(8).hex())
+            ack = wire.ack_for_2xx(wire.parse(response.raw), _new_branch())
             phone.sip.out.sendto(ack.encode(), (phone.server, phone.port))
         except (wire.SipParseError, OSError) as exc:
             log.warning("sip_ack_failed", provider=self.name, error=repr(exc))
@@ -493,6 +537,188 @@ class SipAdapter:
         uri = uri or f"sip:{response.to_user or ''}@{phone.server}"
         with contextlib.suppress(OSError):
             phone.sip.out.sendto(wire.ack_for_failure(response, uri).encode(), (phone.server, phone.port))
+
+    # ---- digest authentication (pyVoIP threads) -----------------------------------------
+
+    def _call(self, phone: Any, number: str) -> Any:
+        """pyVoIP's `VoIPPhone.call` (and its `SIPClient.invite`), without their socket reads.
+
+        pyVoIP reads the answers to its INVITE itself, holding the receive lock, waits for a
+        401 only (a 407 or a 486 first left it blocked, and every other message unread) and
+        re-sends in the same transaction with wrong credentials; and it adds the call to
+        `phone.calls` only after that, so a quick 200 found no call (no ACK). Here the call
+        exists before the INVITE leaves, the receive loop reads the answers
+        (`_invite_challenged` answers 401/407), and this returns on the first answer that is
+        no challenge (pyVoIP returned on its 100).
+        """
+        from pyVoIP import RTP
+        from pyVoIP.SIP import SIPMessage
+        from pyVoIP.VoIP import CallState, VoIPCall
+
+        sip = phone.sip
+        medias = {phone.request_port(): {0: RTP.PayloadType.PCMU, 101: RTP.PayloadType.EVENT}}
+        call_id, sess_id = sip.gen_call_id(), sip.sessID.next()
+        text = sip.gen_invite(number, str(sess_id), medias, RTP.TransmitType.SENDRECV, _new_branch(), call_id)
+        voip = VoIPCall(phone, CallState.DIALING, SIPMessage(text.encode()), sess_id, phone.myIP,
+                        ms=medias, sendmode=phone.sendmode)
+        pending = _PendingInvite(request=text, uri=str(wire.parse(text.encode()).uri))
+        phone.calls[call_id], self._invites[call_id] = voip, pending
+        while len(self._invites) > _KEEP_ENDED:  # INVITEs nobody ever answered
+            self._invites.pop(next(iter(self._invites)))
+        try:
+            sip.out.sendto(text.encode(), (sip.server, sip.port))
+            if pending.settled.wait(self._start_timeout) and not pending.refused:
+                return voip
+        except OSError:  # the socket is gone (the phone is stopping): forget the call
+            self._invites.pop(call_id, None)
+            phone.calls.pop(call_id, None)
+            raise
+        self._invites.pop(call_id, None)
+        phone.calls.pop(call_id, None)
+        voip.state = CallState.ENDED
+        if pending.refused:
+            raise _AuthRefused(pending.refused)
+        raise TimeoutError(f"no answer to INVITE {call_id}")
+
+    def _invite_progressed(self, response: wire.SipMessage) -> None:
+        """An answer to one of our INVITEs that is no challenge: `_call` may return."""
+        pending = self._invites.get(response.call_id)
+        if pending is None or response.cseq[0] != wire.parse(pending.request.encode()).cseq[0]:
+            return  # an answer to a request already re-sent with credentials
+        pending.settled.set()
+        if response.status is not None and response.status >= 200:
+            self._invites.pop(response.call_id, None)
+
+    def _invite_challenged(self, phone: Any, challenge_msg: wire.SipMessage) -> None:
+        """401/407 to our INVITE (RFC 3261 8.1.3.5, 22.2-22.3): ACK it (it ends that
+        transaction) and send the INVITE again as a new transaction (new branch, CSeq + 1)
+        with our credentials; a second challenge for the same call, unless its nonce is
+        only stale, means the credentials are wrong and the call fails."""
+        sid = challenge_msg.call_id
+        pending = self._invites.get(sid)
+        if pending is None or challenge_msg.cseq[0] != wire.parse(pending.request.encode()).cseq[0]:
+            if pending is None:  # not ours (any more): ACK it, forget the call
+                self._rejected(phone, challenge_msg)
+            else:  # a retransmission of a challenge already answered: ACK it again
+                self._ack_challenge(phone, challenge_msg, pending)
+            return
+        challenge = wire.challenge_of(challenge_msg)
+        refused = self._refusal(challenge_msg, challenge, pending.tries)
+        if refused is not None:
+            self._invites.pop(sid, None)
+            self._rejected(phone, challenge_msg)  # ACKs it, forgets pyVoIP's call
+            was_settled = pending.settled.is_set()
+            pending.refused = refused
+            pending.settled.set()
+            if was_settled:  # `_call` has returned already: the call ends as rejected
+                self._post("rejected", challenge_msg)
+            return
+        assert challenge is not None
+        self._ack_challenge(phone, challenge_msg, pending)
+        seq = challenge_msg.cseq[0] + 1
+        pending.request = self._authorized(pending.request, challenge, "INVITE", pending.uri, seq)
+        pending.tries += 1
+        self._retried_invite(phone, sid, pending.request)
+        phone.sip.out.sendto(pending.request.encode(), (phone.server, phone.port))
+
+    def _ack_challenge(self, phone: Any, response: wire.SipMessage, pending: _PendingInvite) -> None:
+        with contextlib.suppress(OSError):
+            ack = wire.ack_for_failure(response, pending.uri)
+            phone.sip.out.sendto(ack.encode(), (phone.server, phone.port))
+
+    def _retried_invite(self, phone: Any, sid: str, request: str) -> None:
+        """The call's INVITE is now the retry: a CANCEL must match it, the BYE's CSeq follow it."""
+        from pyVoIP.SIP import SIPMessage
+
+        voip = phone.calls.get(sid)
+        if voip is not None:
+            voip.request = SIPMessage(request.encode())
+        call = self._calls.get(sid)
+        if call is not None:
+            call.invite = wire.parse(request.encode())
+
+    def _refusal(self, response: wire.SipMessage, challenge: wire.Challenge | None, tries: int) -> str | None:
+        """Why a challenge cannot be answered (None: answer it). After our credentials a new
+        challenge means they were refused, unless it says the nonce was only stale
+        (RFC 2617 3.2.1: retry with the new nonce, the password was right)."""
+        code = response.status
+        if challenge is None:
+            return f"authentication refused: {code} without a Digest challenge we can answer (MD5, SHA-256)"
+        if tries and not challenge.stale:
+            return (f"authentication refused: {code} again after our credentials "
+                    f"(wrong username or password for realm {challenge.realm!r})")
+        if tries >= _AUTH_TRIES:
+            return f"authentication refused: {code} after {tries} answers to stale nonces"
+        return None
+
+    def _authorized(self, request: str, challenge: wire.Challenge, method: str, uri: str, cseq: int) -> str:
+        """`request` again with our answer to `challenge` (a fresh cnonce, the nonce's next nc)."""
+        nc = self._nonce_uses.get(challenge.nonce, 0) + 1
+        self._nonce_uses[challenge.nonce] = nc
+        while len(self._nonce_uses) > 64:
+            self._nonce_uses.pop(next(iter(self._nonce_uses)))
+        value = wire.credentials(challenge, self._username, self._password, method, uri,
+                                 cnonce=os.urandom(8).hex(), nc=nc)
+        return wire.authorized_retry(request, challenge.answer_header, value,
+                                     branch=_new_branch(), cseq=cseq)
+
+    def _register(self, phone: Any, deregister: bool = False) -> bool:
+        """pyVoIP's `SIPClient.__register` / `__deregister` (called by its register() and
+        deregister(), receive lock held), with digest answers that strict registrars accept:
+        401 or 407, the digest uri = the Request-URI, qop=auth when offered, a new branch and
+        CSeq per try, stale nonces answered again. It raises (pyVoIP counts a failure and
+        retries) on a refusal, which is logged once with its reason."""
+        from pyVoIP.SIP import InvalidAccountInfoError, RetryRequiredError
+        from pyVoIP.VoIP.status import PhoneStatus
+
+        sip = phone.sip
+        phone._status = PhoneStatus.DEREGISTERING if deregister else PhoneStatus.REGISTERING
+        request = sip.gen_first_response(deregister=deregister)
+        uri = str(wire.parse(request.encode()).uri)
+        for tries in range(_AUTH_TRIES + 1):
+            sip.out.sendto(request.encode(), (sip.server, sip.port))
+            response = self._await_reply(phone, request)
+            if response.status not in (401, 407):
+                break
+            refused = self._refusal(response, wire.challenge_of(response), tries)
+            if refused is not None:
+                self._auth_error = f"REGISTER {refused}"
+                self.counters["auth_refused"] += 1
+                log.warning("sip_auth_refused", provider=self.name, registrar=self._registrar,
+                            line=self._username, reason=refused)
+                raise InvalidAccountInfoError(self._auth_error)
+            challenge = wire.challenge_of(response)
+            assert challenge is not None
+            request = self._authorized(request, challenge, "REGISTER", uri, sip.registerCounter.next())
+        if response.status == 500:
+            raise RetryRequiredError("registrar answered 500")  # pyVoIP waits 5 s and tries again
+        if response.status is not None and 200 <= response.status < 300:
+            return True
+        raise InvalidAccountInfoError(f"registrar answered {response.status} to REGISTER")
+
+    def _await_reply(self, phone: Any, request: str) -> wire.SipMessage:
+        """The final response to `request` (same Call-ID and CSeq), within register_timeout.
+
+        Whatever else arrives meanwhile (an INVITE, an answer to a call) goes the receive
+        loop's way (pyVoIP took any datagram for the registrar's answer).
+        """
+        import select
+
+        sent = wire.parse(request.encode())
+        key = (sent.call_id, sent.cseq)
+        deadline = time.monotonic() + phone.sip.register_timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([phone.sip.s], [], [], left)[0]:
+                continue
+            raw = phone.sip.s.recv(8192)
+            with contextlib.suppress(wire.SipParseError):
+                msg = wire.parse(raw)
+                if msg.status is not None and (msg.call_id, msg.cseq) == key:
+                    if msg.status >= 200:
+                        return msg
+                    continue  # 100 Trying: the final answer follows
+            self._handle_datagram(phone, raw)
+        raise TimeoutError(f"no answer to {sent.method} from {phone.server}:{phone.port}")
 
     def _post(self, fact: str, msg: wire.SipMessage) -> None:
         loop = self._loop
@@ -769,6 +995,8 @@ class SipAdapter:
             voip = await asyncio.wait_for(asyncio.to_thread(phone.call, number), self._start_timeout)
         except TimeoutError as exc:
             raise AdapterError(f"no answer from registrar {self._registrar} to our INVITE") from exc
+        except _AuthRefused as exc:
+            raise AdapterError(f"sip line {self.name} cannot call {number}: {exc}") from exc
         sid = voip.call_id
         agent = cmd.agent or self._agent
         call = _LineCall(sid=sid, direction=Direction.OUTBOUND, call_id=cmd.call_id, voip=voip,
@@ -891,6 +1119,11 @@ def _load_audio(media: str) -> bytes:
 
 def _safe(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", value)[:120]
+
+
+def _new_branch() -> str:
+    """A Via branch for a new client transaction (RFC 3261 8.1.1.7: the magic cookie first)."""
+    return "z9hG4bK" + os.urandom(8).hex()
 
 
 def _local_ip_for(host: str, port: int) -> str:

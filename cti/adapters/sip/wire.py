@@ -10,6 +10,7 @@ the mapping of SIP facts to `CallEvent`s, and the audio conversions pyVoIP needs
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -481,3 +482,122 @@ def resample(samples: np.ndarray, rate: int, target: int = 8000) -> np.ndarray:
     n = int(len(samples) * target / rate)
     x = np.linspace(0, len(samples) - 1, n)
     return np.interp(x, np.arange(len(samples)), samples).astype(np.int16)
+
+
+# ---- digest authentication (RFC 3261 22, RFC 2617 3.2, RFC 7616) ------------------------
+# pyVoIP 1.6.8 answers a 401 only, with the digest uri `sip:server;transport=UDP` (not the
+# Request-URI), never with qop/cnonce/nc, and never a 407: the line computes its own answers.
+
+_DIGEST_HASHES = {"MD5": "md5", "SHA-256": "sha256"}  # RFC 7616 3.2 (-sess variants not offered)
+_AUTH_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """One Digest challenge (a WWW-Authenticate or Proxy-Authenticate value)."""
+
+    realm: str
+    nonce: str
+    algorithm: str = "MD5"
+    qop: tuple[str, ...] = ()          # the qop-options offered, lower case
+    opaque: str | None = None
+    stale: bool = False
+    proxy: bool = False                # from a 407: answer in Proxy-Authorization
+
+    @property
+    def answer_header(self) -> str:
+        return "Proxy-Authorization" if self.proxy else "Authorization"
+
+
+def parse_challenge(value: str, *, proxy: bool = False) -> Challenge | None:
+    """A `Digest realm="...", nonce="...", ...` value; None for another scheme (Basic...).
+
+    Quoted values may hold commas (`qop="auth,auth-int"`); names and `stale`/`algorithm`
+    tokens are case-insensitive (RFC 2617 1.2, 3.2.1).
+    """
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        return None
+    params: dict[str, str] = {}
+    for m in _AUTH_PARAM.finditer(rest):
+        raw = m.group(2)
+        if raw.startswith('"'):
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        params[m.group(1).lower()] = raw
+    if "nonce" not in params:
+        return None
+    qop = tuple(q.strip().lower() for q in params.get("qop", "").split(",") if q.strip())
+    return Challenge(realm=params.get("realm", ""), nonce=params["nonce"],
+                     algorithm=params.get("algorithm", "MD5").upper(), qop=qop,
+                     opaque=params.get("opaque"), stale=params.get("stale", "").lower() == "true",
+                     proxy=proxy)
+
+
+def challenge_of(response: SipMessage) -> Challenge | None:
+    """The challenge of a 401 (WWW-Authenticate) or 407 (Proxy-Authenticate) we can answer:
+    the first Digest one with an algorithm we know (RFC 7616 3.7: the server lists its
+    preferred first)."""
+    proxy = response.status == 407
+    name = "proxy-authenticate" if proxy else "www-authenticate"
+    for value in response.headers.get(name, []):  # one header line per challenge
+        challenge = parse_challenge(value, proxy=proxy)
+        if challenge is not None and challenge.algorithm in _DIGEST_HASHES:
+            return challenge
+    return None
+
+
+def _h(algorithm: str, text: str) -> str:
+    return hashlib.new(_DIGEST_HASHES[algorithm], text.encode()).hexdigest()
+
+
+def digest_response(challenge: Challenge, username: str, password: str, method: str, uri: str,
+                    cnonce: str = "", nc: int = 1) -> str:
+    """The `response` value (RFC 2617 3.2.2.1): with qop=auth when the challenge offers it,
+    RFC 2069's KD(HA1, nonce:HA2) when it offers no qop."""
+    alg = challenge.algorithm
+    ha1 = _h(alg, f"{username}:{challenge.realm}:{password}")
+    ha2 = _h(alg, f"{method}:{uri}")
+    if "auth" in challenge.qop:
+        return _h(alg, f"{ha1}:{challenge.nonce}:{nc:08x}:{cnonce}:auth:{ha2}")
+    return _h(alg, f"{ha1}:{challenge.nonce}:{ha2}")
+
+
+def credentials(challenge: Challenge, username: str, password: str, method: str, uri: str,
+                cnonce: str, nc: int = 1) -> str:
+    """The Authorization / Proxy-Authorization value answering `challenge` for one request;
+    `uri` is that request's Request-URI (RFC 3261 22.4: the digest-uri must be it)."""
+    resp = digest_response(challenge, username, password, method, uri, cnonce, nc)
+    out = (f'Digest username="{_quote(username)}", realm="{_quote(challenge.realm)}", '
+           f'nonce="{_quote(challenge.nonce)}", uri="{uri}", response="{resp}", '
+           f"algorithm={challenge.algorithm}")
+    if challenge.opaque is not None:
+        out += f', opaque="{_quote(challenge.opaque)}"'
+    if "auth" in challenge.qop:
+        out += f', qop=auth, cnonce="{cnonce}", nc={nc:08x}'
+    return out
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def authorized_retry(request: str, header: str, value: str, branch: str, cseq: int) -> str:
+    """The request again, as a new transaction carrying the credentials (RFC 3261 8.1.3.5):
+    same Call-ID, From, To and body, a new top-Via branch, CSeq `cseq`, earlier credentials
+    for the same header replaced."""
+    head, sep, body = request.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    out, via_done = [lines[0]], False
+    for line in lines[1:]:
+        name = line.partition(":")[0].strip().lower()
+        if name in ("via", "v") and not via_done:
+            via_done = True
+            line = re.sub(r";\s*branch=[^;,\s]+", f";branch={branch}", line, flags=re.IGNORECASE)
+        elif name == "cseq":
+            line = re.sub(r"^(\s*\S+\s*:\s*)\d+", rf"\g<1>{cseq}", line)
+        elif name == header.lower():
+            continue
+        out.append(line)
+    at = next((i for i, ln in enumerate(out) if ln.lower().startswith("content-length")), len(out))
+    out.insert(at, f"{header}: {value}")
+    return "\r\n".join(out) + sep + body

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -69,12 +69,16 @@ class Kamailio:
     port: int
     gateway_port: int
     workdir: Path
+    config: str = "kam.cfg"
+    subst: dict[str, str] = field(default_factory=dict)  # more @NAME@ placeholders of the config
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
-        cfg = (SCENARIOS / "kam.cfg").read_text()
+        cfg = (SCENARIOS / self.config).read_text()
         cfg = cfg.replace("@PORT@", str(self.port)).replace("@GATEWAY@", f"127.0.0.1:{self.gateway_port}")
+        for name, value in self.subst.items():
+            cfg = cfg.replace(f"@{name}@", value)
         path = self.workdir / "kam.cfg"
         path.write_text(cfg)
         with open(self.workdir / "kamailio.log", "ab") as log:
@@ -102,8 +106,9 @@ class Kamailio:
 
 
 @contextlib.contextmanager
-def kamailio(tmp_path: Path) -> Iterator[Kamailio]:
-    kam = Kamailio(port=free_udp_port(), gateway_port=free_udp_port(), workdir=tmp_path)
+def kamailio(tmp_path: Path, config: str = "kam.cfg", **subst: str) -> Iterator[Kamailio]:
+    kam = Kamailio(port=free_udp_port(), gateway_port=free_udp_port(), workdir=tmp_path, config=config,
+                   subst=subst)
     kam.start()
     try:
         yield kam

@@ -245,3 +245,79 @@ def test_requests_pyvoip_does_not_know_are_answered(method: str, status: int | N
     resp = wire.parse(reply.encode())
     assert (resp.status, resp.cseq, resp.to_tag, resp.call_id) == (status, (7, method), "mytag", "q1")
     assert resp.headers["via"] == req.headers["via"] and "OPTIONS" in resp.header("allow")
+
+
+# ---- digest authentication ---------------------------------------------------------------
+
+def _md5(text: str) -> str:
+    import hashlib
+
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def test_digest_response_with_qop_auth_follows_rfc_2617() -> None:
+    """RFC 2617 3.2.2.1, computed here from the formulas: KD(HA1, nonce:nc:cnonce:qop:HA2)."""
+    challenge = wire.Challenge(realm="cti.test", nonce="abc123", qop=("auth", "auth-int"))
+    ha1 = _md5("1001:cti.test:secret")
+    ha2 = _md5("INVITE:sip:+33612345678@10.0.0.1")
+    expected = _md5(f"{ha1}:abc123:00000001:0a1b2c:auth:{ha2}")
+    got = wire.digest_response(challenge, "1001", "secret", "INVITE", "sip:+33612345678@10.0.0.1",
+                               cnonce="0a1b2c", nc=1)
+    assert got == expected
+
+
+def test_digest_response_without_qop_is_rfc_2069_style() -> None:
+    challenge = wire.Challenge(realm="cti.test", nonce="abc123")
+    ha1, ha2 = _md5("1001:cti.test:secret"), _md5("REGISTER:sip:10.0.0.1")
+    assert wire.digest_response(challenge, "1001", "secret", "REGISTER", "sip:10.0.0.1") == \
+        _md5(f"{ha1}:abc123:{ha2}")
+
+
+def test_digest_response_with_sha_256() -> None:
+    import hashlib
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    challenge = wire.Challenge(realm="r", nonce="n", algorithm="SHA-256", qop=("auth",))
+    ha1, ha2 = sha("1001:r:pw"), sha("REGISTER:sip:h")
+    assert wire.digest_response(challenge, "1001", "pw", "REGISTER", "sip:h", cnonce="c", nc=2) == \
+        sha(f"{ha1}:n:00000002:c:auth:{ha2}")
+
+
+def test_challenge_with_quoted_commas_stale_and_qop_list_is_parsed() -> None:
+    c = wire.parse_challenge('Digest realm="Sales, Paris", nonce="a,b=c", opaque="x\\"y", '
+                             'qop="auth,auth-int", stale=TRUE, algorithm=MD5')
+    assert c == wire.Challenge(realm="Sales, Paris", nonce="a,b=c", algorithm="MD5",
+                               qop=("auth", "auth-int"), opaque='x"y', stale=True)
+    assert wire.parse_challenge('Basic realm="x"') is None
+
+
+def test_challenge_of_a_407_is_answered_in_proxy_authorization() -> None:
+    raw = ("SIP/2.0 407 Proxy Authentication Required\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\n"
+           "Call-ID: c\r\nCSeq: 1 INVITE\r\n"
+           'Proxy-Authenticate: Digest realm="r", nonce="n1", algorithm=SHA-512-256\r\n'
+           'proxy-authenticate: Digest realm="r", nonce="n2", qop="auth"\r\n\r\n')
+    c = wire.challenge_of(wire.parse(raw.encode()))
+    assert c is not None and (c.nonce, c.proxy, c.answer_header) == ("n2", True, "Proxy-Authorization")
+    www = ("SIP/2.0 401 Unauthorized\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n"
+           'www-authenticate: Digest realm="r", nonce="n3", stale=false\r\n\r\n')
+    c = wire.challenge_of(wire.parse(www.encode()))
+    assert c is not None and (c.nonce, c.stale, c.answer_header) == ("n3", False, "Authorization")
+
+
+def test_credentials_carry_the_request_uri_qop_cnonce_nc_and_opaque() -> None:
+    challenge = wire.Challenge(realm="r", nonce="n", qop=("auth",), opaque="o")
+    value = wire.credentials(challenge, "1001", "pw", "INVITE", "sip:+331@h", cnonce="cc", nc=1)
+    resp = wire.digest_response(challenge, "1001", "pw", "INVITE", "sip:+331@h", cnonce="cc", nc=1)
+    assert value == (f'Digest username="1001", realm="r", nonce="n", uri="sip:+331@h", response="{resp}", '
+                     'algorithm=MD5, opaque="o", qop=auth, cnonce="cc", nc=00000001')
+
+
+def test_authorized_retry_is_a_new_transaction_with_the_credentials() -> None:
+    request = ("REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP me:5060;branch=z9hG4bKold;rport\r\n"
+               "Call-ID: c\r\nCSeq: 7 REGISTER\r\nAuthorization: Digest old\r\nContent-Length: 0\r\n\r\n")
+    retry = wire.parse(wire.authorized_retry(request, "Authorization", "Digest new", "z9hG4bKnew", 8).encode())
+    assert retry.header("via") == "SIP/2.0/UDP me:5060;branch=z9hG4bKnew;rport"
+    assert retry.cseq == (8, "REGISTER") and retry.headers["authorization"] == ["Digest new"]
+    assert retry.uri == "sip:h" and retry.call_id == "c"
