@@ -298,3 +298,6 @@ class Activity:
     transcript: str | None = None
     summary: dict[str, Any] | None = None
     crm_ref: str | None = None  # the CRM's id for it once pushed (lets a connector update without a search)
+    # when the call started (UTC): the CRM dates the record with it, never with the push time,
+    # so activities pushed hours late (a CRM outage) still land in the history in call order
+    started_at: datetime | None = None

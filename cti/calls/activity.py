@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,6 +44,20 @@ def subject_for(call: Call, region: str = "FR") -> str:
     return f"{word} {shown}{outcome}"
 
 
+def call_started(call: Call) -> datetime | None:
+    """When the call happened, as a CRM user reads it: when it started (offered or dialled).
+
+    Not when it was answered (a missed call never is) nor when it ended (a long call would sort
+    after shorter ones that began later). The fold sets `created_at` from the first of these;
+    the others cover a record built without it."""
+    return call.created_at or call.queued_at or call.ringing_at or call.answered_at or call.ended_at
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes for timezone-aware columns; they are UTC."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+
+
 def activity_for(call: Call, extras: dict[str, Any] | None = None, region: str = "FR") -> Activity:
     """Pure: the activity of an ended call (contact/account come from the pop's match)."""
     x = dict(extras or {})
@@ -67,6 +82,7 @@ def activity_for(call: Call, extras: dict[str, Any] | None = None, region: str =
         notes=x.get("notes"),
         recording_url=x.get("recording_url") or call.recording,
         summary=x.get("summary"),
+        started_at=call_started(call),
     )
 
 
@@ -352,6 +368,8 @@ class ActivityWriter:
             recording_url=row.recording_url,
             summary=row.summary,
             crm_ref=None if (row.crm_ref or "").startswith("local:") else row.crm_ref,
+            # a row from before migration 0004 whose call is gone: written about when the call ended
+            started_at=_utc(row.started_at or row.created_at),
         )
         try:
             ref = await asyncio.wait_for(self.crm.log_activity(act), self.push_timeout_s)

@@ -6,7 +6,7 @@ from typing import Any
 
 
 def build_connector(settings: Any, engine: Any, *, session: Any = None) -> Any:
-    """The connector `[crm] type` names, from the whole `Settings` (region, tenant from [site])."""
+    """The connector `[crm] type` names, from the whole `Settings` (region, tenant, time zone from [site])."""
     from cti.crm.base import open_connector
 
     return open_connector(
@@ -16,4 +16,5 @@ def build_connector(settings: Any, engine: Any, *, session: Any = None) -> Any:
         tenant=settings.site.tenant,
         base_url=settings.server.public_url,
         session=session,
+        timezone=settings.site.timezone,
     )

@@ -95,13 +95,17 @@ def open_connector(
     tenant: str = "default",
     base_url: str = "",
     session: Any = None,
+    timezone: str | None = None,
 ) -> Connector:
     """Build the connector named by `settings.type` (CrmSettings); `settings.options` holds
-    its type-specific keys. Raises CrmError naming an unknown type or a missing option."""
+    its type-specific keys. Raises CrmError naming an unknown type or a missing option.
+    `timezone`: the site's (IANA name), for CRMs that date a call by day; None is UTC."""
     # import the built-in connectors so they register themselves
     from cti.crm import http, hubspot, local, salesforce  # noqa: F401
 
     factory = _REGISTRY.get(settings.type)
     if factory is None:
         raise CrmError(f"crm.type: unknown CRM connector {settings.type!r} (known: {', '.join(sorted(_REGISTRY))})")
-    return factory(settings, engine=engine, region=region, tenant=tenant, base_url=base_url, session=session)
+    return factory(
+        settings, engine=engine, region=region, tenant=tenant, base_url=base_url, session=session, timezone=timezone
+    )

@@ -17,6 +17,10 @@
     [crm.mapping.fields]
     "account.won_amount_24m" = "company.revenue_24m"
 
+The activity's JSON body has every field of the call (`activity_json`), among them
+`started_at`: when the call started, ISO 8601 UTC, for the CRM to date the record with
+(not the time of the PUT, which a CRM outage can make hours late).
+
 Idempotence comes from the URL: the activity is PUT to a URL keyed by our call id
 (with POST, the body carries `call_id` and the CRM must upsert on it). Every hit is
 re-checked in E.164 when the mapping gives phones.
@@ -25,6 +29,7 @@ re-checked in E.164 when the mapping gives phones.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
 from typing import Any
 from urllib.parse import quote
 
@@ -82,6 +87,7 @@ def activity_json(a: Activity) -> dict[str, Any]:
         "notes": a.notes,
         "recording_url": a.recording_url,
         "summary": a.summary,
+        "started_at": a.started_at.astimezone(UTC).isoformat() if a.started_at else None,
     }
 
 

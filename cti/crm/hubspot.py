@@ -10,14 +10,16 @@ form, and HubSpot's own `hs_searchable_calculated_phone_number` /
 `..._mobile_number` (digits without country code). Pages are followed with
 `paging.next.after`; each hit is re-checked in E.164.
 
-Activity: a call engagement (POST /crm/v3/objects/calls) with hs_timestamp,
+Activity: a call engagement (POST /crm/v3/objects/calls) with hs_timestamp (when the call
+started, ISO 8601 UTC, which the calls API takes as well as Unix ms: the record sits on the
+timeline at the call, not at a push made late by an outage),
 hs_call_title, hs_call_body, hs_call_direction, hs_call_duration (ms),
 hs_call_from_number, hs_call_to_number, hs_call_status, hs_call_recording_url and
 associations to the contact (type 194) and company (182). Idempotent through a
 custom call property (`id_property`, default `cti_call_id`, created once in the
 portal; see docs/salesforce.md's HubSpot note): search it first, PATCH if found. A
 create whose answer was lost is not replayed (the next push searches first), and an
-update keeps hs_timestamp and an attached transcript.
+update keeps an attached transcript, and hs_timestamp too unless it has the call's own time.
 """
 
 from __future__ import annotations
@@ -242,21 +244,23 @@ class HubSpotConnector(RemoteConnector):
                 self._locks.pop(activity.call_id, None)
 
     async def _upsert_call(self, activity: Activity) -> str:
-        props = call_properties(activity, self.id_property, self._now())
+        # the push time only for an activity that does not know when its call started
+        dated = activity.started_at is not None
+        props = call_properties(activity, self.id_property, activity.started_at or self._now())
         if activity.crm_ref:
             # known id: no search (HubSpot's search index lags a few seconds behind writes)
             try:
                 page = await self._api(
                     "GET", f"/crm/v3/objects/calls/{activity.crm_ref}", params={"properties": "hs_call_body"}
                 )
-                await self._update_call(activity.crm_ref, props, (page or {}).get("properties") or {})
+                await self._update_call(activity.crm_ref, props, (page or {}).get("properties") or {}, dated=dated)
                 return activity.crm_ref
             except CrmError as exc:
                 if isinstance(exc, CrmUnavailable) or ": 404 " not in str(exc):
                     raise
         found = await self._call_id(activity.call_id)
         if found:
-            await self._update_call(found[0], props, found[1])
+            await self._update_call(found[0], props, found[1], dated=dated)
             return found[0]
         assoc = []
         if activity.contact_id:
@@ -280,10 +284,13 @@ class HubSpotConnector(RemoteConnector):
             raise CrmError("hubspot: call engagement not created")
         return str(body["id"])
 
-    async def _update_call(self, hs_id: str, props: dict[str, Any], old: dict[str, Any]) -> None:
-        """PATCH an engagement, keeping when the call happened and a transcript attached since the
-        last push (the wrap-up often comes after the transcription)."""
-        props = {k: v for k, v in props.items() if k != "hs_timestamp"}
+    async def _update_call(self, hs_id: str, props: dict[str, Any], old: dict[str, Any], *, dated: bool) -> None:
+        """PATCH an engagement, keeping a transcript attached since the last push (the wrap-up
+        often comes after the transcription). `dated`: hs_timestamp is the call's own time and
+        replaces the engagement's (one dated at a push fixes itself); otherwise it is the push
+        time and the engagement keeps the time it was logged with."""
+        if not dated:
+            props = {k: v for k, v in props.items() if k != "hs_timestamp"}
         old_body = str(old.get("hs_call_body") or "")
         if TRANSCRIPT_MARK in old_body:
             props["hs_call_body"] = str(props.get("hs_call_body") or "") + old_body[old_body.index(TRANSCRIPT_MARK) :]

@@ -10,7 +10,9 @@ Lookup: SOSL `FIND {0612345678 OR 33612345678 OR 612345678} IN PHONE FIELDS RETU
 Contact(...), Account(...), Lead(...)`, then each hit is re-checked in E.164.
 
 Activity: a Task (TaskSubtype Call) with CallType, CallDurationInSeconds,
-CallObject = our call id, CallDisposition, Subject, Description, WhoId/WhatId.
+CallObject = our call id, CallDisposition, Subject, Description, WhoId/WhatId, and
+ActivityDate = the day the call started, in the site's time zone (`timezone`; UTC when
+none is given): without it the Task has no date and sorts by when it was pushed.
 Idempotent: the Task is looked up by CallObject first (SOQL) and updated (PATCH) if
 it exists; a per-call lock stops two concurrent pushes from both inserting, and an
 insert whose answer was lost is not replayed (the next push finds it by CallObject).
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 
@@ -79,6 +83,12 @@ def call_type(direction: Direction) -> str:
     return {Direction.INBOUND: "Inbound", Direction.OUTBOUND: "Outbound"}.get(direction, "Internal")
 
 
+def activity_date(a: Activity, tz: tzinfo = UTC) -> str | None:
+    """Pure: ActivityDate (a date, YYYY-MM-DD) of the call: the day it started where the site is;
+    a call at 00:30 in Paris is on the previous day in UTC."""
+    return a.started_at.astimezone(tz).date().isoformat() if a.started_at else None
+
+
 def task_fields(a: Activity, activity_date: str | None = None) -> dict[str, Any]:
     """Pure: the Task body for an activity (who/what ids by Salesforce key prefix)."""
     desc = [a.notes or ""]
@@ -125,11 +135,13 @@ class SalesforceConnector(RemoteConnector):
         tenant: str = "default",
         session: aiohttp.ClientSession | None = None,
         sleep: Any = asyncio.sleep,
+        timezone: str | None = None,
     ) -> None:
         self.options = options
         self.engine = engine
         self.region = region
         self.tenant = tenant
+        self.tz: tzinfo = ZoneInfo(timezone) if timezone else UTC  # the day of ActivityDate
         self.login_url = str(options.get("login_url") or "https://login.salesforce.com").rstrip("/")
         self.instance_url = (options.get("instance_url") or "").rstrip("/") or None
         self.version = str(options.get("api_version") or "59.0").lstrip("v")
@@ -275,7 +287,7 @@ class SalesforceConnector(RemoteConnector):
                 self._locks.pop(activity.call_id, None)
 
     async def _upsert_task(self, activity: Activity) -> str:
-        fields = task_fields(activity)
+        fields = task_fields(activity, activity_date(activity, self.tz))
         if activity.crm_ref and activity.crm_ref.startswith("00T"):
             try:
                 await self._update_task(activity.crm_ref, fields)
@@ -346,9 +358,10 @@ class SalesforceConnector(RemoteConnector):
 
 @register("salesforce")
 def _factory(
-    settings: Any, *, engine: Any, region: str, tenant: str, session: Any = None, **_: Any
+    settings: Any, *, engine: Any, region: str, tenant: str, session: Any = None, timezone: str | None = None,
+    **_: Any,
 ) -> SalesforceConnector:
     opts = settings.options
     if not opts.get("client_id") and not opts.get("access_token"):
         raise CrmError("crm: salesforce needs client_id (and client_secret_env) or access_token_env")
-    return SalesforceConnector(opts, engine=engine, region=region, tenant=tenant, session=session)
+    return SalesforceConnector(opts, engine=engine, region=region, tenant=tenant, session=session, timezone=timezone)

@@ -47,6 +47,7 @@ def activity_values(a: Activity, tenant: str) -> dict[str, Any]:
         "notes": a.notes,
         "recording_url": a.recording_url,
         "summary": a.summary,
+        "started_at": a.started_at,
     }
 
 
@@ -76,7 +77,10 @@ def _activity_upsert(dialect: str, synced: bool) -> Any:
     calls/s, collections freeing 13,000 objects every 60 ms held the event loop 4-13 ms)."""
     stmt = dialect_insert(dialect, activities)
     facts = [*_FACTS, "crm_ref", "crm_error"] if synced else list(_FACTS)
-    return stmt.on_conflict_do_update(index_elements=["call_id"], set_={k: stmt.excluded[k] for k in facts})
+    set_: dict[str, Any] = {k: stmt.excluded[k] for k in facts}
+    # a write that does not know when the call started keeps the time already stored
+    set_["started_at"] = sa.func.coalesce(stmt.excluded.started_at, activities.c.started_at)
+    return stmt.on_conflict_do_update(index_elements=["call_id"], set_=set_)
 
 
 # the SET columns come from each execution's parameters (the non-empty kept fields)
@@ -121,7 +125,7 @@ async def upsert_activities(
 
 
 def _history_row(r: Any) -> dict[str, Any]:
-    at = r.created_at
+    at = r.started_at or r.created_at  # when the call happened; older rows: when it was recorded
     return {
         "call_id": r.call_id,
         "at": at.isoformat() if isinstance(at, datetime) else at,
@@ -146,7 +150,9 @@ def _history_query(exclude_call: bool) -> sa.Select[Any]:
     )
     if exclude_call:
         q = q.where(a.c.call_id != sa.bindparam("exclude_call"))
-    return q.order_by(a.c.created_at.desc(), a.c.call_id).limit(sa.bindparam("limit", type_=sa.Integer))
+    # in the order the calls happened, as the CRMs show them (a late write does not reorder)
+    at = sa.func.coalesce(a.c.started_at, a.c.created_at)
+    return q.order_by(at.desc(), a.c.call_id).limit(sa.bindparam("limit", type_=sa.Integer))
 
 
 # built once: the screen pop runs this for every caller, and building the statement (columns,

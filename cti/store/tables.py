@@ -196,8 +196,9 @@ activities = Table(
     Column("notes", Text),
     Column("recording_url", Text),
     Column("summary", JSON),
-    Column("created_at", TS, nullable=False),
+    Column("created_at", TS, nullable=False),  # when the row was first written (about the call's end)
     Column("updated_at", TS, nullable=False),
+    Column("started_at", TS),  # when the call started: the time the CRMs show (migration 0004)
     Column("crm_ref", String(128)),        # id of the activity in the external CRM
     Column("crm_synced_at", TS),
     Column("crm_attempts", Integer, nullable=False, default=0),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -285,3 +285,51 @@ async def test_a_crm_backlog_is_worked_off_at_the_configured_pace(lite_engine):
     assert await writer.retry_due() == 10  # not held up by the ten in backoff ahead of them
     assert len(crm.records) == 20 and "call-15" not in crm.records
     assert len(await writer.pending()) == 30
+
+
+def started_call(call_id: str = "call-1") -> Call:
+    """Offered at 09:00 (created), rung, answered at 09:00:20, ended two minutes later."""
+    from dataclasses import replace
+
+    return replace(ended_call(call_id), created_at=T0, ringing_at=T0 + timedelta(seconds=5),
+                   answered_at=T0 + timedelta(seconds=20), ended_at=T0 + timedelta(minutes=2))
+
+
+def test_the_activity_is_dated_when_the_call_started():
+    from dataclasses import replace
+
+    assert activity_for(started_call()).started_at == T0
+    # a missed call has no answer time; a record built without created_at still has a time
+    missed = replace(ended_call(), created_at=None, ringing_at=T0, answered_at=None, outcome=Outcome.MISSED)
+    assert activity_for(missed).started_at == T0
+
+
+async def test_an_activity_pushed_after_an_outage_carries_the_call_start_not_the_push_time(engine):
+    crm = RecordingCrm()
+    clock = ManualClock(start=T0 + timedelta(minutes=2))  # the call ends
+    writer = ActivityWriter(engine, crm, clock, retry_base_s=5, jitter=0)
+    crm.down = True
+    assert await writer.on_call(started_call()) is False
+    await clock.advance(3 * 3600)  # three hours of CRM outage
+    crm.down = False
+    assert await writer.retry_due() == 1
+    assert crm.records["call-1"].started_at == T0
+    (row,) = await rows(engine)
+    at = row.started_at
+    assert (at if at.tzinfo else at.replace(tzinfo=UTC)) == T0  # SQLite reads it back naive (UTC)
+
+
+async def test_an_activity_stored_without_a_start_is_pushed_with_the_time_it_was_recorded(lite_engine):
+    """A row written before the column existed, whose call is gone: about the call's end, still
+    better than the push time."""
+    crm = RecordingCrm()
+    clock = ManualClock(start=T0)
+    writer = ActivityWriter(lite_engine, crm, clock, retry_base_s=5, jitter=0)
+    crm.down = True
+    await writer.on_call(started_call())
+    async with lite_engine.begin() as conn:
+        await conn.execute(activities.update().values(started_at=None))
+    await clock.advance(3 * 3600)
+    crm.down = False
+    assert await writer.retry_due() == 1
+    assert crm.records["call-1"].started_at == T0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -42,3 +43,21 @@ async def test_the_last_summary_is_the_most_recent_calls_from_its_activity_or_it
     assert [r["call_id"] for r in rows] == ["c3", "c1"] and summary == {"key_points": ["oldest"]}
     assert await local_history(engine, "+33699999999", 5) == ([], None)
 
+
+
+async def test_the_history_shows_and_orders_calls_by_when_they_started_not_when_they_were_recorded(
+    engine: AsyncEngine,
+) -> None:
+    """An activity written late (a store writer behind, a replay) is still dated and ordered by its call."""
+    early = Activity(call_id="early", subject="Inbound call", direction=Direction.INBOUND, from_number=NUMBER,
+                     to_number="+33100000000", duration_s=60.0, outcome=Outcome.ANSWERED, started_at=T0)
+    late = replace(early, call_id="late", started_at=T0 + timedelta(hours=1))
+    async with engine.begin() as conn:
+        await upsert_activity(conn, late, "default", T0 + timedelta(hours=1, minutes=2))
+        await upsert_activity(conn, early, "default", T0 + timedelta(hours=3))  # recorded three hours late
+        # a later write that does not know the start keeps the stored one
+        await upsert_activity(conn, replace(early, started_at=None), "default", T0 + timedelta(hours=4))
+    rows, _ = await local_history(engine, NUMBER, 5)
+    assert [r["call_id"] for r in rows] == ["late", "early"]
+    at = datetime.fromisoformat(rows[1]["at"])
+    assert (at if at.tzinfo else at.replace(tzinfo=UTC)) == T0  # SQLite reads it back naive (UTC)

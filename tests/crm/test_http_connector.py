@@ -90,3 +90,28 @@ async def test_bad_token_is_an_auth_error(inhouse):
             await crm.lookup("+33612345678")
     finally:
         await crm.close()
+
+
+async def test_an_activity_put_after_an_outage_carries_the_calls_start(inhouse, lite_engine):
+    from datetime import timedelta
+
+    from cti.calls.activity import ActivityWriter
+    from cti.clock import ManualClock
+    from cti.crm.http import HttpConnector
+    from tests.crm.test_activity import T0, started_call
+
+    async def no_wait(_s: float) -> None:
+        return None
+
+    crm = HttpConnector(settings(inhouse.base_url).options, sleep=no_wait)
+    clock = ManualClock(start=T0 + timedelta(minutes=2))
+    writer = ActivityWriter(lite_engine, crm, clock, retry_base_s=60, jitter=0)
+    try:
+        inhouse.fail_with = 503
+        assert await writer.on_call(started_call()) is False
+        await clock.advance(3 * 3600)
+        inhouse.fail_with = None
+        assert await writer.retry_due() == 1
+    finally:
+        await crm.close()
+    assert inhouse.calls["call-1"]["started_at"] == "2026-03-02T09:00:00+00:00"

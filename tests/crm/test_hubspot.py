@@ -30,12 +30,12 @@ async def hs():
         yield fake
 
 
-def connector(fake, sleeps=None, **opts) -> HubSpotConnector:
+def connector(fake, sleeps=None, clock=None, **opts) -> HubSpotConnector:
     async def sleep(s: float) -> None:
         if sleeps is not None:
             sleeps.append(s)
 
-    return HubSpotConnector({"base_url": fake.base_url, **opts}, sleep=sleep)
+    return HubSpotConnector({"base_url": fake.base_url, **opts}, sleep=sleep, clock=clock)
 
 
 async def test_lookup_follows_paging_and_matches_every_format(hs):
@@ -179,3 +179,40 @@ async def test_update_after_the_transcript_keeps_the_transcript(hs):
     body = hs.calls[ref]["properties"]["hs_call_body"]
     assert "Wrap-up edited" in body and "typed late" not in body
     assert body.count("Transcript") == 1 and body.endswith("Agent: hello.</p>")
+
+
+async def test_a_call_pushed_after_an_outage_sits_on_the_timeline_when_it_happened(hs, lite_engine):
+    from datetime import timedelta
+
+    from cti.calls.activity import ActivityWriter
+    from cti.clock import ManualClock
+    from tests.crm.test_activity import T0, started_call
+
+    clock = ManualClock(start=T0 + timedelta(minutes=2))
+    crm = connector(hs, clock=clock, access_token=hs.give_token())  # pushes at the clock's time
+    writer = ActivityWriter(lite_engine, crm, clock, retry_base_s=60, jitter=0)
+    try:
+        hs.fail_with = 503
+        assert await writer.on_call(started_call()) is False
+        await clock.advance(3 * 3600)  # back three hours later
+        hs.fail_with = None
+        assert await writer.retry_due() == 1
+    finally:
+        await crm.close()
+    (call,) = hs.calls.values()
+    assert call["properties"]["hs_timestamp"] == "2026-03-02T09:00:00Z"  # the call's start, not 12:02
+
+
+async def test_an_update_dates_the_engagement_with_the_call_and_keeps_it_without_one(hs):
+    from datetime import UTC, datetime
+
+    crm = connector(hs, access_token=hs.give_token())
+    try:
+        ref = await crm.log_activity(act())  # no time of its own: dated at the push
+        hs.calls[ref]["properties"]["hs_timestamp"] = "2026-03-02T12:00:00Z"
+        await crm.log_activity(act(notes="later"))
+        assert hs.calls[ref]["properties"]["hs_timestamp"] == "2026-03-02T12:00:00Z"
+        await crm.log_activity(act(started_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC)))
+    finally:
+        await crm.close()
+    assert hs.calls[ref]["properties"]["hs_timestamp"] == "2026-03-02T09:00:00Z"

@@ -41,13 +41,15 @@ async def sf():
         yield fake
 
 
-def connector(fake: FakeSalesforce, sleeps: list[float] | None = None, **opts) -> SalesforceConnector:
+def connector(
+    fake: FakeSalesforce, sleeps: list[float] | None = None, timezone: str | None = None, **opts
+) -> SalesforceConnector:
     async def sleep(s: float) -> None:
         if sleeps is not None:
             sleeps.append(s)
 
     options = {"login_url": fake.base_url, "client_id": "cid", "client_secret": "secret", **opts}
-    return SalesforceConnector(options, sleep=sleep)
+    return SalesforceConnector(options, sleep=sleep, timezone=timezone)
 
 
 def activity(**kw) -> Activity:
@@ -314,3 +316,45 @@ async def test_static_token_without_instance_url_is_a_clear_error(sf):
             await crm.lookup("+33612345678")
     finally:
         await crm.close()
+
+
+async def test_a_task_pushed_after_an_outage_is_dated_the_day_the_call_started_where_the_site_is(sf, lite_engine):
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2026, 3, 2, 23, 30, tzinfo=UTC)  # 00:30 on 3 March in Paris
+    call = replace(ended_call(), created_at=start, answered_at=start, ended_at=start + timedelta(minutes=2))
+    crm = connector(sf, timezone="Europe/Paris")
+    clock = ManualClock(start=start + timedelta(minutes=2))
+    writer = ActivityWriter(lite_engine, crm, clock, retry_base_s=60, jitter=0)
+    try:
+        sf.fail_with = 503
+        assert await writer.on_call(call) is False
+        await clock.advance(2 * 86400)  # the CRM is back two days later
+        sf.fail_with = None
+        assert await writer.retry_due() == 1
+    finally:
+        await crm.close()
+    (task,) = sf.tasks.values()
+    assert task["ActivityDate"] == "2026-03-03"
+
+
+def test_activity_date_is_the_calls_day_in_the_site_time_zone_or_utc():
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from cti.crm.salesforce import activity_date
+
+    a = activity(started_at=datetime(2026, 3, 2, 23, 30, tzinfo=UTC))
+    assert activity_date(a) == "2026-03-02"
+    assert activity_date(a, ZoneInfo("Europe/Paris")) == "2026-03-03"
+    assert activity_date(activity()) is None  # no time: no date rather than the push's
+
+
+def test_the_site_time_zone_reaches_the_connector():
+    from cti.config import Settings
+    from cti.crm import build_connector
+
+    settings = Settings(crm=CrmSettings(type="salesforce", client_id="x", client_secret="y"))
+    assert str(build_connector(settings, None).tz) == settings.site.timezone == "Europe/Paris"
+    assert str(SalesforceConnector({}).tz) == "UTC"

@@ -61,3 +61,32 @@ async def test_postgres_upgrade_then_downgrade_leaves_no_table(pg_url: str) -> N
     await migrate.asyncio.to_thread(migrate.downgrade, pg_url, "base")
     _, _, tables = await _diff_and_revision(pg_url)
     assert tables <= {"alembic_version"}
+
+
+async def test_upgrade_dates_existing_activities_with_their_calls_start(store_url: str) -> None:
+    """Activities waiting for the CRM when 0004 is applied are pushed with the call's time."""
+    from datetime import UTC, datetime
+
+    from cti.store.tables import activities, calls
+
+    start, recorded = datetime(2026, 3, 2, 9, 0, tzinfo=UTC), datetime(2026, 3, 2, 9, 5, tzinfo=UTC)
+    await migrate.upgrade_async(store_url, "0003")
+    db = Database(store_url)
+    await db.connect()
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(calls.insert().values(call_id="c1", tenant="default", provider="sim",
+                                                     provider_call_id="c1", direction="inbound", state="ended",
+                                                     created_at=start))
+            for cid in ("c1", "gone"):  # "gone": its call was purged
+                await conn.execute(activities.insert().values(call_id=cid, tenant="default", subject="Inbound",
+                                                              direction="inbound", created_at=recorded,
+                                                              updated_at=recorded))
+        await migrate.upgrade_async(store_url)
+        async with db.engine.connect() as conn:
+            got = dict((await conn.execute(text("SELECT call_id, started_at FROM activities"))).all())
+    finally:
+        await db.close()
+    assert got["gone"] is None
+    at = got["c1"] if isinstance(got["c1"], datetime) else datetime.fromisoformat(got["c1"])
+    assert (at if at.tzinfo else at.replace(tzinfo=UTC)) == start
