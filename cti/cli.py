@@ -77,6 +77,10 @@ def loop_factory(choice: str) -> Any:
     return uvloop.new_event_loop
 
 
+class ListenError(Exception):
+    """The server could not open its port: one line for the user, not a traceback."""
+
+
 async def _serve(app: Any, host: str, port: int, duration: float | None, on_ready: Any = None) -> None:
     from aiohttp import web
 
@@ -87,7 +91,13 @@ async def _serve(app: Any, host: str, port: int, duration: float | None, on_read
     runner = web.AppRunner(app.web_app, handle_signals=False, shutdown_timeout=app.settings.server.shutdown_grace_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # the port is taken (another cti?) or the address is not this machine's
+        await app.stop()
+        await runner.cleanup()
+        reason = exc.strerror or exc
+        raise ListenError(f"cannot listen on {host}:{port}: {reason} (choose another with --port)") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -123,14 +133,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.server.store_writers and settings.bus.url.startswith("memory"):
         return _fail(f"{args.config}: server.store_writers = false needs a shared bus (bus.url = redis://...) "
                      "and a `cti worker --store`: with the memory bus nothing would write calls to the store")
-    configure_logging(args.log_level or "info")
     migrate = settings.store.url.startswith("sqlite")
+    problem = None if migrate else _schema_problem(settings)
+    if problem:
+        return _fail(f"{args.config}: {problem}")
+    configure_logging(args.log_level or "info")
     roles = ("gateway", "store") if settings.server.store_writers else ("gateway",)
     app = CtiApp(settings, migrate=migrate, roles=roles)
     app.config_path = args.config
     host = args.host or settings.server.host
     port = args.port or settings.server.port
-    return _run_on_configured_loop(args.config, settings, lambda: _serve(app, host, port, None))
+    try:
+        return _run_on_configured_loop(args.config, settings, lambda: _serve(app, host, port, None))
+    except ListenError as exc:
+        return _fail(str(exc), 1)
+
+
+def _schema_problem(settings: Any) -> str | None:
+    """A shared database (PostgreSQL) is migrated by `cti migrate`, never by a starting node:
+    one that is not at this version's schema stops the start with a line saying so."""
+    if settings.store.url.startswith("sqlite"):
+        return None
+    from cti.store.migrate import schema_problem
+
+    return asyncio.run(schema_problem(settings.store.url))
 
 
 def _run_on_configured_loop(config: Any, settings: Any, main: Callable[[], Coroutine[Any, Any, None]]) -> int:
@@ -154,8 +180,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     roles = (("worker",) if settings.transcribe.enabled else ()) + (("store",) if args.store else ())
     if not roles:
         return _fail(f"{args.config}: transcribe.enabled is false and --store is not given: nothing for a worker to do")
-    if args.store and settings.bus.url.startswith("memory"):
-        return _fail(f"{args.config}: --store needs the bus the gateways use (bus.url = redis://...), not memory://")
+    if settings.bus.url.startswith("memory"):
+        # the memory bus lives inside one process: a separate worker would wait forever
+        what = "--store" if args.store else "a worker"
+        return _fail(f"{args.config}: {what} needs the bus the gateways use (bus.url = redis://...), not memory://")
+    problem = _schema_problem(settings)
+    if problem:
+        return _fail(f"{args.config}: {problem}")
     configure_logging(args.log_level or "info")
 
     async def run() -> None:
@@ -191,8 +222,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from cti.demo.run import run_demo
 
     configure_logging(args.log_level or "warning")
-    return run_demo(port=args.port, duration=args.duration, host=args.host or "127.0.0.1",
-                    db_path=args.db, speed=args.speed, transcribe=not args.no_transcribe)
+    try:
+        return run_demo(port=args.port, duration=args.duration, host=args.host or "127.0.0.1",
+                        db_path=args.db, speed=args.speed, transcribe=not args.no_transcribe)
+    except ListenError as exc:
+        return _fail(str(exc), 1)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:

@@ -75,7 +75,8 @@ def print_banner(settings: Settings) -> None:
     print(f"  agent panel : {base}/agent?token=demo-agent-{settings.agents[0].id}")
     print(f"  dashboard   : {base}/dashboard?token=demo-supervisor")
     print(f"  API         : {base}/api/v1/agents   (Authorization: Bearer demo-admin)")
-    print("  tokens      : demo-admin, demo-supervisor, " + ", ".join(f"demo-agent-{a.id}" for a in settings.agents))
+    # the tokens that exist (supervisors are in `agents` too, with supervisor tokens, not agent ones)
+    print("  tokens      : " + ", ".join(t.token for t in settings.auth.tokens if t.token))
     print(flush=True)
 
 

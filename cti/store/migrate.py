@@ -65,6 +65,43 @@ async def upgrade_async(url: str, revision: str = "head") -> None:
     await asyncio.to_thread(_upgrade, url, revision)
 
 
+def head_revision() -> str | None:
+    """The newest schema revision this version of cti knows (from the migration scripts)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://")).get_current_head()
+
+
+async def schema_problem(url: str) -> str | None:
+    """Why the database at `url` cannot serve this version (no schema, an older or newer one),
+    or None. A database that cannot be reached is not judged here: the store's own retries
+    and /readyz deal with an outage."""
+    import sqlalchemy as sa
+
+    from cti.store.db import Database
+
+    db = Database(url)
+    try:
+        await db.connect()
+        async with db.engine.connect() as conn:
+            if not await conn.run_sync(lambda c: sa.inspect(c).has_table("alembic_version")):
+                current = None
+            else:
+                current = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar()
+    except (OSError, sa.exc.DBAPIError, TimeoutError):
+        return None
+    finally:
+        await db.close()
+    head = head_revision()
+    if current == head:
+        return None
+    where = redact(normalize_url(url))
+    if current is None:
+        return f"the database {where} has no cti schema yet: run `cti migrate` with this config first"
+    return (f"the database {where} is at schema revision {current}, this version needs {head}: "
+            "run `cti migrate` with this config first")
+
+
 def downgrade(url: str, revision: str) -> None:
     """Step the schema back (tests and emergencies; data in dropped tables is lost)."""
     command.downgrade(alembic_config(url), revision)

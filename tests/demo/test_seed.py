@@ -148,3 +148,16 @@ async def test_the_demo_simulator_runs_on_the_demo_settings() -> None:
     assert all(e.tenant == "demo" for e in events)
     outbound = [e for e in created if str(e.direction) == "outbound"]
     assert all(e.agent in seed.agent_ids() for e in outbound)
+
+
+def test_the_banner_prints_only_tokens_that_exist(capsys, tmp_path) -> None:
+    # supervisors are listed among the agents: the banner offered demo-agent-<supervisor>
+    # tokens that were refused with a 401
+    from cti.demo.run import demo_settings, print_banner
+
+    settings = demo_settings(str(tmp_path / "cti.db"), str(tmp_path), 8080, "127.0.0.1", False)
+    print_banner(settings)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "tokens" in x)
+    printed = {t.strip() for t in line.split(":", 1)[1].split(",")}
+    assert printed == {t["token"] for t in seed.demo_tokens()}
+    assert "demo-supervisor-support" in printed

@@ -70,6 +70,8 @@ def test_cti_serve_with_bad_config_exits_2_with_one_message(tmp_path: Path) -> N
     (["serve"], "[server]\nstore_writers = false\n", "server.store_writers = false needs a shared bus"),
     (["worker"], "[transcribe]\nenabled = false\n", "nothing for a worker to do"),
     (["worker", "--store"], "[transcribe]\nenabled = false\n", "--store needs the bus the gateways use"),
+    # a worker on the memory bus started and waited forever for jobs nobody could give it
+    (["worker"], "[transcribe]\nenabled = true\n", "a worker needs the bus the gateways use"),
 ])
 def test_a_split_deployment_that_could_not_write_the_store_is_refused(
     tmp_path: Path, command: list[str], text: str, expected: str
@@ -96,3 +98,46 @@ def test_the_event_loop_setting_picks_uvloop_or_asyncio(monkeypatch: pytest.Monk
     assert loop_factory("auto") is None
     with pytest.raises(ConfigError, match="uvloop is not installed"):
         loop_factory("uvloop")
+
+
+@pytest.mark.parametrize("command", [["serve"], ["worker", "--store"]])
+def test_a_node_on_an_unmigrated_postgresql_says_to_run_cti_migrate(
+    tmp_path: Path, pg_url: str, command: list[str]
+) -> None:
+    # `cti serve` migrates SQLite only; on a fresh PostgreSQL it used to start and log a
+    # traceback per query ("relation api_tokens does not exist")
+    f = tmp_path / "pg.toml"
+    f.write_text(f'[store]\nurl = "{pg_url}"\n[bus]\nurl = "redis://127.0.0.1:1/0"\n')
+    r = subprocess.run([sys.executable, "-m", "cti.cli", *command, "--config", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "has no cti schema yet: run `cti migrate`" in r.stderr and str(f) in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+async def test_the_schema_check_names_an_old_revision_and_passes_the_head(pg_url: str) -> None:
+    from cti.store.migrate import head_revision, schema_problem, upgrade_async
+
+    await upgrade_async(pg_url, "0001")
+    problem = await schema_problem(pg_url)
+    assert problem is not None and "at schema revision 0001" in problem and str(head_revision()) in problem
+    await upgrade_async(pg_url)
+    assert await schema_problem(pg_url) is None
+    assert await schema_problem("postgresql+asyncpg://cti@127.0.0.1:1/none") is None  # unreachable: not judged
+
+
+def test_a_port_already_taken_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        f = tmp_path / "cti.toml"
+        f.write_text(f'[store]\nurl = "sqlite+aiosqlite:///{tmp_path}/cti.db"\n[server]\nport = {port}\n'
+                     f'host = "127.0.0.1"\n')
+        r = subprocess.run([sys.executable, "-m", "cti.cli", "serve", "--config", str(f)],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "--port" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -48,3 +48,14 @@ def test_compose_services_and_mounted_files_exist() -> None:
 def test_deploy_config_loads() -> None:
     s = load_settings(ROOT / "deploy" / "cti.toml", environ={"CTI_ARI_PASSWORD": "p", "CTI_TOKEN_ADMIN": "t"})
     assert s.providers[0].type == "asterisk" and s.transcribe.enabled
+
+
+def test_the_schema_is_migrated_before_cti_and_the_worker_start() -> None:
+    # `cti serve` migrates only SQLite: on the compose PostgreSQL an unmigrated schema made
+    # both services fail on their first query
+    import yaml
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert services["migrate"]["command"][:2] == ["cti", "migrate"]
+    for name in ("cti", "worker"):
+        assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
