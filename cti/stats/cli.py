@@ -23,8 +23,8 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 TABLE_COLUMNS: dict[str, list[str]] = {
     "agents": ["agent", "name", "team", "handled_inbound", "handled_outbound", "missed", "talk_s", "talk_mean_s",
                "talk_median_s", "hold_s", "wrap_up_s", "aht_s", "occupancy", "logged_in_s"],
-    "queues": ["queue", "offered", "answered", "abandoned", "short_abandoned", "service_level", "abandon_rate",
-               "asa_s", "longest_wait_s", "callbacks_requested", "callbacks_done"],
+    "queues": ["queue", "offered", "answered", "abandoned", "short_abandoned", "kept_for_callback", "service_level",
+               "abandon_rate", "asa_s", "longest_wait_s", "callbacks_requested", "callbacks_done"],
     "hourly": ["bucket", "calls", "answered", "not_answered", "inbound", "outbound", "abandoned", "missed",
                "service_level", "asa_s"],
     "calls-list": ["at", "kind", "queue", "from_number", "contact.name", "contact.account_name", "wait_s",

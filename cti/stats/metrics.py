@@ -192,22 +192,44 @@ def median(values: Iterable[float]) -> float | None:
     return round(float(statistics.median(vals)), 3) if vals else None
 
 
+def add_kept_for_callback(acc: dict[str, float], wait_s: float, short_abandon_s: float) -> dict[str, float]:
+    """Count one abandoned call whose caller had asked for a callback (see `derive_queue`), in place."""
+    acc[KEPT] = acc.get(KEPT, 0) + 1
+    acc[KEPT_SHORT] = acc.get(KEPT_SHORT, 0) + int(wait_s < short_abandon_s)
+    return acc
+
+
+# Not rollup columns: read from the callbacks table at report time (the call record does not
+# say whether its caller asked for a callback), then added to the summed parts.
+KEPT = "kept_for_callback"
+KEPT_SHORT = "kept_for_callback_short"
+
+
 def derive_queue(s: Mapping[str, float]) -> dict[str, Any]:
-    """Queue indicators from summed inbound rollup parts (docs/metrics.md, "Per queue")."""
+    """Queue indicators from summed inbound rollup parts (docs/metrics.md, "Per queue").
+
+    A caller who asked for a callback and then hung up kept their place in the queue: as in
+    Amazon Connect ("contacts queued for callback are not counted as abandoned"), such a call
+    is `kept_for_callback`, not abandoned. It stays in the service-level denominator (it was
+    not answered within the threshold) unless it left as quickly as a short abandon.
+    """
     offered = int(s.get("offered", 0))
-    short = int(s.get("short_abandoned", 0))
-    abandoned = int(s.get("abandoned", 0))
+    short_all = int(s.get("short_abandoned", 0))
+    abandoned_all = int(s.get("abandoned", 0))
+    kept, kept_short = int(s.get(KEPT, 0)), int(s.get(KEPT_SHORT, 0))
     answered = int(s.get("answered", 0))
-    counted = offered - short  # service-level and abandon-rate denominator
+    counted = offered - short_all  # service-level and abandon-rate denominator
+    abandoned = abandoned_all - short_all - (kept - kept_short)
     return {
         "offered": offered,
         "answered": answered,
-        "abandoned": abandoned - short,
-        "short_abandoned": short,
+        "abandoned": abandoned,
+        "short_abandoned": short_all - kept_short,
+        "kept_for_callback": kept,
         "not_answered": offered - answered,
         "answered_in_sl": int(s.get("answered_in_sl", 0)),
         "service_level": _ratio(s.get("answered_in_sl", 0), counted),
-        "abandon_rate": _ratio(abandoned - short, counted),
+        "abandon_rate": _ratio(abandoned, counted),
         "answer_rate": _ratio(answered, offered),
         "asa_s": _mean(s.get("wait_answered_s", 0.0), answered),
         "longest_wait_s": round(float(s.get("max_wait_s", 0.0)), 3),
@@ -228,6 +250,42 @@ def state_durations(intervals: Iterable[Mapping[str, Any]], start: datetime, end
         if e > s:
             out[iv["state"]] = out.get(iv["state"], 0.0) + (e - s).total_seconds()
     return {k: round(v, 3) for k, v in out.items()}
+
+
+# A wrap-up spell starts when the agent's call ends; clocks of the PBX and of the router may
+# disagree by a little, so a call that ended up to this long after the spell began still owns it.
+WRAP_UP_CLOCK_SKEW = timedelta(seconds=2)
+
+
+def wrap_up_owner(started_at: datetime, ended_calls: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The call a wrap-up spell follows: the agent's call that ended last before it began.
+
+    ended_calls: the agent's answered calls, sorted by `ended_at`.
+    """
+    owner = None
+    for c in ended_calls:
+        if c["ended_at"] > started_at + WRAP_UP_CLOCK_SKEW:
+            break
+        owner = c
+    return owner
+
+
+def keep_wrap_up_of(intervals: Iterable[Mapping[str, Any]], ended_calls: list[Mapping[str, Any]],
+                    keep: Any) -> list[Mapping[str, Any]]:
+    """An agent's state spells, less the wrap-up spells that follow a call `keep(call)` rejects.
+
+    With a queue or direction filter, after-call work belongs to the call it follows (as in
+    Amazon Connect, where ACW is per contact): a queue's AHT must not include the wrap-up of
+    the agent's calls from other queues. A wrap-up spell with no known call is dropped.
+    """
+    out = []
+    for iv in intervals:
+        if iv["state"] == "wrap_up":
+            owner = wrap_up_owner(iv["started_at"], ended_calls)
+            if owner is None or not keep(owner):
+                continue
+        out.append(iv)
+    return out
 
 
 def derive_agent(inbound: Mapping[str, float], outbound: Mapping[str, float],

@@ -21,13 +21,22 @@ from cti.stats.metrics import (
     ALL_AGENTS,
     ALL_QUEUES,
     COUNT_FIELDS,
+    KEPT,
+    KEPT_SHORT,
     MAX_FIELDS,
     SUM_FIELDS,
+    WRAP_UP_CLOCK_SKEW,
+    RollupDelta,
+    add_kept_for_callback,
     add_sums,
     bucket_start,
+    call_deltas,
+    call_start,
     derive_agent,
     derive_queue,
     empty_sums,
+    hour_of,
+    keep_wrap_up_of,
     median,
     state_durations,
     weekday_hour,
@@ -46,13 +55,108 @@ def _sum_columns() -> list[Any]:
     return cols
 
 
-def _rollup_where(q: StatsQuery, agents: Iterable[str] | None = None, per_agent: bool = False) -> list[Any]:
+def whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC hours inside [start, end), as [first, last) hour starts (first >= last: none)."""
+    first = hour_of(start)
+    if first < start:
+        first += timedelta(hours=1)
+    return first, hour_of(end)
+
+
+def split_range(q: StatsQuery, whole_hour_zone: bool = True) -> tuple[tuple[datetime, datetime],
+                                                                      list[tuple[datetime, datetime]]]:
+    """(rollup hours [first, last), raw spans): the rollups answer whole UTC hours only.
+
+    A bound inside an hour (a datetime, or a local midnight in a zone whose offset is not
+    whole hours) leaves a partial hour at each end that the call records answer instead, so
+    a report counts exactly the calls that started in [start, end). Pure.
+    whole_hour_zone=False (buckets in a half-hour zone): every local hour straddles two
+    rollup hours, so all of it comes from the call records.
+    """
+    first, last = whole_hours(q.start, q.end)
+    if not whole_hour_zone or first >= last:
+        return (q.start, q.start), [(q.start, q.end)]
+    edges = [(s, e) for s, e in ((q.start, first), (last, q.end)) if s < e]
+    return (first, last), edges
+
+
+def keeps_delta(d: RollupDelta, q: StatsQuery, scope: frozenset[str] | None, per_agent: bool) -> bool:
+    """The raw-path mirror of `_rollup_where`: whether a call's rollup row answers the query."""
+    if scope is not None:
+        if d.agent not in scope - {ALL_AGENTS, ""}:
+            return False
+    elif per_agent:
+        if d.agent in ("", ALL_AGENTS):
+            return False
+    elif d.agent != ALL_AGENTS:
+        return False
+    if per_agent:
+        if d.queue != (q.queue if q.queue is not None else ALL_QUEUES):
+            return False
+    elif d.queue == ALL_QUEUES or (q.queue is not None and d.queue != q.queue):
+        return False
+    return q.direction is None or d.direction == q.direction
+
+
+async def _raw_rows(conn: Any, settings: Settings, q: StatsQuery, spans: list[tuple[datetime, datetime]],
+                    agents: Iterable[str] | None = None, per_agent: bool = False) -> list[dict[str, Any]]:
+    """Rows shaped like stats_hourly's (hour = the call's exact start) from the calls in `spans`.
+
+    Built with the rollup's own `call_deltas`, so both paths count a call the same way.
+    """
+    if not spans:
+        return []
+    c = calls_t.c
+    cond = [c.tenant == q.tenant, c.state == "ended",
+            sa.or_(*[sa.and_(c.created_at >= s, c.created_at < e) for s, e in spans])]
+    if q.direction is not None:
+        cond.append(c.direction == q.direction)
+    if q.queue is not None:
+        cond.append(c.queue == q.queue)
+    scope = q.agents if agents is None else frozenset(agents)
+    out: list[dict[str, Any]] = []
+    for r in (await conn.execute(sa.select(calls_t).where(*cond))).mappings().all():
+        row = _aware(dict(r))
+        start = call_start(row)
+        if start is None:
+            continue
+        for d in call_deltas(row, *thresholds(settings, row.get("queue"))):
+            if keeps_delta(d, q, scope, per_agent):
+                out.append({"hour": start, "queue": d.queue, "agent": d.agent, "direction": d.direction,
+                            **d.values()})
+    return out
+
+
+async def _kept_for_callback(conn: Any, q: StatsQuery) -> list[dict[str, Any]]:
+    """Abandoned queue calls of the period whose caller had asked for a callback (a `callbacks`
+    row names the call). Under an agent/team filter there are none to correct: unanswered
+    calls belong to no agent, so they are not in the figures at all.
+    """
+    if q.agents is not None:
+        return []
+    c = calls_t.c
+    cond = [c.tenant == q.tenant, c.state == "ended", c.outcome == "abandoned", c.direction != "outbound",
+            c.queue.is_not(None), c.queue != "", c.created_at >= q.start, c.created_at < q.end,
+            sa.exists().where(callbacks.c.call_id == c.call_id, callbacks.c.tenant == q.tenant)]
+    if q.queue is not None:
+        cond.append(c.queue == q.queue)
+    if q.direction is not None:
+        cond.append(c.direction == q.direction)
+    rows = (await conn.execute(sa.select(c.created_at, c.queue, c.wait_s).where(*cond))).mappings().all()
+    return [_aware(dict(r)) for r in rows]
+
+
+def _rollup_where(q: StatsQuery, agents: Iterable[str] | None = None, per_agent: bool = False,
+                  hours: tuple[datetime, datetime] | None = None) -> list[Any]:
     """Which rollup rows answer the query (docs/metrics.md, "Rollup").
 
     per_agent (the agents report): each agent's ALL_QUEUES rows, or its rows of q.queue.
     Otherwise: the ALL_AGENTS rows, or - agents filtered - those agents' per-queue rows.
+    hours: the [first, last) rollup hours to read (default: the whole hours of the query;
+    `_raw_rows` answers the partial ones, see `split_range`).
     """
-    cond: list[Any] = [H.tenant == q.tenant, H.hour >= q.start, H.hour < q.end]
+    first, last = hours if hours is not None else split_range(q)[0]
+    cond: list[Any] = [H.tenant == q.tenant, H.hour >= first, H.hour < last]
     scope = q.agents if agents is None else frozenset(agents)
     if scope is not None:
         cond.append(H.agent.in_(sorted(scope - {ALL_AGENTS, ""})))
@@ -111,6 +215,7 @@ async def agents_report(engine: AsyncEngine, settings: Settings, q: StatsQuery, 
             .where(*_rollup_where(q, scope, per_agent=True))
             .group_by(H.agent, H.direction)
         )).mappings().all()
+        rows = [*rows, *await _raw_rows(conn, settings, q, split_range(q)[1], scope, per_agent=True)]
         medians = await _talk_medians(conn, q, scope) if with_median else {}
         log_cond = [agent_state_log.c.tenant == q.tenant, agent_state_log.c.started_at < q.end,
                     sa.or_(agent_state_log.c.ended_at.is_(None), agent_state_log.c.ended_at > q.start)]
@@ -120,6 +225,8 @@ async def agents_report(engine: AsyncEngine, settings: Settings, q: StatsQuery, 
             sa.select(agent_state_log.c.agent, agent_state_log.c.state,
                       agent_state_log.c.started_at, agent_state_log.c.ended_at).where(*log_cond)
         )).mappings().all()
+        filtered = q.queue is not None or q.direction is not None
+        ended = await _answered_calls_by_agent(conn, q, scope) if filtered else {}
     inbound: dict[str, dict[str, float]] = {}
     outbound: dict[str, dict[str, float]] = {}
     for r in rows:
@@ -128,6 +235,11 @@ async def agents_report(engine: AsyncEngine, settings: Settings, q: StatsQuery, 
     by_agent_iv: dict[str, list[dict[str, Any]]] = {}
     for iv in intervals:
         by_agent_iv.setdefault(iv["agent"], []).append(_aware(dict(iv)))
+    if filtered:
+        def keep(c: dict[str, Any]) -> bool:
+            return (q.queue is None or c["queue"] == q.queue) and (q.direction is None
+                                                                  or c["direction"] == q.direction)
+        by_agent_iv = {a: keep_wrap_up_of(ivs, ended.get(a, []), keep) for a, ivs in by_agent_iv.items()}
     ids = set(inbound) | set(outbound) | set(by_agent_iv)
     ids |= set(directory) if scope is None else set(scope)
     if scope is not None:
@@ -147,6 +259,22 @@ def _aware(d: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, datetime) and v.tzinfo is None:
             d[k] = v.replace(tzinfo=UTC)
     return d
+
+
+async def _answered_calls_by_agent(conn: Any, q: StatsQuery,
+                                   scope: frozenset[str] | None) -> dict[str, list[dict[str, Any]]]:
+    """Each agent's answered calls (any queue, any direction) that ended around the period,
+    sorted by end: what `keep_wrap_up_of` attributes wrap-up spells to."""
+    c = calls_t.c
+    cond = [c.tenant == q.tenant, c.outcome == "answered", c.agent.is_not(None),
+            c.ended_at >= q.start - timedelta(days=1), c.ended_at < q.end + WRAP_UP_CLOCK_SKEW]
+    if scope is not None:
+        cond.append(c.agent.in_(sorted(scope)))
+    out: dict[str, list[dict[str, Any]]] = {}
+    stmt = sa.select(c.agent, c.ended_at, c.queue, c.direction).where(*cond).order_by(c.ended_at)
+    for r in (await conn.execute(stmt)).mappings().all():
+        out.setdefault(r["agent"], []).append(_aware(dict(r)))
+    return out
 
 
 async def _talk_medians(conn: Any, q: StatsQuery, scope: frozenset[str] | None) -> dict[str, float | None]:
@@ -182,6 +310,9 @@ async def queues_report(engine: AsyncEngine, settings: Settings, q: StatsQuery) 
             .where(*_rollup_where(q), H.queue != "", H.direction != "outbound")
             .group_by(H.queue)
         )).mappings().all()
+        raw = [r for r in await _raw_rows(conn, settings, q, split_range(q)[1])
+               if r["queue"] and r["direction"] != "outbound"]
+        kept = await _kept_for_callback(conn, q)
         cb = callbacks.c
         cb_cond = [cb.tenant == q.tenant, cb.requested_at >= q.start, cb.requested_at < q.end]
         if q.queue is not None:
@@ -191,7 +322,12 @@ async def queues_report(engine: AsyncEngine, settings: Settings, q: StatsQuery) 
                       sa.func.sum(sa.case((cb.state == "done", 1), else_=0)).label("done"))
             .where(*cb_cond).group_by(cb.queue)
         )).mappings().all()
-    sums = {r["queue"]: add_sums(empty_sums(), r) for r in rows}
+    sums: dict[str, dict[str, float]] = {}
+    for r in [*rows, *raw]:
+        add_sums(sums.setdefault(r["queue"], empty_sums()), r)
+    for k in kept:
+        add_kept_for_callback(sums.setdefault(k["queue"], empty_sums()), float(k["wait_s"] or 0.0),
+                              thresholds(settings, k["queue"])[1])
     cbs = {r["queue"]: (int(r["requested"] or 0), int(r["done"] or 0)) for r in cb_rows}
     names = set(sums) | set(cbs) | {qs.name for qs in settings.queues}
     if q.queue is not None:
@@ -201,6 +337,8 @@ async def queues_report(engine: AsyncEngine, settings: Settings, q: StatsQuery) 
     for name in sorted(names):
         s = sums.get(name, empty_sums())
         add_sums(total, s)
+        for f in (KEPT, KEPT_SHORT):  # not rollup columns: add_sums leaves them out
+            total[f] = total.get(f, 0) + s.get(f, 0)
         req, done = cbs.get(name, (0, 0))
         sl_s, short_s = thresholds(settings, name)
         out.append({"queue": name, **derive_queue(s), "service_level_s": sl_s, "short_abandon_s": short_s,
@@ -228,6 +366,7 @@ def _bucket_row(bucket: datetime, s_q: dict[str, float], s_all: dict[str, float]
         "queued": dq["offered"],
         "abandoned": dq["abandoned"],
         "short_abandoned": dq["short_abandoned"],
+        "kept_for_callback": dq["kept_for_callback"],
         "missed": int(s_all["missed"]),
         "service_level": dq["service_level"],
         "asa_s": dq["asa_s"],
@@ -255,14 +394,19 @@ async def hourly_report(engine: AsyncEngine, settings: Settings, q: StatsQuery) 
     # PostgreSQL buckets in SQL (fewer rows back); SQLite returns hours and Python buckets them
     in_sql = engine.dialect.name == "postgresql" and q.bucket != "hour"
     bucket = (sa.func.date_trunc(q.bucket, sa.func.timezone(q.tz.key, H.hour)) if in_sql else H.hour).label("b")
+    hours, spans = split_range(q, _whole_hour_offsets(q))
     async with engine.connect() as conn:
         rows = (await conn.execute(
             sa.select(bucket, H.direction, queued, *_sum_columns())
-            .where(*_rollup_where(q)).group_by(bucket, H.direction, queued)
+            .where(*_rollup_where(q, hours=hours)).group_by(bucket, H.direction, queued)
         )).mappings().all()
+        raw = await _raw_rows(conn, settings, q, spans)
+        kept = await _kept_for_callback(conn, q)
     acc: dict[datetime, tuple[dict, dict, dict]] = {}
-    for r in rows:
-        if in_sql:  # a local wall-clock midnight
+    tagged = [(r, in_sql) for r in rows] + [({**r, "b": r["hour"], "queued": int(bool(r["queue"]))}, False)
+                                            for r in raw]
+    for r, local_midnight in tagged:
+        if local_midnight:  # PostgreSQL bucketed it: a local wall-clock midnight
             b = r["b"].replace(tzinfo=q.tz).astimezone(UTC)
         else:
             b = bucket_start(_aware({"h": r["b"]})["h"], q.bucket, q.tz).astimezone(UTC)
@@ -272,6 +416,10 @@ async def hourly_report(engine: AsyncEngine, settings: Settings, q: StatsQuery) 
             add_sums(s_out, r)
         elif r["queued"]:
             add_sums(s_q, r)
+    for k in kept:
+        b = bucket_start(k["created_at"], q.bucket, q.tz).astimezone(UTC)
+        s_q = acc.setdefault(b, (empty_sums(), empty_sums(), empty_sums()))[0]
+        add_kept_for_callback(s_q, float(k["wait_s"] or 0.0), thresholds(settings, k["queue"])[1])
     out = []
     for b in _buckets(q):
         s_q, s_all, s_out = acc.pop(b.astimezone(UTC), (empty_sums(), empty_sums(), empty_sums()))
@@ -286,42 +434,38 @@ def _whole_hour_offsets(q: StatsQuery) -> bool:
 
 
 async def typology_report(engine: AsyncEngine, settings: Settings, q: StatsQuery) -> list[dict[str, Any]]:
-    """168 cells (weekday 0=Monday x hour 0-23, site time zone): answered/not answered, in/outbound."""
+    """168 cells (weekday 0=Monday x hour 0-23, site time zone): answered/not answered, in/outbound.
+
+    Whole rollup hours in a whole-hour zone come from the rollups; the rest (partial hours at
+    the bounds, or everything in a zone such as Asia/Kolkata) from the call records.
+    """
     cells = {(d, h): {"weekday": d, "hour": h, "calls": 0, "answered": 0, "not_answered": 0,
                       "inbound": 0, "outbound": 0} for d in range(7) for h in range(24)}
+    hours, spans = split_range(q, _whole_hour_offsets(q))
+    items: list[tuple[datetime, str, int, int]] = []
     async with engine.connect() as conn:
-        if _whole_hour_offsets(q) and conn.dialect.name == "postgresql":
+        if hours[0] < hours[1] and conn.dialect.name == "postgresql":
             local = sa.func.timezone(q.tz.key, H.hour)
             dow = (sa.extract("isodow", local) - 1).label("dow")
             hr = sa.extract("hour", local).label("hr")
             rows = (await conn.execute(
                 sa.select(dow, hr, H.direction, sa.func.sum(H.offered).label("offered"),
                           sa.func.sum(H.answered).label("answered"))
-                .where(*_rollup_where(q)).group_by(dow, hr, H.direction)
+                .where(*_rollup_where(q, hours=hours)).group_by(dow, hr, H.direction)
             )).mappings().all()
             for r in rows:
                 _add_cell(cells[(int(r["dow"]), int(r["hr"]))], r["direction"], int(r["offered"] or 0),
                           int(r["answered"] or 0))
-            return list(cells.values())
-        if _whole_hour_offsets(q):
+        elif hours[0] < hours[1]:
             rows = (await conn.execute(
                 sa.select(H.hour, H.direction, sa.func.sum(H.offered).label("offered"),
                           sa.func.sum(H.answered).label("answered"))
-                .where(*_rollup_where(q)).group_by(H.hour, H.direction)
+                .where(*_rollup_where(q, hours=hours)).group_by(H.hour, H.direction)
             )).mappings().all()
             items = [(_aware({"h": r["hour"]})["h"], r["direction"], int(r["offered"] or 0),
                       int(r["answered"] or 0)) for r in rows]
-        else:  # e.g. Asia/Kolkata: bucket each raw call instead
-            c = calls_t.c
-            cond = [c.tenant == q.tenant, c.state == "ended", c.created_at >= q.start, c.created_at < q.end]
-            if q.agents is not None:
-                cond.append(c.agent.in_(sorted(q.agents)))
-            if q.queue is not None:
-                cond.append(c.queue == q.queue)
-            if q.direction is not None:
-                cond.append(c.direction == q.direction)
-            rows = (await conn.execute(sa.select(c.created_at, c.direction, c.outcome).where(*cond))).all()
-            items = [(_aware({"h": r[0]})["h"], r[1], 1, int(r[2] == "answered")) for r in rows]
+        items += [(r["hour"], r["direction"], int(r["offered"]), int(r["answered"]))
+                  for r in await _raw_rows(conn, settings, q, spans)]
     for at, direction, offered, answered in items:
         _add_cell(cells[weekday_hour(at, q.tz)], direction, offered, answered)
     return list(cells.values())

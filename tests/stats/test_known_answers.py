@@ -20,11 +20,13 @@ async def report(engine, settings, name, **params):
 async def test_queue_service_level_excludes_short_abandons(hand_db, settings):
     rows = {r["queue"]: r for r in await report(hand_db, settings, "queues")}
     s = rows["support"]
-    assert (s["offered"], s["answered"], s["short_abandoned"], s["abandoned"]) == (6, 3, 1, 2)
+    # c04 abandoned; c09's caller had asked for a callback (cb1): kept for callback, not abandoned
+    assert (s["offered"], s["answered"], s["short_abandoned"], s["abandoned"]) == (6, 3, 1, 1)
+    assert s["kept_for_callback"] == 1
     # c01 (10 s) and c05 (exactly 20 s) are within 20 s; c02 (25 s) is not; denominator 6 - 1 short
     assert s["answered_in_sl"] == 2
     assert s["service_level"] == 0.4
-    assert s["abandon_rate"] == 0.4
+    assert s["abandon_rate"] == 0.2
     assert s["asa_s"] == pytest.approx((10 + 25 + 20) / 3, abs=1e-3)
     assert s["longest_wait_s"] == 40
     assert (s["callbacks_requested"], s["callbacks_done"]) == (2, 1)
@@ -39,7 +41,10 @@ async def test_queue_service_level_excludes_short_abandons(hand_db, settings):
 async def test_wait_equal_to_short_threshold_is_a_real_abandon(hand_db, settings):
     rows = {r["queue"]: r for r in await report(hand_db, settings, "queues", **{"from": "2026-03-03"})}
     s = rows["support"]
-    assert (s["offered"], s["abandoned"], s["short_abandoned"], s["service_level"]) == (1, 1, 0, 0.0)
+    # c09 waited exactly 5 s: not short, so it counts in the service level (as a failure); its caller
+    # had asked for a callback, so it is kept for callback rather than abandoned
+    assert (s["offered"], s["short_abandoned"], s["kept_for_callback"], s["service_level"]) == (1, 0, 1, 0.0)
+    assert s["abandoned"] == 0
 
 
 async def test_agent_metrics(hand_db, settings):
@@ -138,3 +143,17 @@ async def test_filters_by_queue_agent_and_direction(hand_db, settings):
     assert sum(r["answered"] for r in series) == 4 and sum(r["missed"] for r in series) == 2
     cells = await report(hand_db, settings, "typology", direction="outbound")
     assert sum(c["calls"] for c in cells) == 2
+
+
+async def test_wrap_up_under_a_queue_filter_is_that_queues_only(hand_db, settings):
+    """After-call work belongs to the call it follows: alice's wrap-up (09:30-09:40) follows c02
+    (support, ended 09:13:45), so it is support's, and not in her outbound or sales figures."""
+    support = {r["agent"]: r for r in await report(hand_db, settings, "agents", queue="support")}["alice"]
+    assert support["wrap_up_s"] == 600
+    assert support["aht_s"] == pytest.approx((300 + 20 + 600) / 2, abs=1e-3)
+    outbound = {r["agent"]: r for r in await report(hand_db, settings, "agents", direction="outbound")}["alice"]
+    assert outbound["wrap_up_s"] == 0
+    assert outbound["aht_s"] == 50
+    assert outbound["states"].get("on_call") == 1800     # other states are not filtered
+    sales = {r["agent"]: r for r in await report(hand_db, settings, "agents", queue="sales")}["alice"]
+    assert (sales["wrap_up_s"], sales["aht_s"]) == (0, None)
