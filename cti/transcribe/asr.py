@@ -22,19 +22,23 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import structlog
 
-from cti.transcribe.audio import SAMPLE_RATE, is_dual_channel, zero_paused
+from cti.transcribe.audio import SAMPLE_RATE, is_dual_channel, mono_mix, zero_paused
 
 log = structlog.get_logger(__name__)
 
 STEREO_SPEAKERS = ("agent", "customer")  # left, right
 MONO_SPEAKER = "unknown"
+# faster-whisper computes the spectrogram of its whole input at once (about 100 bytes per
+# sample at peak): a 30-minute stereo call took over 2 GB. Channels are handed to the model
+# in pieces of at most this many seconds, so a worker's memory does not grow with the call.
+PIECE_S = 90.0
 
 # The two halves of Systran/faster-whisper-base model.bin (sha256 of each part and of the
 # joined file, which equals the upstream LFS object id), plus the side files.
@@ -313,6 +317,47 @@ def load_recognizer(settings: Any, *, cpu_threads: int | None = None, cache_dir:
     raise ModelError(f"transcribe.backend {backend!r}: expected 'faster-whisper' or 'openai-whisper'")
 
 
+# --------------------------------------------------------------------------- long audio
+
+
+def channel_words(recognizer: Recognizer, x: np.ndarray, *, speaker: str, piece_s: float = PIECE_S) -> list[Word]:
+    """Timed words of one channel, given to the model `piece_s` seconds at most at a time.
+
+    Word times are shifted back to the whole recording, and segment numbers stay unique
+    across pieces (fix_segment_starts and words_to_turns rely on them).
+    """
+    words: list[Word] = []
+    for a, b in piece_bounds(x, piece=int(piece_s * SAMPLE_RATE)):
+        offset = a / SAMPLE_RATE
+        seg_base = words[-1].seg + 1 if words else 0
+        for w in recognizer.words(x[a:b], speaker=speaker):
+            words.append(replace(w, start=w.start + offset, end=w.end + offset, seg=w.seg + seg_base))
+    return words
+
+
+def piece_bounds(x: np.ndarray, *, piece: int, search_s: float = 20.0, frame_s: float = 0.1) -> list[tuple[int, int]]:
+    """[(start, end)] sample ranges of at most `piece` samples covering `x`.
+
+    Each cut is at the quietest `frame_s` of the last `search_s` seconds before the limit:
+    a cut inside a word would lose or garble it; a pause between words costs nothing.
+    """
+    n = x.shape[-1]
+    frame = max(1, int(frame_s * SAMPLE_RATE))
+    piece = max(piece, 4 * frame)  # room to look for a pause
+    search = min(int(search_s * SAMPLE_RATE), piece // 2)
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    while n - start > piece:
+        lo = start + piece - search
+        k = max(1, (start + piece - lo) // frame)
+        energy = (x[lo: lo + k * frame].astype(np.float64).reshape(k, frame) ** 2).mean(axis=1)
+        cut = lo + int(np.argmin(energy)) * frame + frame // 2
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, n))
+    return bounds
+
+
 # --------------------------------------------------------------------------- merge
 
 
@@ -380,14 +425,18 @@ def transcribe_audio(
     paused: list[list[float]] | None = None,
     stereo: bool | None = None,
     diarize: bool = False,
+    piece_s: float = PIECE_S,
 ) -> Transcript:
     """Transcribe (channels, samples) 16 kHz audio; stereo = left agent, right customer.
 
     `diarize`: guess agent/customer in a mono recording from the voices (see diarize.py;
     roughly 80-98% of words right on the shared calls, so it is opt-in).
+    `piece_s`: longest stretch of one channel given to the model at once (see PIECE_S).
     """
     t0 = time.perf_counter()
-    audio = np.array(audio, dtype=np.float32, copy=True)
+    # copied only when paused spans are zeroed (the caller's array stays intact); a long
+    # call's samples are the biggest thing a worker holds
+    audio = np.array(audio, dtype=np.float32) if paused else np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None, :]
     zero_paused(audio, paused)
@@ -397,15 +446,16 @@ def transcribe_audio(
         channels = [(np.ascontiguousarray(audio[ch]), speaker) for ch, speaker in enumerate(STEREO_SPEAKERS)]
         if int(getattr(recognizer, "parallel_channels", 1) or 1) > 1:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr-channel") as pool:
-                futures = [pool.submit(recognizer.words, x, speaker=speaker) for x, speaker in channels]
+                futures = [pool.submit(channel_words, recognizer, x, speaker=speaker, piece_s=piece_s)
+                           for x, speaker in channels]
                 per_channel = [f.result() for f in futures]
         else:
-            per_channel = [recognizer.words(x, speaker=speaker) for x, speaker in channels]
-        for channel_words in per_channel:
-            words.extend(fix_segment_starts(channel_words))
+            per_channel = [channel_words(recognizer, x, speaker=speaker, piece_s=piece_s) for x, speaker in channels]
+        for one_channel in per_channel:
+            words.extend(fix_segment_starts(one_channel))
     else:
-        mono = np.ascontiguousarray(audio.mean(axis=0) if audio.shape[0] > 1 else audio[0])
-        words.extend(fix_segment_starts(recognizer.words(mono, speaker=MONO_SPEAKER)))
+        mono = mono_mix(audio)
+        words.extend(fix_segment_starts(channel_words(recognizer, mono, speaker=MONO_SPEAKER, piece_s=piece_s)))
         if diarize:
             from cti.transcribe.diarize import label_words
 

@@ -57,7 +57,7 @@ def transcribe_files(
     except ModelError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 1
-    failed = 0
+    failed: list[str] = []
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
@@ -79,7 +79,7 @@ def transcribe_files(
                     else:
                         result.summary = summarize_sync(settings, result.segments)
             except AudioError as exc:
-                failed += 1
+                failed.append(f)
                 console.print(f"[red]error:[/red] {exc}")
                 progress.advance(task)
                 continue
@@ -93,6 +93,10 @@ def transcribe_files(
             out.flush()
             progress.advance(task)
     if failed:
-        console.print(f"[red]{failed} of {len(files)} file(s) could not be transcribed[/red]")
+        # named again at the end: the per-file errors scroll away in a long batch
+        from rich.markup import escape
+
+        console.print(f"[red]{len(failed)} of {len(files)} file(s) could not be transcribed: "
+                      f"{escape(', '.join(failed))}[/red]")
         return 2
     return 0

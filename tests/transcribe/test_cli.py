@@ -25,6 +25,10 @@ def test_json_lines_and_exit_code_two_for_bad_files(recognizer, tmp_path: Path) 
     assert code == 2
     assert "missing.wav: no such file" in err.getvalue()
     assert "corrupt.wav: not a readable audio file" in err.getvalue()
+    # the last line names the failed files again: the per-file errors scroll away in a batch
+    assert "2 of 3 file(s) could not be transcribed" in err.getvalue()
+    last = err.getvalue().split("could not be transcribed")[-1]
+    assert "missing.wav" in last and "corrupt.wav" in last and "quote.wav" not in last
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
     obj = json.loads(lines[0])
