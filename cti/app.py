@@ -39,6 +39,7 @@ from cti.model import AgentState, Call, CallEvent, EventKind, Role
 from cti.services import Services
 from cti.store import tables as t
 from cti.web.auth import Principal, TokenRecord, TokenStore, hash_token
+from cti.web.common import load_call_row
 from cti.web.ws import Hub
 
 log = structlog.get_logger(__name__)
@@ -893,22 +894,16 @@ class CtiApp:
 
     # ---- services used by the API ----------------------------------------------------------
     async def load_call(self, call_id: str, viewer: str | None = None) -> Call | None:
-        """The stored call. With `viewer`: when this user has the pop of a call whose row the
-        store has not written yet, wait for it (`wait_for_row`); 503 if it never comes."""
+        """The stored call. With `viewer`: a call on that user's screen whose row the store has
+        not written yet is waited for (`load_call_row`; 503 if it never comes)."""
         async def fetch() -> Call | None:
             async with self.db.engine.connect() as conn:
                 row = (await conn.execute(sa.select(t.calls).where(t.calls.c.call_id == call_id))).first()
             return Call.from_dict(dict(row._mapping)) if row else None
 
-        call = await fetch()
-        if call is None and viewer and self.screen_pop is not None and self.screen_pop.pop_for(call_id, viewer):
-            from cti.calls import repo
-
-            call = await repo.wait_for_row(fetch, repo.CALL_ROW_WAIT_S)
-            if call is None:
-                raise ControlError(503, "the call is not stored yet (the store is behind): try again",
-                                   retry_after_s=1)
-        return call
+        pop = self.screen_pop
+        on_screen = bool(viewer) and pop is not None and pop.pop_for(call_id, viewer) is not None
+        return await load_call_row(fetch, on_screen=on_screen)
 
     def _monitor_endpoint_of(self, user: str) -> str | None:
         a = self.directory.agents.get(user)

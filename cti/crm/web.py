@@ -16,11 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from cti.calls import repo
-from cti.calls.repo import wait_for_row
 from cti.crm.base import CrmError, contact_view
 from cti.store.tables import calls
-from cti.web.common import ApiError, json_body, principal, services
+from cti.web.common import ApiError, json_body, load_call_row, principal, services
 
 routes = web.RouteTableDef()
 
@@ -42,13 +40,9 @@ async def _call_row(svc: Any, call_id: str) -> Any:
 
 
 async def _own_call(svc: Any, p: Any, call_id: str) -> Any:
-    row = await _call_row(svc, call_id)
     pop = getattr(svc, "screen_pop", None)
-    if row is None and pop is not None and pop.pop_for(call_id, p.user) is not None:
-        # this agent has the pop of this call: its row is on its way (see wait_for_row)
-        row = await wait_for_row(lambda: _call_row(svc, call_id), repo.CALL_ROW_WAIT_S)
-        if row is None:
-            raise ApiError(503, "the call is not stored yet (the store is behind): try again", retry_after_s=1)
+    on_screen = pop is not None and pop.pop_for(call_id, p.user) is not None
+    row = await load_call_row(lambda: _call_row(svc, call_id), on_screen=on_screen)
     if row is None or not p.can_control_call(row.agent, _team(svc, row.agent), row.tenant):
         raise ApiError(404, "call not found")
     return row

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from cti.calls import repo
 from cti.services import Services
 from cti.web.auth import Principal
 
@@ -31,6 +33,29 @@ class ApiError(Exception):
             err["field"] = self.field
         err.update(self.extra)
         return {"error": err}
+
+
+class CallNotStoredYet(ApiError):
+    """503: a call on the asker's screen whose row the store writers have not written yet."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "the call is not stored yet (the store is behind): try again", retry_after_s=1)
+
+
+T = TypeVar("T")
+
+
+async def load_call_row(fetch: Callable[[], Awaitable[T | None]], *, on_screen: bool) -> T | None:
+    """`fetch()` the call a request acts on. The pop reaches the browser before the store
+    writers write the call: when the asker has the call's pop (`on_screen`), a missing row is
+    on its way and is waited for (`repo.wait_for_row`); CallNotStoredYet if it never comes.
+    Anyone else gets what is stored now (None: not found)."""
+    row = await fetch()
+    if row is None and on_screen:
+        row = await repo.wait_for_row(fetch, repo.CALL_ROW_WAIT_S)
+        if row is None:
+            raise CallNotStoredYet()
+    return row
 
 
 def not_found(what: str) -> ApiError:
