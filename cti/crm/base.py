@@ -70,6 +70,16 @@ def contact_view(c: Contact) -> dict[str, Any]:
     }
 
 
+def keep_transcript(new_text: Any, old_text: Any, mark: str) -> str | None:
+    """`new_text` followed by the transcript section (from `mark` on) of `old_text`, or None
+    when the old text has none: an update pushed after the transcription (the wrap-up, say)
+    must not erase the transcript attached to the CRM's record meanwhile."""
+    old = str(old_text or "")
+    if mark not in old:
+        return None
+    return str(new_text or "") + old[old.index(mark) :]
+
+
 def full_name(first: str | None, last: str | None, fallback: str = "") -> str:
     name = " ".join(p for p in ((first or "").strip(), (last or "").strip()) if p)
     return name or fallback

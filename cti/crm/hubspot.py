@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from cti.crm.base import CrmAuthError, CrmError, CrmUnavailable, full_name, register
+from cti.crm.base import CrmAuthError, CrmError, CrmUnavailable, full_name, keep_transcript, register
 from cti.crm.numbers import same_number, variants
 from cti.crm.rest import RemoteConnector, RestClient, TokenCache
 from cti.model import Activity, Contact, Direction, Outcome
@@ -291,9 +291,9 @@ class HubSpotConnector(RemoteConnector):
         time and the engagement keeps the time it was logged with."""
         if not dated:
             props = {k: v for k, v in props.items() if k != "hs_timestamp"}
-        old_body = str(old.get("hs_call_body") or "")
-        if TRANSCRIPT_MARK in old_body:
-            props["hs_call_body"] = str(props.get("hs_call_body") or "") + old_body[old_body.index(TRANSCRIPT_MARK) :]
+        body = keep_transcript(props.get("hs_call_body"), old.get("hs_call_body"), TRANSCRIPT_MARK)
+        if body is not None:
+            props["hs_call_body"] = body
         await self._api("PATCH", f"/crm/v3/objects/calls/{hs_id}", json={"properties": props})
 
     async def log_transcript(self, call_id: str, transcript_text: str, summary: dict[str, Any] | None) -> str | None:

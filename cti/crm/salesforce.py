@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from cti.crm.base import CrmAuthError, CrmError, CrmUnavailable, full_name, register
+from cti.crm.base import CrmAuthError, CrmError, CrmUnavailable, full_name, keep_transcript, register
 from cti.crm.numbers import same_number, variants
 from cti.crm.rest import RemoteConnector, RestClient, TokenCache, error_message
 from cti.model import Activity, Contact, Direction, Outcome
@@ -309,10 +309,9 @@ class SalesforceConnector(RemoteConnector):
         (the wrap-up often comes after the transcription)."""
         fields = {k: v for k, v in fields.items() if k not in CREATE_ONLY}
         task = await self._api("GET", f"/sobjects/Task/{task_id}", params={"fields": "Description"})
-        old = str((task or {}).get("Description") or "")
-        if TRANSCRIPT_MARK in old:
-            transcript = old[old.index(TRANSCRIPT_MARK) :]
-            fields["Description"] = (str(fields.get("Description") or "") + transcript)[:32000]
+        desc = keep_transcript(fields.get("Description"), (task or {}).get("Description"), TRANSCRIPT_MARK)
+        if desc is not None:
+            fields["Description"] = desc[:32000]
         await self._api("PATCH", f"/sobjects/Task/{task_id}", json=fields)
 
     async def log_transcript(self, call_id: str, transcript_text: str, summary: dict[str, Any] | None) -> str | None:
