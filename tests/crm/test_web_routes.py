@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -15,12 +14,13 @@ from cti.config import Settings
 from cti.crm.cache import CachedLookup
 from cti.crm.local import LocalConnector
 from cti.crm.web import routes
-from cti.model import CallEvent, Direction, EventKind, Role, make_event_id
+from cti.model import Role
 from cti.routing.screen_pop import ScreenPop
 from cti.services import Services
 from cti.store.tables import calls, contacts
 from cti.web.auth import Principal
 from cti.web.common import SERVICES, ApiError
+from tests.routing.test_screen_pop import ringing
 
 
 class _Db:
@@ -119,29 +119,13 @@ async def test_chooser_attaches_a_contact_only_to_calls_you_control(lite_engine)
     assert rows == {"call-1": "c-4", "call-2": None}
 
 
-def _ringing(call_id: str, agent: str) -> CallEvent:
-    return CallEvent(
-        event_id=make_event_id("sim", call_id, "ringing", agent),
-        provider="sim",
-        provider_call_id=call_id,
-        call_id=call_id,
-        kind=EventKind.RINGING,
-        occurred_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
-        agent=agent,
-        queue="support",
-        direction=Direction.INBOUND,
-        from_number="+33655500011",
-        to_number="+33170000000",
-    )
-
-
 async def test_a_contact_made_from_a_pop_waits_for_the_call_row_the_store_has_not_written_yet(lite_engine):
     # the pop goes to the browser straight from the event; the store writer lingers, and
     # lags under load: an agent quick to fill the form used to get "call not found" (CI)
     client = await client_for(lite_engine)
     pop = client.server.app[SERVICES].screen_pop
     try:
-        await pop.on_event(_ringing("call-9", "alice"))
+        await pop.on_event(ringing("call-9", "alice", "+33655500011"))
         await pop.drain()
         assert pop.pop_for("call-9", "alice") is not None
         late_row = asyncio.get_running_loop().call_later(
@@ -168,7 +152,7 @@ async def test_a_call_row_that_never_comes_is_a_503_and_creates_no_contact(lite_
     client = await client_for(lite_engine)
     pop = client.server.app[SERVICES].screen_pop
     try:
-        await pop.on_event(_ringing("call-8", "alice"))
+        await pop.on_event(ringing("call-8", "alice", "+33655500012"))
         await pop.drain()
         r = await client.post(
             "/api/v1/contacts", json={"phone": "+33655500012", "last_name": "Roux", "call_id": "call-8"}
