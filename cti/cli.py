@@ -134,7 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"{args.config}: server.store_writers = false needs a shared bus (bus.url = redis://...) "
                      "and a `cti worker --store`: with the memory bus nothing would write calls to the store")
     migrate = settings.store.url.startswith("sqlite")
-    problem = None if migrate else _schema_problem(settings)
+    problem = _schema_problem(settings)
     if problem:
         return _fail(f"{args.config}: {problem}")
     configure_logging(args.log_level or "info")
