@@ -192,17 +192,17 @@ def median(values: Iterable[float]) -> float | None:
     return round(float(statistics.median(vals)), 3) if vals else None
 
 
+# Not rollup columns: read from the callbacks table at report time (the call record does not
+# say whether its caller asked for a callback), then added to the summed parts.
+KEPT = "kept_for_callback"
+KEPT_SHORT = "kept_for_callback_short"
+
+
 def add_kept_for_callback(acc: dict[str, float], wait_s: float, short_abandon_s: float) -> dict[str, float]:
     """Count one abandoned call whose caller had asked for a callback (see `derive_queue`), in place."""
     acc[KEPT] = acc.get(KEPT, 0) + 1
     acc[KEPT_SHORT] = acc.get(KEPT_SHORT, 0) + int(wait_s < short_abandon_s)
     return acc
-
-
-# Not rollup columns: read from the callbacks table at report time (the call record does not
-# say whether its caller asked for a callback), then added to the summed parts.
-KEPT = "kept_for_callback"
-KEPT_SHORT = "kept_for_callback_short"
 
 
 def derive_queue(s: Mapping[str, float]) -> dict[str, Any]:
