@@ -31,6 +31,8 @@ Targets: p99 <= 3x floor p99 and <= 20 ms.
     .venv/bin/python bench/screen_pop.py            # 1,000 agents, 100 calls/s, 10 s
     .venv/bin/python bench/screen_pop.py --quick    # 300 agents, 100 calls/s, 3 s
     .venv/bin/python bench/screen_pop.py --split    # also the app-split rows (starts a Redis)
+    .venv/bin/python bench/screen_pop.py --paths floor,app --pin --rounds 3 --duration 30
+        # the whole app against the floor only, each server on its own CPU, 3,000 pops a round
 """
 
 from __future__ import annotations
@@ -367,6 +369,7 @@ def free_port() -> int:
 async def measure(
     mode: str, agents: int, rate: float, duration: float, ring_after_s: float = 0.0, loop: str = "asyncio",
     store: str = "sqlite",
+    server_cpu: int | None = None,
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -393,6 +396,8 @@ async def measure(
                 stdout=subprocess.PIPE,
                 text=True,
                 cwd=str(ROOT),
+                # --pin: the server on one CPU, the clients (this process) on the others
+                preexec_fn=(lambda: os.sched_setaffinity(0, {server_cpu})) if server_cpu is not None else None,
             )
             procs.append(proc)
             assert proc.stdout is not None
@@ -577,6 +582,15 @@ def main() -> int:
              "row is the round with the median p99: the machine's noise moves one p99 by 30%%",
     )
     ap.add_argument(
+        "--paths", default="floor,pipeline,app",
+        help="which paths to measure, comma-separated (floor is always measured: the ratios need it)",
+    )
+    ap.add_argument(
+        "--pin", action="store_true",
+        help="run each server on one CPU and the clients on the others, as when agents' browsers are "
+             "other machines; by default the scheduler mixes server and clients on every CPU",
+    )
+    ap.add_argument(
         "--ring-after-ms", type=float, default=50.0,
         help="the call's arrival event precedes its ringing by this much (routing + provider round trip)",
     )
@@ -606,19 +620,34 @@ def main() -> int:
     ring_after = args.ring_after_ms / 1000
     # each path twice: the usual flow (the call arrives, then an agent's phone rings) and a
     # phone that rings with no arrival before it (a direct dial: nothing could be prefetched)
-    cases = [("floor", 0.0), ("pipeline", ring_after), ("pipeline", 0.0)]
-    if not args.no_app:
+    paths = set(args.paths.split(","))
+    unknown = paths - {"floor", "pipeline", "app"}
+    if unknown:
+        ap.error(f"--paths: unknown {', '.join(sorted(unknown))} (floor, pipeline, app)")
+    cases = [("floor", 0.0)]
+    if "pipeline" in paths:
+        cases += [("pipeline", ring_after), ("pipeline", 0.0)]
+    if "app" in paths and not args.no_app:
         cases += [("app", ring_after), ("app", 0.0)]
+    server_cpu = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            ap.error("--pin needs at least two CPUs")
+        server_cpu = cpus[0]
+        os.sched_setaffinity(0, set(cpus[1:]))
     if args.split:
         cases += [("app-split", ring_after), ("app-split", 0.0)]
-    rounds = [[asyncio.run(measure(mode, agents, args.rate, duration, after, args.loop, args.store))
+    rounds = [[asyncio.run(measure(mode, agents, args.rate, duration, after, args.loop, args.store, server_cpu))
                for mode, after in cases]
               for _ in range(max(1, args.rounds))]
     rows = [median_round([r[i] for r in rounds]) for i in range(len(cases))]
     floor = rows[0]
     print(
         f"\nscreen pop latency: {agents} agents connected, {args.rate:g} calls/s for {duration:g} s "
-        f"(CRM cache warm; server and clients on the same {os.cpu_count()}-CPU machine)"
+        f"(CRM cache warm; server and clients on the same {os.cpu_count()}-CPU machine"
+        + (f", the server pinned to CPU {server_cpu} and the clients to the others" if server_cpu is not None else "")
+        + ")"
         + (f"; each row the median p99 of {len(rounds)} interleaved rounds" if len(rounds) > 1 else "")
         + "\n"
     )
@@ -658,6 +687,7 @@ def main() -> int:
                 "cpus": os.cpu_count(),
                 "loop": args.loop,
                 "store": args.store,
+                "pinned": args.pin,
             },
             indent=2,
         )
