@@ -243,8 +243,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"model": args.model, "language": args.language}.items() if v}
     if overrides:
         tsettings = tsettings.model_copy(update=overrides)
+    from cti.transcribe.asr import channel_roles
+
+    try:
+        speakers = channel_roles(args.channels)
+    except ValueError as exc:
+        return _fail(f"--channels: {exc}")
     return transcribe_files(args.files, as_json=args.json, summary=args.summary, settings=tsettings,
-                            console=Console(stderr=True))
+                            console=Console(stderr=True), speakers=speakers)
 
 
 def cmd_stats(args: argparse.Namespace, rest: list[str]) -> int:
@@ -329,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--summary", action="store_true")
     s.add_argument("--model")
     s.add_argument("--language")
+    s.add_argument("--channels", default="agent,customer",
+                   help="who speaks on the left and right channel of stereo files: agent,customer (default) "
+                        "or customer,agent (FreeSWITCH RECORD_STEREO and Twilio dual recordings of inbound calls)")
     s.add_argument("--config")
     s.set_defaults(func=cmd_transcribe)
 

@@ -220,6 +220,7 @@ recordings = Table(
     Column("encrypted", Boolean, nullable=False, default=False),
     Column("duration_s", Float),
     Column("paused", JSON),         # [[start_s, end_s], ...] segments never to transcribe
+    Column("channels", JSON),       # ["customer", "agent"]: who is left, right (migration 0005)
     Column("created_at", TS, nullable=False),
 )
 

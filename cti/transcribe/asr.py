@@ -9,7 +9,8 @@ Models load offline, once per worker:
 - a Hugging Face hub name, only when `allow_download=True` (off by default: a worker
   must never fetch weights behind the operator's back).
 
-Stereo call recordings (left = agent, right = customer) are transcribed one channel
+Stereo call recordings (left = agent, right = customer, unless the recording's
+`channel_roles` say otherwise) are transcribed one channel
 at a time and merged word by word on timestamps. Merging whole segments would
 interleave speakers (a long agent segment swallows the customer's short reply).
 """
@@ -21,6 +22,7 @@ import importlib.util
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +35,7 @@ from cti.transcribe.audio import SAMPLE_RATE, is_dual_channel, mono_mix, zero_pa
 
 log = structlog.get_logger(__name__)
 
-STEREO_SPEAKERS = ("agent", "customer")  # left, right
+STEREO_SPEAKERS = ("agent", "customer")  # left, right: unless the recording says otherwise
 MONO_SPEAKER = "unknown"
 # faster-whisper computes the spectrogram of its whole input at once (about 100 bytes per
 # sample at peak): a 30-minute stereo call took over 2 GB. Channels are handed to the model
@@ -418,6 +420,22 @@ def _turn(words: list[Word]) -> Segment:
     return Segment(words[0].start, words[-1].end, words[0].speaker, text)
 
 
+def channel_roles(value: str | Sequence[str] | None) -> tuple[str, str]:
+    """Who speaks on the left and on the right channel of a stereo recording.
+
+    Providers differ: FreeSWITCH (`RECORD_STEREO`) and Twilio (`RecordingChannels=dual`)
+    put the recorded leg's own party on the first channel, which is the customer on an
+    inbound call. `None` is the default, left = agent. Accepts "customer,agent" or a pair.
+    """
+    if value is None:
+        return STEREO_SPEAKERS
+    parts = [p.strip().lower() for p in value.split(",")] if isinstance(value, str) else [
+        str(p).strip().lower() for p in value]
+    if sorted(parts) != sorted(STEREO_SPEAKERS):
+        raise ValueError(f"channel roles {value!r}: expected 'agent,customer' or 'customer,agent' (left,right)")
+    return parts[0], parts[1]
+
+
 def transcribe_audio(
     recognizer: Recognizer,
     audio: np.ndarray,
@@ -426,8 +444,10 @@ def transcribe_audio(
     stereo: bool | None = None,
     diarize: bool = False,
     piece_s: float = PIECE_S,
+    speakers: Sequence[str] = STEREO_SPEAKERS,
 ) -> Transcript:
-    """Transcribe (channels, samples) 16 kHz audio; stereo = left agent, right customer.
+    """Transcribe (channels, samples) 16 kHz audio; stereo: `speakers` says who is on the left
+    and who on the right (see `channel_roles`).
 
     `diarize`: guess agent/customer in a mono recording from the voices (see diarize.py;
     roughly 80-98% of words right on the shared calls, so it is opt-in).
@@ -443,7 +463,7 @@ def transcribe_audio(
     dual = is_dual_channel(audio) if stereo is None else (stereo and audio.shape[0] >= 2)
     words: list[Word] = []
     if dual:
-        channels = [(np.ascontiguousarray(audio[ch]), speaker) for ch, speaker in enumerate(STEREO_SPEAKERS)]
+        channels = [(np.ascontiguousarray(audio[ch]), speaker) for ch, speaker in enumerate(channel_roles(speakers))]
         if int(getattr(recognizer, "parallel_channels", 1) or 1) > 1:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr-channel") as pool:
                 futures = [pool.submit(channel_words, recognizer, x, speaker=speaker, piece_s=piece_s)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import structlog
 
-from cti.transcribe.asr import ModelError, load_recognizer
+from cti.transcribe.asr import STEREO_SPEAKERS, ModelError, load_recognizer
 from cti.transcribe.audio import AudioError
 from cti.transcribe.pipeline import Result, summarize_for, summarize_sync, transcribe_redacted, uses_llm
 from cti.transcribe.summarize import SummaryError
@@ -43,6 +44,7 @@ def transcribe_files(
     console: Any,
     out: TextIO | None = None,
     recognizer: Any = None,
+    speakers: Sequence[str] = STEREO_SPEAKERS,
 ) -> int:
     """Transcribe each file; print text (or one JSON object per line) on `out` (stdout)."""
     out = out or sys.stdout
@@ -71,7 +73,7 @@ def transcribe_files(
             try:
                 result = transcribe_redacted(
                     recognizer, f, redact_emails=bool(getattr(settings, "redact_emails", False)),
-                    diarize=bool(getattr(settings, "diarize_mono", False)),
+                    diarize=bool(getattr(settings, "diarize_mono", False)), speakers=speakers,
                 )
                 if summary:
                     if uses_llm(settings):

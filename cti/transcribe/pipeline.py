@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from cti.transcribe.asr import Recognizer, Segment, Transcript, transcribe_audio
+from cti.transcribe.asr import STEREO_SPEAKERS, Recognizer, Segment, Transcript, transcribe_audio
 from cti.transcribe.audio import load_audio
 from cti.transcribe.redact import redact_segments
 from cti.transcribe.summarize import Summary, SummaryError, summarize, summarize_llm
@@ -47,10 +48,12 @@ def transcribe_redacted(
     paused: list[list[float]] | None = None,
     redact_emails: bool = False,
     diarize: bool = False,
+    speakers: Sequence[str] = STEREO_SPEAKERS,
 ) -> Result:
-    """CPU-bound: decode, transcribe (paused spans skipped), redact. Run it in a thread."""
+    """CPU-bound: decode, transcribe (paused spans skipped), redact. Run it in a thread.
+    `speakers`: who is on the left and right channel of a stereo recording."""
     audio = source if isinstance(source, np.ndarray) else load_audio(source)
-    transcript = transcribe_audio(recognizer, audio, paused=paused, diarize=diarize)
+    transcript = transcribe_audio(recognizer, audio, paused=paused, diarize=diarize, speakers=speakers)
     texts, kinds = redact_segments([s.text for s in transcript.segments], emails=redact_emails)
     segments = [Segment(s.start, s.end, s.speaker, t) for s, t in zip(transcript.segments, texts, strict=True)]
     return Result(transcript=transcript, segments=segments, redactions=kinds)

@@ -36,7 +36,7 @@ from cti.model import EventKind, make_event_id
 from cti.security.crypto import transcript_columns, transcript_content
 from cti.store.db import dialect_insert
 from cti.store.tables import activities, call_events, calls, recordings, transcripts
-from cti.transcribe.asr import ModelError, Recognizer, load_recognizer
+from cti.transcribe.asr import ModelError, Recognizer, channel_roles, load_recognizer
 from cti.transcribe.pipeline import summarize_for, transcribe_redacted
 from cti.transcribe.recording import provider_auth, read_recording, storage_path, store_recording
 
@@ -112,6 +112,7 @@ class RecordingIngest:
             return None
         provider = str(event.get("provider") or "")
         recording_id = make_event_id("recording", call_id, data.get("recording") or source)
+        channels = _channels_of(data, call_id)
         with structlog.contextvars.bound_contextvars(call_id=call_id):
             async with self.engine.connect() as conn:
                 row = (await conn.execute(sa.select(recordings).where(recordings.c.id == recording_id))).first()
@@ -132,7 +133,7 @@ class RecordingIngest:
                     values = {
                         "id": recording_id, "call_id": call_id, "tenant": tenant, "source": _safe_source(source),
                         "path": stored_path, "encrypted": encrypted, "duration_s": data.get("duration_s"),
-                        "paused": paused or None, "created_at": _now(),
+                        "paused": paused or None, "channels": channels, "created_at": _now(),
                     }
                     if not await _insert_ignore(conn, recordings, values):
                         await conn.execute(
@@ -150,7 +151,8 @@ class RecordingIngest:
             if status == "done":
                 log.info("recording_already_transcribed", recording_id=recording_id)
                 return None
-            job = {"call_id": call_id, "tenant": tenant, "recording_id": recording_id, "path": stored_path}
+            job = {"call_id": call_id, "tenant": tenant, "recording_id": recording_id, "path": stored_path,
+                   "channels": channels}
             await self.bus.publish(streams.JOBS_TRANSCRIBE, job)
             return job
 
@@ -185,6 +187,21 @@ def paused_spans(events: list[tuple[str, datetime]]) -> list[list[float]]:
     if paused_at is not None:
         spans.append([round(paused_at, 3), 1e9])  # paused until the end
     return spans
+
+
+def _channels_of(data: dict[str, Any], call_id: str) -> list[str] | None:
+    """The recording_ready's `channel_roles` (who is left, right), checked; None = the default.
+
+    A value no one can read is logged and dropped, not fatal: the recording is still stored
+    and transcribed (left = agent), which loses less than refusing it."""
+    value = data.get("channel_roles")
+    if value is None:
+        return None
+    try:
+        return list(channel_roles(value))
+    except (ValueError, TypeError) as exc:
+        log.warning("recording_channel_roles_ignored", call_id=call_id, error=str(exc))
+        return None
 
 
 def _safe_source(source: Any) -> str:
@@ -358,13 +375,14 @@ class TranscriptionWorker:
 
     async def _transcribe(self, call_id: str, tenant: str, job: dict[str, Any]) -> tuple[str, list, dict | None]:
         recognizer = await self.load()
-        path, encrypted, paused = await self._recording(call_id, job)
+        path, encrypted, paused, channels = await self._recording(call_id, job)
         source = read_recording(path, encrypted=encrypted, key=self._key)
         t0 = time.perf_counter()
         result = await asyncio.to_thread(
             transcribe_redacted, recognizer, source, paused=paused,
             redact_emails=bool(getattr(self.tsettings, "redact_emails", False)),
             diarize=bool(getattr(self.tsettings, "diarize_mono", False)),
+            speakers=channel_roles(channels),
         )
         summary_obj = await summarize_for(self.tsettings, result.segments, fallback=True)
         summary = summary_obj.to_dict() if summary_obj is not None else None
@@ -385,7 +403,9 @@ class TranscriptionWorker:
             log.info("transcript_redacted", kinds=sorted(set(result.redactions)))
         return text, segments, summary
 
-    async def _recording(self, call_id: str, job: dict[str, Any]) -> tuple[str, bool, list[list[float]] | None]:
+    async def _recording(
+        self, call_id: str, job: dict[str, Any]
+    ) -> tuple[str, bool, list[list[float]] | None, list[str] | None]:
         rec_id = job.get("recording_id")
         async with self.engine.connect() as conn:
             q = sa.select(recordings).where(recordings.c.call_id == call_id)
@@ -393,11 +413,11 @@ class TranscriptionWorker:
                 q = q.where(recordings.c.id == rec_id)
             row = (await conn.execute(q.order_by(recordings.c.created_at.desc()))).first()
         if row is not None and row.path:
-            return row.path, bool(row.encrypted), row.paused
+            return row.path, bool(row.encrypted), row.paused, row.channels
         path = job.get("path")
         if not path:
             raise JobError("no recording for this call (no recordings row, no path in the job)")
-        return str(path), str(path).endswith(".enc"), job.get("paused")
+        return str(path), str(path).endswith(".enc"), job.get("paused"), job.get("channels")
 
     async def _fail(self, call_id: str, tenant: str, error: str) -> None:
         try:

@@ -61,3 +61,22 @@ def test_unavailable_model_exits_one_with_the_package_to_install() -> None:
     code = transcribe_files(["x.wav"], as_json=True, summary=False, settings=TranscribeSettings(model="medium"),
                             console=Console(file=err, width=300), out=io.StringIO())
     assert code == 1 and "not available offline" in err.getvalue()
+
+
+def test_channels_option_names_who_is_left_and_refuses_what_it_cannot_read(recognizer, tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from cti.cli import main
+    from cti.transcribe.cli import transcribe_files
+
+    data, sr = sf.read(str(DATA / "c02_delivery_delay.stereo.wav"), always_2d=True)
+    swapped = tmp_path / "customer-left.wav"
+    sf.write(str(swapped), data[int(8.5 * sr): int(13.3 * sr), ::-1], sr)
+    out = io.StringIO()
+    code = transcribe_files([str(swapped)], as_json=True, summary=False, settings=TranscribeSettings(),
+                            console=Console(file=io.StringIO()), out=out, recognizer=recognizer,
+                            speakers=("customer", "agent"))
+    assert code == 0
+    segments = json.loads(out.getvalue())["segments"]
+    assert [s["speaker"] for s in segments if "order number" in s["text"].lower()] == ["agent"]
+    assert main(["transcribe", "--channels", "left,right", str(swapped)]) == 2

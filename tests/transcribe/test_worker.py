@@ -273,3 +273,55 @@ def test_paused_spans_from_recording_events() -> None:
     assert paused_spans(events) == [[10.0, 18.5], [28.0, 33.0]]
     assert paused_spans([("recording_started", at(1)), ("recording_paused", at(5))]) == [[4.0, 1e9]]
     assert paused_spans([]) == []
+
+
+async def test_channel_roles_of_the_recording_name_the_speakers(recognizer, engine, tmp_path) -> None:
+    """A provider that records the customer on the left (FreeSWITCH RECORD_STEREO, Twilio dual
+    on an inbound call) says so in recording_ready; the transcript's speakers follow it."""
+    import soundfile as sf
+
+    data, sr = sf.read(str(DATA / "c02_delivery_delay.stereo.wav"), always_2d=True)
+    part = data[int(8.5 * sr): int(13.3 * sr)]
+    swapped = tmp_path / "customer-left.wav"
+    sf.write(str(swapped), part[:, ::-1], sr, subtype="ULAW")  # left = customer, right = agent
+    settings = settings_for(tmp_path)
+    call_id = make_call_id("default", "sim", "call-roles")
+    await add_call(engine, call_id)
+    bus = open_bus("memory://", **BUS_OPTS)
+    ingest = RecordingIngest(bus, engine, settings)
+    worker = TranscriptionWorker(bus, engine, settings, consumer="w1", crm=FakeCrm(), recognizer=recognizer,
+                                 retry_base_s=0.01)
+    event = ready_event(call_id, str(swapped))
+    event["data"]["channel_roles"] = ["customer", "agent"]
+    await bus.publish(streams.EVENTS, event)
+
+    async def done() -> bool:
+        r = await row(engine, transcripts, call_id)
+        return r is not None and r.status == "done"
+
+    async with running(ingest.run(), worker.run()):
+        await until(done)
+    assert (await row(engine, recordings, call_id)).channels == ["customer", "agent"]
+    segments = (await row(engine, transcripts, call_id)).segments
+    by_speaker = {s["speaker"]: s["text"] for s in segments}
+    assert "order number" in by_speaker["agent"].lower()  # "What's the order number?" is the agent's
+    assert "58213" in by_speaker["customer"].replace("-", "").replace(" ", "")
+
+
+async def test_unreadable_channel_roles_are_logged_and_the_recording_still_transcribed(engine, tmp_path) -> None:
+    from structlog.testing import capture_logs
+
+    settings = settings_for(tmp_path)
+    wav = clip(DATA / "c01_billing_dispute.stereo.wav", tmp_path / "c.wav", 13.0, 16.0)
+    call_id = make_call_id("default", "sim", "call-bad-roles")
+    await add_call(engine, call_id)
+    bus = open_bus("memory://", **BUS_OPTS)
+    ingest = RecordingIngest(bus, engine, settings)
+    event = ready_event(call_id, str(wav))
+    event["data"]["channel_roles"] = ["caller", "agent"]
+    with capture_logs() as logs:
+        job = await ingest.ingest(event)
+    assert job is not None and job["channels"] is None
+    assert (await row(engine, recordings, call_id)).channels is None
+    (warning,) = [e for e in logs if e["event"] == "recording_channel_roles_ignored"]
+    assert "caller" in warning["error"]

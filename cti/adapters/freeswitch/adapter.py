@@ -14,8 +14,10 @@ Commands go out as `api` (synchronous reply) or `bgapi` (reply in a BACKGROUND_J
 Replies arrive in order, so pending replies are a FIFO of futures. Events are handled by one
 task fed by the reader, so a handler may itself send a command and wait for its reply.
 Config keys: host, port (8021), password; optionally dial_template (`sofia/gateway/trunk/
-{number}`), transfer_context, recordings_dir, backoff_initial_s, backoff_max_s, keepalive_s,
-keepalive_timeout_s.
+{number}`), transfer_context, recordings_dir, record_stereo (true: the recordings we start are
+stereo, `RECORD_STEREO` on the customer's leg, so the customer is the left channel and the agent
+the right; said in recording_ready's `channel_roles`), backoff_initial_s, backoff_max_s,
+keepalive_s, keepalive_timeout_s.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class _Call:
     consult_target: str | None = None
     consult_answered: bool = False
     recordings: list[str] = field(default_factory=list)
+    stereo_recordings: set[str] = field(default_factory=set)  # ours, started with RECORD_STEREO
     live_recording: str | None = None
     monitors: dict[str, _Monitor] = field(default_factory=dict)
     emitted: set[str] = field(default_factory=set)
@@ -168,6 +171,7 @@ class FreeSwitchAdapter:
         self.dial_template = str(opts.get("dial_template") or "sofia/gateway/trunk/{number}")
         self.transfer_context = str(opts.get("transfer_context") or "default")
         self.recordings_dir = str(opts.get("recordings_dir") or "/var/lib/freeswitch/recordings")
+        self.record_stereo = str(opts.get("record_stereo", True)).lower() not in ("false", "0", "no", "off")
         self.backoff_initial = float(opts.get("backoff_initial_s", 0.5))
         self.backoff_max = float(opts.get("backoff_max_s", 30.0))
         self.keepalive_s = float(opts.get("keepalive_s", 15.0))
@@ -596,8 +600,10 @@ class FreeSwitchAdapter:
         self._emit(call, EventKind.ENDED, at, seq=seq, data={"cause": cause.value})
         for path in call.recordings:
             # FreeSWITCH writes the file itself; it is complete once the call is over
-            self._emit(call, EventKind.RECORDING_READY, at, path, seq=seq + 1 if seq else 0,
-                       data={"recording": path, "path": path})
+            data: dict[str, Any] = {"recording": path, "path": path}
+            if path in call.stereo_recordings:
+                data["channel_roles"] = ["customer", "agent"]
+            self._emit(call, EventKind.RECORDING_READY, at, path, seq=seq + 1 if seq else 0, data=data)
 
     def _forget(self, pcid: str) -> None:
         self._calls.pop(pcid, None)
@@ -856,6 +862,12 @@ class FreeSwitchAdapter:
         now = self._now(call)
         if cmd.action == "start":
             path = f"{self.recordings_dir}/{call.call_id}-{len(call.recordings) + 1}.wav"
+            if self.record_stereo:
+                # one voice per channel transcribes better than a mix and names the speakers:
+                # on the customer's leg the read side (left) is the customer, the write side
+                # (right) what the customer hears, the agent
+                await self._api_ok(f"uuid_setvar {call.customer} RECORD_STEREO true")
+                call.stereo_recordings.add(path)
             await self._api_ok(f"uuid_record {call.customer} start {path}")
             return CommandResult(provider_call_id=call.pcid, detail={"recording": path})
         verb = {"stop": "stop", "pause": "mask", "resume": "unmask"}.get(cmd.action)

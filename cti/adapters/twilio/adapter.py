@@ -82,6 +82,7 @@ class _CallInfo:
 
     number: str | None = None          # the number the customer dialled (From of our legs)
     call_id: str | None = None
+    outbound: bool = False              # a click-to-call: this call is the agent's leg
     answered: bool = False
     transferred: bool = False
     voicemail: bool = False
@@ -339,6 +340,10 @@ class TwilioAdapter:
         except wire.WireError as exc:
             return self._malformed(request, exc)
         status = params["CallStatus"]
+        if query.get("role") == "originate" and status not in wire.TERMINAL:
+            # a click-to-call's own callbacks: known again after a restart, so a recording
+            # started later still names the agent as its first channel
+            self._info(params.get("CallSid", parent)).outbound = True
         if query.get("role") == "agent" and status in wire.TERMINAL:
             info.final_legs.add(params["CallSid"])
         if not query.get("role") and status in wire.TERMINAL and not info.answered and info.legs_pending():
@@ -518,6 +523,7 @@ class TwilioAdapter:
         info = self._info(sid)
         info.call_id = cmd.call_id
         info.number = caller
+        info.outbound = True
         return CommandResult(provider_call_id=sid)
 
     async def _hangup(self, cmd: Hangup) -> CommandResult:
@@ -596,7 +602,9 @@ class TwilioAdapter:
         info = self._info(sid)
         if cmd.action == "start":
             form = {
-                "RecordingStatusCallback": self.url("recording", parent=sid, cid=info.call_id),
+                # `first`: who the dual file's first channel is (this call's own party)
+                "RecordingStatusCallback": self.url("recording", parent=sid, cid=info.call_id,
+                                                    first="agent" if info.outbound else "customer"),
                 "RecordingStatusCallbackEvent": "in-progress completed absent",
                 "RecordingChannels": "dual",
             }

@@ -353,13 +353,21 @@ def recording_events(params: Mapping[str, str], query: Mapping[str, str], ctx: W
     if status == "completed":
         require(params, "RecordingUrl")
         url = params["RecordingUrl"]
+        channels = _int(params.get("RecordingChannels")) or 1
+        ready: dict[str, Any] = {
+            "recording": rsid, "url": url + ".wav",
+            "duration_s": _int(params.get("RecordingDuration")),
+            "channels": channels,
+        }
+        # a dual recording of a call carries that call's own party on its first channel:
+        # the customer for an inbound call, the agent for a click-to-call (whose call is the
+        # agent's leg); we said which when we started it (`first`)
+        first = query.get("first")
+        if channels == 2 and first in ("agent", "customer"):
+            ready["channel_roles"] = [first, "customer" if first == "agent" else "agent"]
         return [
             _event(ctx, sid, EventKind.RECORDING_STOPPED, at, rsid, call_id=cid, data={"recording": rsid}),
-            _event(ctx, sid, EventKind.RECORDING_READY, at, rsid, call_id=cid, data={
-                "recording": rsid, "url": url + ".wav",
-                "duration_s": _int(params.get("RecordingDuration")),
-                "channels": _int(params.get("RecordingChannels")) or 1,
-            }),
+            _event(ctx, sid, EventKind.RECORDING_READY, at, rsid, call_id=cid, data=ready),
         ]
     if status in ("absent", "failed"):
         return [_event(ctx, sid, EventKind.RECORDING_STOPPED, at, rsid, call_id=cid,

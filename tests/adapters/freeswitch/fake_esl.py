@@ -85,6 +85,7 @@ class FakeESL:
         self.commands: list[str] = []
         self.wire_log: list[bytes] = []         # every event frame sent (for fixtures)
         self.recv_dtmf: list[tuple[str, str]] = []
+        self.recordings_stereo: dict[str, bool] = {}  # path -> RECORD_STEREO at its start
         self.fail_next: dict[str, str] = {}     # api command name -> "-ERR ..." for its next call
         self.connected = asyncio.Event()
         self._seq = itertools.count(4000)
@@ -426,6 +427,8 @@ class FakeESL:
             action, path = args[1], args[2]
             if action == "start":
                 ch.recording = path
+                # mod_dptools reads RECORD_STEREO when the recording starts: remember what it got
+                self.recordings_stereo[path] = ch.variables.get("RECORD_STEREO") == "true"
                 self.emit("RECORD_START", ch, **{"Record-File-Path": path})
             elif action == "stop":
                 if ch.recording != path:
@@ -443,7 +446,9 @@ class FakeESL:
         if name == "uuid_getvar":
             return ch.variables.get(args[1], "_undef_") if ch is not None else "-ERR No such channel!\n"
         if name == "uuid_setvar":
-            ch.variables[args[1]] = args[2] if len(args) > 2 else ""  # type: ignore[union-attr]
+            if ch is None:
+                return "-ERR No such channel!\n"
+            ch.variables[args[1]] = args[2] if len(args) > 2 else ""
             return "+OK\n"
         if name == "uuid_send_dtmf":
             return "+OK Success\n"

@@ -37,11 +37,11 @@ def script_endpoints(fake: FakeESL) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running() -> AsyncIterator[tuple[FakeESL, FreeSwitchAdapter, Collector]]:
+async def running(**opts: Any) -> AsyncIterator[tuple[FakeESL, FreeSwitchAdapter, Collector]]:
     fake = FakeESL()
     await fake.start()
     script_endpoints(fake)
-    adapter = make_adapter(fake.port)
+    adapter = make_adapter(fake.port, **opts)
     await adapter.start()
     col = Collector(adapter)
     try:

@@ -232,3 +232,27 @@ async def test_a_channel_gone_on_the_switch_is_call_not_found(command) -> None: 
         del fake.channels[u]  # hung up on the switch; its events have not reached us yet
         with pytest.raises(CallNotFound):
             await adapter.execute(command(u))
+
+
+async def test_our_recordings_are_stereo_and_say_the_customer_is_on_the_left() -> None:
+    """RECORD_STEREO on the customer's leg: its read side (the customer) is the left channel,
+    what it hears (the agent) the right. recording_ready says so, or the transcript would give
+    the agent's words to the customer."""
+    async with running() as (fake, adapter, col):
+        u, call_id = await _answered(fake, adapter, col)
+        res = await adapter.execute(Record(u, "start"))
+        path = res.detail["recording"]
+        assert fake.recordings_stereo[path] is True  # set before uuid_record started
+        fake.hangup(u)
+        ready = await col.kind(EventKind.RECORDING_READY, call_id)
+        assert ready.data["path"] == path and ready.data["channel_roles"] == ["customer", "agent"]
+
+
+async def test_record_stereo_false_keeps_mono_recordings_without_channel_roles() -> None:
+    async with running(record_stereo="false") as (fake, adapter, col):
+        u, call_id = await _answered(fake, adapter, col)
+        path = (await adapter.execute(Record(u, "start"))).detail["recording"]
+        assert fake.recordings_stereo[path] is False
+        fake.hangup(u)
+        ready = await col.kind(EventKind.RECORDING_READY, call_id)
+        assert "channel_roles" not in ready.data

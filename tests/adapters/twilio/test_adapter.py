@@ -400,3 +400,23 @@ async def test_unhold_delivered_before_its_hold_in_the_same_second_leaves_the_ca
         resumed = next(e for e in env.of_call(sid) if e.kind is EventKind.RESUMED)
         assert held.occurred_at < resumed.occurred_at
         assert fold(env.of_call(sid)).state is CallState.ANSWERED
+
+
+async def test_dual_recordings_name_their_first_channel_by_the_recorded_leg() -> None:
+    """A dual-channel call recording has the recorded call's own party first: the customer's
+    call for an inbound call, the agent's leg for a click-to-call (which calls the agent first)."""
+    from cti.adapters.base import Originate, Record
+    from tests.conformance.test_twilio import _inbound_answered
+
+    async with twilio_env() as env:
+        sid, _ = await _inbound_answered(env)
+        rsid = (await env.adapter.execute(Record(sid, "start"))).detail["recording"]
+        await env.fake.recording_status(rsid, "completed", duration=30)
+        ready = await env.wait_for(EventKind.RECORDING_READY, sid)
+        assert ready.data["channels"] == 2 and ready.data["channel_roles"] == ["customer", "agent"]
+
+        out = await env.adapter.execute(Originate("client:alice", CUSTOMER, call_id="c2c-rec", agent="alice"))
+        rsid = (await env.adapter.execute(Record(out.provider_call_id, "start"))).detail["recording"]
+        await env.fake.recording_status(rsid, "completed", duration=12)
+        ready = await env.wait_for(EventKind.RECORDING_READY, out.provider_call_id)
+        assert ready.data["channel_roles"] == ["agent", "customer"]

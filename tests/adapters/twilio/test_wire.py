@@ -167,3 +167,16 @@ def test_completed_leg_proves_the_answer_when_in_progress_is_late(role: str) -> 
     # the same fact as the (late) in-progress callback: one event id, the first report wins
     (live,) = wire.status_events({**params, "CallStatus": "in-progress", "SequenceNumber": "2"}, query, CTX, NOW)
     assert live.event_id == answered.event_id
+
+
+def test_a_dual_recording_says_who_is_on_each_channel_only_when_we_said_it() -> None:
+    fx = FIXTURES["recording_completed"]
+    params = wire.parse_form(fx["body"].encode())
+    query = dict(p.split("=", 1) for p in fx["query"].split("&"))
+    _, ready = wire.recording_events(params, {**query, "first": "customer"}, CTX, NOW)
+    assert ready.data["channel_roles"] == ["customer", "agent"]
+    _, ready = wire.recording_events(params, query, CTX, NOW)  # started elsewhere: not known
+    assert "channel_roles" not in ready.data
+    mono = {**params, "RecordingChannels": "1"}
+    _, ready = wire.recording_events(mono, {**query, "first": "agent"}, CTX, NOW)
+    assert "channel_roles" not in ready.data
