@@ -503,6 +503,12 @@ class TwilioAdapter:
             if leg:
                 info.agent_legs[leg] = agent
                 legs.append(leg)
+            if info.answered_leg is not None and info.answered_leg != leg:
+                # ring-all: an agent answered while this leg was being created, after the
+                # others were cancelled; this one (and any not created yet) must not ring on
+                if leg:
+                    self._spawn(self._quiet_hangup(leg, "canceled"))
+                break
         return CommandResult(provider_call_id=sid, detail={"legs": legs})
 
     async def _originate(self, cmd: Originate) -> CommandResult:

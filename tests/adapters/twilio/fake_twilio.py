@@ -111,6 +111,7 @@ class FakeTwilio:
         self.auth_token = auth_token
         self.calls: dict[str, FakeCall] = {}
         self.recordings: dict[str, FakeRecording] = {}
+        self.before_participant_answer: Any = None  # async (leg) -> None, awaited before the create answers
         self.participants: dict[str, dict[str, FakeCall]] = {}   # conference name -> label/sid -> leg
         self.conference_sids: dict[str, str] = {}
         self.requests: list[tuple[str, str, list[tuple[str, str]]]] = []
@@ -313,6 +314,8 @@ class FakeTwilio:
         parts[leg.sid] = leg
         if leg.label:
             parts[leg.label] = leg
+        if self.before_participant_answer is not None:  # a test's chance to race the create
+            await self.before_participant_answer(leg)
         return web.json_response({
             "call_sid": leg.sid, "conference_sid": conf_sid, "account_sid": self.account_sid,
             "label": leg.label, "coaching": f.get("Coaching") == "true",

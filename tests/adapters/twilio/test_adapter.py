@@ -167,6 +167,31 @@ async def test_ring_all_cancels_the_other_legs_when_one_answers() -> None:
         assert sorted(e.agent for e in env.of_call(sid) if e.kind is EventKind.RINGING) == ["alice", "bob"]
 
 
+async def test_ring_all_leg_created_after_another_answered_is_cancelled_and_no_more_are_rung() -> None:
+    """Legs are created one REST request at a time: alice may answer before bob's leg exists.
+    Bob's leg must not keep ringing, and carol's is not created at all."""
+    async with twilio_env() as env:
+        sid, _, _ = await env.fake.inbound(CUSTOMER, QUEUE_NUMBER)
+        created: list[str] = []
+
+        async def alice_answers_during_the_next_create(leg) -> None:  # type: ignore[no-untyped-def]
+            created.append(leg.sid)
+            if len(created) == 2:
+                await env.fake.leg_status(created[0], "in-progress")
+                await env.wait_for(EventKind.ANSWERED, sid)
+
+        env.fake.before_participant_answer = alice_answers_during_the_next_create
+        targets = (("alice", "client:alice"), ("bob", "client:bob"), ("carol", "client:carol"))
+        res = await env.adapter.execute(Connect(sid, targets))
+        a, b = res.detail["legs"]
+        assert created == [a, b]  # carol's leg was never created
+        for _ in range(100):
+            if env.fake.calls[b].status == "canceled":
+                break
+            await env.settle()
+        assert env.fake.calls[b].status == "canceled" and env.fake.calls[a].status == "in-progress"
+
+
 async def test_resync_closes_calls_that_ended_during_a_gap() -> None:
     async with twilio_env() as env:
         sid, _, _ = await env.fake.inbound(CUSTOMER, QUEUE_NUMBER)
