@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,15 @@ def run_demo(*, port: int, duration: float | None, host: str, db_path: str | Non
             for name, adapter in app.adapters.items():
                 simulated[name] = int(getattr(adapter, "calls_started", 0) or 0)
 
-    asyncio.run(main())
-    if duration is not None:
-        total, ended = asyncio.run(count_calls(settings.store.url))
-        sim = sum(simulated.values())
-        print(f"demo summary: calls simulated {sim}, calls stored {total} ({ended} ended)")
+    try:
+        asyncio.run(main())
+        if duration is not None:
+            total, ended = asyncio.run(count_calls(settings.store.url))
+            sim = sum(simulated.values())
+            print(f"demo summary: calls simulated {sim}, calls stored {total} ({ended} ended)")
+    finally:
+        # the fresh database, recordings and transcripts of a demo go with it; --db keeps the
+        # database (recordings still go: they live beside the temporary one)
+        shutil.rmtree(workdir, ignore_errors=True)
+        print("demo data removed" + (f" (database kept: {db_file})" if db_path else " (--db FILE keeps it)"))
     return 0
