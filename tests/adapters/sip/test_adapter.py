@@ -334,3 +334,25 @@ def test_ack_for_a_refusal_has_the_invite_request_uri(tmp_path: Path) -> None:
     adapter._rejected(phone, busy)
     ack = wire.parse(sent[0])
     assert (ack.method, ack.uri) == ("ACK", invite.uri)
+
+
+@peer_test
+@pytest.mark.parametrize("mode", ["sendrecv", "sendonly"])
+async def test_a_reinvite_in_the_call_is_answered_and_the_call_goes_on(
+    kam: Kamailio, tmp_path: Path, mode: str
+) -> None:
+    """Trunks refresh sessions (RFC 4028) and phones put calls on hold (a=sendonly) with a
+    re-INVITE in the dialog: it must get its 200 OK, and the call must go on to its BYE."""
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        async with sip_env(kam, tmp_path, auto_answer=True, auto_record=True) as env:
+            async with sipp("uac_reinvite.xml", env.target, tmp_path=tmp_path, keys=env.customer_keys(),
+                            subst={"AUDIO": str(AUDIO), "TALK_MS": "1000", "MODE": mode}) as run:
+                assert (await run.wait()).rc == 0
+            ended = await env.wait_for(EventKind.ENDED)
+            ready = await env.wait_for(EventKind.RECORDING_READY)
+    assert ended.data["cause"] == "normal"
+    assert [e.kind for e in env.of_call(ended.provider_call_id)].count(EventKind.ENDED) == 1
+    assert _wav_seconds(ready.data["path"]) >= 1.5  # recorded through the re-INVITE to the BYE
+    assert not [e for e in logs if e["event"] in ("sip_datagram_failed", "sip_malformed")]
