@@ -444,10 +444,10 @@ def transcribe_audio(
     stereo: bool | None = None,
     diarize: bool = False,
     piece_s: float = PIECE_S,
-    speakers: Sequence[str] = STEREO_SPEAKERS,
+    speakers: Sequence[str] | None = None,
 ) -> Transcript:
     """Transcribe (channels, samples) 16 kHz audio; stereo: `speakers` says who is on the left
-    and who on the right (see `channel_roles`).
+    and who on the right (checked by `channel_roles`; None: left = agent).
 
     `diarize`: guess agent/customer in a mono recording from the voices (see diarize.py;
     roughly 80-98% of words right on the shared calls, so it is opt-in).

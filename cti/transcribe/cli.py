@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from cti.transcribe.asr import STEREO_SPEAKERS, ModelError, load_recognizer
+from cti.transcribe.asr import ModelError, load_recognizer
 from cti.transcribe.audio import AudioError
 from cti.transcribe.pipeline import Result, summarize_for, summarize_sync, transcribe_redacted, uses_llm
 from cti.transcribe.summarize import SummaryError
@@ -44,7 +44,7 @@ def transcribe_files(
     console: Any,
     out: TextIO | None = None,
     recognizer: Any = None,
-    speakers: Sequence[str] = STEREO_SPEAKERS,
+    speakers: Sequence[str] | None = None,
 ) -> int:
     """Transcribe each file; print text (or one JSON object per line) on `out` (stdout)."""
     out = out or sys.stdout

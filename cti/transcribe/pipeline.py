@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from cti.transcribe.asr import STEREO_SPEAKERS, Recognizer, Segment, Transcript, transcribe_audio
+from cti.transcribe.asr import Recognizer, Segment, Transcript, transcribe_audio
 from cti.transcribe.audio import load_audio
 from cti.transcribe.redact import redact_segments
 from cti.transcribe.summarize import Summary, SummaryError, summarize, summarize_llm
@@ -48,7 +48,7 @@ def transcribe_redacted(
     paused: list[list[float]] | None = None,
     redact_emails: bool = False,
     diarize: bool = False,
-    speakers: Sequence[str] = STEREO_SPEAKERS,
+    speakers: Sequence[str] | None = None,
 ) -> Result:
     """CPU-bound: decode, transcribe (paused spans skipped), redact. Run it in a thread.
     `speakers`: who is on the left and right channel of a stereo recording."""

@@ -382,7 +382,7 @@ class TranscriptionWorker:
             transcribe_redacted, recognizer, source, paused=paused,
             redact_emails=bool(getattr(self.tsettings, "redact_emails", False)),
             diarize=bool(getattr(self.tsettings, "diarize_mono", False)),
-            speakers=channel_roles(channels),
+            speakers=channels,  # checked by transcribe_audio (None: left = agent)
         )
         summary_obj = await summarize_for(self.tsettings, result.segments, fallback=True)
         summary = summary_obj.to_dict() if summary_obj is not None else None
