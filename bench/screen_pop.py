@@ -221,9 +221,7 @@ async def serve_app(port: int, agents: int, *, tmp: str | None = None, bus_url: 
     write_contacts(csv_path)
     await import_csv(engine, csv_path, None, "FR")
     await engine.dispose()
-    app = CtiApp(settings, node_id="bench")
-    if os.environ.get("SWI"):
-        sys.setswitchinterval(float(os.environ["SWI"]))
+    app = CtiApp(settings, node_id="bench", roles=roles)
     await app.start()
     steps = _report_slow_steps_on_exit()
 

@@ -27,8 +27,15 @@ from cti.crm.store import upsert_activities, upsert_activity
 from cti.model import Activity, Call, Direction, Outcome
 from cti.routing.screen_pop import customer_number
 from cti.store.tables import activities, calls
+from cti.yielding import step_aside
 
 log = structlog.get_logger(__name__)
+
+# built once (an IN list of a bound, expanding parameter): a select built per batch cost
+# more loop time than the query
+_CHOSEN = sa.select(calls.c.call_id, calls.c.contact_id, calls.c.account_id).where(
+    calls.c.call_id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 def subject_for(call: Call, region: str = "FR") -> str:
@@ -193,6 +200,7 @@ class ActivityWriter:
         acts = [activity_for(call, await self._facts(call, chosen=chosen.get(call.call_id, {})), self.region)
                 for call in ended]
         now = self.clock.now()
+        await step_aside()  # building the activities and writing them: two loop steps
         async with self.engine.begin() as conn:
             await upsert_activities(conn, [(act, f"local:{act.call_id}") for act in acts], self.tenant, now)
         for act in acts:
@@ -284,11 +292,7 @@ class ActivityWriter:
         out: dict[str, dict[str, Any]] = {}
         async with self.engine.connect() as conn:
             for i in range(0, len(call_ids), 500):
-                rows = await conn.execute(
-                    sa.select(calls.c.call_id, calls.c.contact_id, calls.c.account_id).where(
-                        calls.c.call_id.in_(call_ids[i : i + 500])
-                    )
-                )
+                rows = await conn.execute(_CHOSEN, {"ids": call_ids[i : i + 500]})
                 for row in rows:
                     if row.contact_id or row.account_id:
                         out[row.call_id] = {"contact_id": row.contact_id, "account_id": row.account_id}

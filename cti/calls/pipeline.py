@@ -44,6 +44,7 @@ from cti.calls.state import CallFolder
 from cti.metrics import Metrics
 from cti.model import Call, CallEvent, EventKind
 from cti.store.db import Database, is_transient
+from cti.yielding import step_aside
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +139,7 @@ class EventPipeline:
         if not events:
             return
         self.stats.events += len(events)
+        await step_aside()
         try:
             changed = await self._store(events)
         except BaseException:
@@ -146,9 +148,10 @@ class EventPipeline:
             self.stats.failed_batches += 1
             raise
         if changed:
-            await self.bus.publish_many(
-                streams.CALLS, [{"type": "call_update", "call": c.to_dict()} for c in changed]
-            )
+            await step_aside()
+            updates = [{"type": "call_update", "call": c.to_dict()} for c in changed]
+            await step_aside()
+            await self.bus.publish_many(streams.CALLS, updates)
             self.stats.updates_published += len(changed)
 
     async def _reject(self, m: Message, exc: ValueError) -> None:
@@ -219,6 +222,8 @@ class EventPipeline:
                     if call is not None:
                         results[cid] = call
             changed = list(results.values())
+            # the fold and the rows' parameters are the batch's two biggest loop steps: apart
+            await step_aside()
             await self.repo.upsert_calls(changed, conn=conn)
         self.stats.calls_written += len(changed)
         return changed

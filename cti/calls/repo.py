@@ -6,8 +6,9 @@
   other stages own (contact, priority, disposition, notes, error) are never
   touched by an update. A row is never replaced by the fold of fewer events,
   so a stale writer cannot roll a call back.
-Every write is one multi-row statement per chunk of rows (SQLAlchemy's
-"insertmanyvalues": one cached compilation, rows paged under the parameter limit).
+Every write is one round trip per chunk of rows: one multi-row statement on PostgreSQL
+(SQLAlchemy's "insertmanyvalues": one cached compilation, rows paged under the parameter
+limit), the driver's executemany on SQLite.
 Datetimes are stored and returned as UTC (SQLite keeps them naive: we re-attach UTC).
 """
 
@@ -20,7 +21,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, or_, select, text
+from sqlalchemy import Select, bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cti.model import Call, CallEvent
@@ -48,6 +49,15 @@ _LOCK_CALLS = text(
     "(SELECT DISTINCT hashtext(c) AS k FROM unnest(CAST(:ids AS text[])) AS c ORDER BY k) AS keys"
 )
 
+# built once: constructing a select with .in_() per batch cost more loop time than running it
+_COUNT_EVENTS = (
+    select(call_events.c.call_id, func.count())
+    .where(call_events.c.call_id.in_(bindparam("ids", expanding=True)))
+    .group_by(call_events.c.call_id)
+)
+_LOAD_EVENTS = select(call_events.c.call_id, call_events.c.payload).where(
+    call_events.c.call_id.in_(bindparam("ids", expanding=True))
+)
 _EVENT_ROWS_PER_STMT = 1000  # rows per executemany; SQLAlchemy pages them under the parameter limits
 _CALL_ROWS_PER_STMT = 1000
 
@@ -153,20 +163,26 @@ class CallRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
         insert = functools.partial(dialect_insert, db.dialect)
-        # RETURNING makes SQLAlchemy send each chunk of rows as ONE multi-row INSERT
-        # ("insertmanyvalues") compiled once and cached, instead of one statement per row
-        self._insert_events = (
-            insert(call_events)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(call_events.c.event_id)
-        )
+        ins = insert(call_events).on_conflict_do_nothing(index_elements=["event_id"])
         up = insert(calls)
-        self._upsert_calls = up.on_conflict_do_update(
+        upsert = up.on_conflict_do_update(
             index_elements=["call_id"],
             set_={name: up.excluded[name] for name in FOLD_COLUMNS},
             # never replace a row with the fold of fewer events (a stale writer)
             where=calls.c.events <= up.excluded.events,
-        ).returning(calls.c.call_id)
+        )
+        # One round trip per chunk of rows, by the cheapest way each driver has:
+        # - PostgreSQL: RETURNING makes SQLAlchemy send each chunk as ONE multi-row INSERT
+        #   ("insertmanyvalues", compiled once and cached) instead of one statement per row;
+        # - SQLite: no RETURNING, so the rows go to sqlite3's executemany, which loops in C on
+        #   the driver's thread. Rendering a multi-row INSERT on the event loop cost 0.3 ms a
+        #   batch there, a step every pop that arrived meanwhile waited for.
+        self._returning = db.dialect == "postgresql"
+        if self._returning:
+            ins = ins.returning(call_events.c.event_id)
+            upsert = upsert.returning(calls.c.call_id)
+        self._insert_events = ins
+        self._upsert_calls = upsert
 
     @asynccontextmanager
     async def _conn(self, conn: AsyncConnection | None, *, write: bool):
@@ -180,17 +196,17 @@ class CallRepo:
             async with self.db.engine.connect() as c:
                 yield c
 
-    async def insert_events(self, events: Sequence[CallEvent], *, conn: AsyncConnection | None = None) -> set[str]:
-        """Store events; ones already stored (same event_id) are skipped. Returns the new event ids."""
+    async def insert_events(self, events: Sequence[CallEvent], *, conn: AsyncConnection | None = None) -> None:
+        """Store events; ones already stored (same event_id) are skipped."""
         unique = {e.event_id: e for e in events}
         if not unique:
-            return set()
+            return
         rows = [event_row(e) for e in unique.values()]
-        new: set[str] = set()
         async with self._conn(conn, write=True) as c:
             for part in _chunks(rows, _EVENT_ROWS_PER_STMT):
-                new.update((await c.execute(self._insert_events, part)).scalars().all())
-        return new
+                result = await c.execute(self._insert_events, part)
+                if self._returning:
+                    result.all()
 
     async def load_events(
         self, call_ids: Iterable[str], *, conn: AsyncConnection | None = None
@@ -202,10 +218,7 @@ class CallRepo:
             return out
         async with self._conn(conn, write=False) as c:
             for i in range(0, len(ids), 500):
-                q = select(call_events.c.call_id, call_events.c.payload).where(
-                    call_events.c.call_id.in_(ids[i : i + 500])
-                )
-                for cid, payload in (await c.execute(q)).all():
+                for cid, payload in (await c.execute(_LOAD_EVENTS, {"ids": ids[i : i + 500]})).all():
                     out[cid].append(CallEvent.from_dict(payload))
         return out
 
@@ -217,12 +230,8 @@ class CallRepo:
         out: dict[str, int] = {}
         async with self._conn(conn, write=False) as c:
             for i in range(0, len(ids), 500):
-                q = (
-                    select(call_events.c.call_id, func.count())
-                    .where(call_events.c.call_id.in_(ids[i : i + 500]))
-                    .group_by(call_events.c.call_id)
-                )
-                out.update({cid: int(n) for cid, n in (await c.execute(q)).all()})
+                rows = (await c.execute(_COUNT_EVENTS, {"ids": ids[i : i + 500]})).all()
+                out.update({cid: int(n) for cid, n in rows})
         return out
 
     async def lock_calls(self, call_ids: Iterable[str], *, conn: AsyncConnection) -> None:
@@ -252,7 +261,9 @@ class CallRepo:
         rows = [call_row(c) for c in latest.values()]
         async with self._conn(conn, write=True) as cx:
             for part in _chunks(rows, _CALL_ROWS_PER_STMT):
-                (await cx.execute(self._upsert_calls, part)).all()
+                result = await cx.execute(self._upsert_calls, part)
+                if self._returning:
+                    result.all()
 
     async def get_call(self, call_id: str, *, tenant: str | None = None) -> dict[str, Any] | None:
         """The full `calls` row (fold columns and the other stages' columns), or None."""

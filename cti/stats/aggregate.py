@@ -31,6 +31,7 @@ from cti.stats.metrics import (
 from cti.store.db import dialect_insert
 from cti.store.tables import calls as calls_t
 from cti.store.tables import stats_applied, stats_hourly
+from cti.yielding import step_aside
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +117,7 @@ class StatsRollup:
             tenant = r.get("tenant") or self.settings.site.tenant
             for d in call_deltas(r, sl, short):
                 add_sums(tenant_sums.setdefault((tenant, *d.key()), empty_sums()), d.values())
+        await step_aside()  # the deltas and the upsert's parameters: two loop steps, not one
         await self._upsert(conn, tenant_sums)
         return len(new_ids)
 

@@ -113,6 +113,9 @@ class Database:
         echo: bool = False,
     ) -> None:
         self.url = normalize_url(url)
+        # read on every store write (e.g. "does this dialect need locks?"): parsing the URL
+        # each time was 3% of the event pipeline's loop time
+        self._dialect = make_url(self.url).get_backend_name()
         self.connect_timeout_s = connect_timeout_s
         self.pool_size = pool_size
         self.busy_timeout_ms = busy_timeout_ms
@@ -122,7 +125,7 @@ class Database:
     @property
     def dialect(self) -> str:
         """'sqlite' or 'postgresql'."""
-        return make_url(self.url).get_backend_name()
+        return self._dialect
 
     @property
     def engine(self) -> AsyncEngine:
