@@ -719,8 +719,15 @@ class CtiApp:
             await conn.execute(t.agent_state_log.insert(), rows)
 
     async def _on_pop_events(self, batch: list[Message]) -> None:
-        for e in self._events(batch):
+        events = self._events(batch)
+        last = len(events) - 1
+        for i, e in enumerate(events):
             await self.screen_pop.on_event(e)
+            if i < last and e.kind is EventKind.RINGING:
+                # the socket writer of the pop just queued runs before the next event is
+                # worked on: a burst of ringing phones would otherwise hold every pop of the
+                # batch until the last one is built
+                await asyncio.sleep(0)
 
     async def _publish_pop(self, message: dict[str, Any]) -> None:
         # the agent's sockets on this node get the pop at once, without a round trip through

@@ -111,7 +111,9 @@ class StatsRollup:
         if not new_ids:
             return 0
         tenant_sums: dict[tuple, dict[str, float]] = {}
-        for cid in new_ids:
+        for n, cid in enumerate(new_ids):
+            if n and n % 8 == 0:
+                await step_aside()
             r = by_id[cid]
             sl, short = thresholds(self.settings, r.get("queue"))
             tenant = r.get("tenant") or self.settings.site.tenant

@@ -86,3 +86,32 @@ async def test_a_slow_bus_never_holds_the_local_push_back_and_keeps_the_pops_in_
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_each_pop_of_a_burst_is_sent_before_the_next_one_is_built() -> None:
+    """Three phones ring in one bus batch: the socket writer of the first pop runs before the
+    second pop is built, not after the whole batch."""
+    import datetime as dt
+
+    from cti.model import CallEvent, Direction, EventKind
+
+    order: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    class Pop:
+        async def on_event(self, e: CallEvent) -> None:
+            order.append(f"built {e.call_id}")
+            # what Hub.to_agent does: the connection's writer task sends on the next loop turn
+            loop.call_soon(order.append, f"sent {e.call_id}")
+
+    n = SimpleNamespace(screen_pop=Pop(), _events=CtiApp._events)
+    batch = [
+        Message(f"{i}-0", S.EVENTS, CallEvent(
+            event_id=f"e{i}", provider="sim", provider_call_id=f"c{i}", call_id=f"c{i}", kind=EventKind.RINGING,
+            occurred_at=dt.datetime.now(dt.UTC), agent=f"agent{i}", direction=Direction.INBOUND,
+            from_number="+33612345678", to_number="+33170000100").to_dict())
+        for i in range(3)
+    ]
+    await CtiApp._on_pop_events(n, batch)
+    await asyncio.sleep(0)
+    assert order == ["built c0", "sent c0", "built c1", "sent c1", "built c2", "sent c2"]
