@@ -41,7 +41,7 @@ from cti.store import tables as t
 from cti.web.auth import Principal, TokenRecord, TokenStore, hash_token
 from cti.web.common import load_call_row
 from cti.web.ws import Hub
-from cti.yielding import step_aside
+from cti.yielding import in_steps, step_aside
 
 log = structlog.get_logger(__name__)
 
@@ -690,7 +690,7 @@ class CtiApp:
         """
         # most events are call events: skip them before parsing (this consumer sees them all)
         mine = [m for m in batch if isinstance(m.data, dict) and m.data.get("kind") == EventKind.AGENT_STATE_CHANGED]
-        changes = [e for e in self._events(mine) if e.kind is EventKind.AGENT_STATE_CHANGED and e.agent]
+        changes = [e for e in self._events(mine) if e.agent]
         if not changes:
             return
         c = t.agent_state_log.c
@@ -768,9 +768,7 @@ class CtiApp:
                 self.hub.to_agent(d.get("tenant") or self.settings.site.tenant, agent, msg)
 
     async def _on_calls_ws(self, batch: list[Message]) -> None:
-        for n, m in enumerate(batch):
-            if n and n % 8 == 0:
-                await step_aside()  # a batch of updates to many agents: not all in one step
+        async for m in in_steps(batch):  # a batch of updates to many agents: not all in one step
             call = m.data.get("call") or {}
             if call.get("state") == "ended":
                 self.active_calls.pop(call.get("call_id"), None)

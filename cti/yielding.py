@@ -10,16 +10,30 @@ pop's socket read, and between each of the pop's own hops.
 runs, in each loop turn, first what was already scheduled, then the sockets that became
 readable, then the timers that are due; so a writer that steps aside comes back after the
 pop's read and hops, and at most once per `STEP_ASIDE_S`. Writers call it between their
-CPU-heavy phases, outside their database transactions (a lock held while waiting would
-block the other writers instead).
+CPU-heavy phases, or every few items of a long loop (`in_steps`). A pause inside a
+database transaction keeps its lock meanwhile: that makes the other writers wait, never
+the pop.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 STEP_ASIDE_S = 0.0005  # a writer's batch takes a few of these longer; it lingers 50 ms anyway
 
 
 async def step_aside(seconds: float = STEP_ASIDE_S) -> None:
     await asyncio.sleep(seconds)
+
+
+async def in_steps(items: Iterable[T], every: int = 8) -> AsyncIterator[T]:
+    """The items, stepping aside before each `every`-th one after the first: a long batch
+    runs as several loop steps instead of one."""
+    for n, item in enumerate(items):
+        if n and n % every == 0:
+            await step_aside()
+        yield item

@@ -31,7 +31,7 @@ from cti.stats.metrics import (
 from cti.store.db import dialect_insert
 from cti.store.tables import calls as calls_t
 from cti.store.tables import stats_applied, stats_hourly
-from cti.yielding import step_aside
+from cti.yielding import in_steps, step_aside
 
 log = structlog.get_logger(__name__)
 
@@ -111,9 +111,7 @@ class StatsRollup:
         if not new_ids:
             return 0
         tenant_sums: dict[tuple, dict[str, float]] = {}
-        for n, cid in enumerate(new_ids):
-            if n and n % 8 == 0:
-                await step_aside()
+        async for cid in in_steps(new_ids):
             r = by_id[cid]
             sl, short = thresholds(self.settings, r.get("queue"))
             tenant = r.get("tenant") or self.settings.site.tenant

@@ -43,3 +43,23 @@ async def test_a_bare_yield_would_run_the_writers_next_step_first() -> None:
     # why step_aside is a timer: what sleep(0) reschedules runs before the next poll's sockets
     assert await _order_of(lambda: asyncio.sleep(0)) == ["step0", "step1", "step2", "read"]
 
+
+
+async def test_a_long_batch_runs_as_several_loop_steps() -> None:
+    from cti.yielding import in_steps
+
+    seen: list[int] = []
+    turns: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:  # counts the loop turns that ran while the batch went on
+        turns.append(len(seen))
+        if len(seen) < 20:
+            loop.call_soon(tick)
+
+    loop.call_soon(tick)
+    async for n in in_steps(range(20), every=8):
+        seen.append(n)
+    assert seen == list(range(20))
+    # others ran after items 0-7 and 8-15, before the next item: three steps, not one
+    assert {8, 16} <= set(turns)
